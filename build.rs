@@ -1,0 +1,28 @@
+// Keep in sync with the #[command] list in src/commands.rs and guest-js/index.ts.
+const COMMANDS: &[&str] = &[
+    "enable",
+    "disable",
+    "is_enabled",
+    "configure",
+    "set_auth",
+    "clear_auth",
+    "enqueue",
+    "enqueue_many",
+    "sync_now",
+    "status",
+    "pending",
+    "dead_letters",
+    "retry",
+    "discard",
+    "edit",
+    "subscribe",
+    "unsubscribe",
+    "history",
+];
+
+fn main() {
+    tauri_plugin::Builder::new(COMMANDS)
+        .android_path("android")
+        .ios_path("ios")
+        .build();
+}

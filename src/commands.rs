@@ -1,0 +1,171 @@
+//! IPC commands: thin wrappers over `Plugin`; each is behind its own permission.
+
+use crate::models::{AuthConfig, DrainReport, Enqueued, Mutation, NewMutation, StatusEvent, SyncStatus};
+use crate::{BackgroundSyncExt, Result};
+use tauri::{command, ipc::Channel, AppHandle, Runtime};
+
+const DEFAULT_PAGE: u32 = 100;
+const MAX_PAGE: u32 = 1_000;
+
+fn page(limit: Option<u32>) -> u32 {
+    limit.unwrap_or(DEFAULT_PAGE).min(MAX_PAGE)
+}
+
+#[command]
+pub(crate) async fn enable<R: Runtime>(app: AppHandle<R>) -> Result<()> {
+    app.background_sync().enable().await
+}
+
+#[command]
+pub(crate) async fn disable<R: Runtime>(app: AppHandle<R>) -> Result<()> {
+    app.background_sync().disable().await
+}
+
+#[command]
+pub(crate) async fn is_enabled<R: Runtime>(app: AppHandle<R>) -> Result<bool> {
+    app.background_sync().engine().is_enabled().await
+}
+
+#[command]
+pub(crate) async fn configure<R: Runtime>(app: AppHandle<R>, config: serde_json::Value) -> Result<()> {
+    app.background_sync().configure(config).await
+}
+
+/// Tokens go in; nothing ever returns them.
+#[command]
+pub(crate) async fn set_auth<R: Runtime>(app: AppHandle<R>, auth: AuthConfig) -> Result<()> {
+    app.background_sync().engine().set_auth(auth).await
+}
+
+#[command]
+pub(crate) async fn clear_auth<R: Runtime>(app: AppHandle<R>) -> Result<()> {
+    app.background_sync().engine().clear_auth().await
+}
+
+#[command]
+pub(crate) async fn enqueue<R: Runtime>(app: AppHandle<R>, mutation: NewMutation) -> Result<Enqueued> {
+    Ok(app
+        .background_sync()
+        .enqueue_many(vec![mutation])
+        .await?
+        .remove(0))
+}
+
+#[command]
+pub(crate) async fn enqueue_many<R: Runtime>(
+    app: AppHandle<R>,
+    mutations: Vec<NewMutation>,
+) -> Result<Vec<Enqueued>> {
+    app.background_sync().enqueue_many(mutations).await
+}
+
+#[command]
+pub(crate) async fn sync_now<R: Runtime>(app: AppHandle<R>, budget_ms: Option<u64>) -> Result<DrainReport> {
+    let budget = budget_ms.map(|b| std::time::Duration::from_millis(b.min(crate::entry::MAX_BUDGET_MS)));
+    app.background_sync().sync_now(budget).await
+}
+
+#[command]
+pub(crate) async fn status<R: Runtime>(app: AppHandle<R>) -> Result<SyncStatus> {
+    app.background_sync().engine().status().await
+}
+
+#[command]
+pub(crate) async fn pending<R: Runtime>(
+    app: AppHandle<R>,
+    limit: Option<u32>,
+    offset: Option<u32>,
+) -> Result<Vec<Mutation>> {
+    app.background_sync()
+        .engine()
+        .pending(page(limit), offset.unwrap_or(0))
+        .await
+}
+
+#[command]
+pub(crate) async fn dead_letters<R: Runtime>(
+    app: AppHandle<R>,
+    limit: Option<u32>,
+    offset: Option<u32>,
+) -> Result<Vec<Mutation>> {
+    app.background_sync()
+        .engine()
+        .dead_letters(page(limit), offset.unwrap_or(0))
+        .await
+}
+
+#[command]
+pub(crate) async fn retry<R: Runtime>(app: AppHandle<R>, id: String) -> Result<()> {
+    let p = app.background_sync();
+    p.engine().retry(&id).await?;
+    p.scheduler().after_enqueue(false);
+    Ok(())
+}
+
+#[command]
+pub(crate) async fn discard<R: Runtime>(app: AppHandle<R>, id: String) -> Result<()> {
+    app.background_sync().engine().discard(&id).await.map(|_| ())
+}
+
+#[command]
+pub(crate) async fn edit<R: Runtime>(
+    app: AppHandle<R>,
+    id: String,
+    body: Option<serde_json::Value>,
+) -> Result<()> {
+    let p = app.background_sync();
+    p.engine().edit(&id, body).await?;
+    p.scheduler().after_enqueue(false);
+    Ok(())
+}
+
+#[command]
+pub(crate) async fn history<R: Runtime>(app: AppHandle<R>, limit: Option<u32>) -> Result<Vec<DrainReport>> {
+    app.background_sync()
+        .engine()
+        .history(limit.unwrap_or(20).min(MAX_PAGE))
+        .await
+}
+
+/// Stream status events to the webview until `unsubscribe` (or the channel closes).
+#[command]
+pub(crate) async fn subscribe<R: Runtime>(app: AppHandle<R>, on_event: Channel<StatusEvent>) -> Result<u32> {
+    let p = app.background_sync();
+    let mut rx = p.engine().subscribe();
+    // The first event is the current status, so a UI renders at once.
+    let _ = on_event.send(StatusEvent::Status(p.engine().status().await?));
+    let id = on_event.id();
+    let task = tauri::async_runtime::spawn(async move {
+        loop {
+            match rx.recv().await {
+                Ok(e) => {
+                    if on_event.send(e).is_err() {
+                        break;
+                    }
+                }
+                // A slow webview missed some events; the next status event catches it up.
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+            }
+        }
+    });
+    p.subscriptions
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(id, task);
+    Ok(id)
+}
+
+#[command]
+pub(crate) async fn unsubscribe<R: Runtime>(app: AppHandle<R>, id: u32) -> Result<()> {
+    if let Some(t) = app
+        .background_sync()
+        .subscriptions
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(&id)
+    {
+        t.abort();
+    }
+    Ok(())
+}

@@ -1,0 +1,814 @@
+//! The push-only drain: claim sendable rows, send them (bounded concurrency across entities,
+//! one at a time per entity), settle each outcome, until the queue is empty, the deadline is
+//! near, or the caller cancels. Every row that is not confirmed stays pending.
+
+use crate::engine::Inner;
+use crate::error::{Error, Result};
+use crate::idmap;
+use crate::models::{AuthConfig, DrainReport, StatusEvent, StopReason, SyncConfig, SyncState};
+use crate::policy::{self, Class, Observed};
+use crate::store::Claimed;
+use crate::transport::{self, Outgoing, Sent, Transport};
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use std::future::Future;
+use std::pin::Pin;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+/// How a drain is run.
+#[derive(Debug, Clone)]
+pub struct DrainOptions {
+    /// Wall-clock budget; no request starts that cannot finish inside it.
+    pub budget: Duration,
+    /// Cancel to stop promptly (in-flight requests are abandoned and their rows stay pending).
+    pub cancel: CancellationToken,
+    /// Free text recorded in the report (`foreground`, `timer`, `android-worker`, ...).
+    pub trigger: String,
+    /// Background entries skip the run when background sync is disabled.
+    pub respect_toggle: bool,
+    /// What the OS says about connectivity, if known.
+    pub network_available: Option<bool>,
+}
+
+impl Default for DrainOptions {
+    fn default() -> Self {
+        Self {
+            budget: Duration::from_secs(25),
+            cancel: CancellationToken::new(),
+            trigger: "foreground".into(),
+            respect_toggle: false,
+            network_available: None,
+        }
+    }
+}
+
+/// Until a request has been timed in this run, assume one takes this long.
+const INITIAL_ESTIMATE: Duration = Duration::from_millis(250);
+/// Never start a request with less than this left.
+const MIN_WINDOW: Duration = Duration::from_millis(20);
+
+/// What to do with one claimed row after its request.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Effect {
+    Complete {
+        status: u16,
+        server_id: Option<String>,
+    },
+    Reschedule {
+        attempts: u32,
+        next_at: i64,
+        status: Option<u16>,
+        error: String,
+    },
+    Bury {
+        attempts: u32,
+        status: Option<u16>,
+        error: String,
+    },
+    /// Unconfirmed but not the mutation's fault (deadline, cancellation): pending, unchanged.
+    Release,
+    Unauthorized,
+}
+
+/// Pure decision for one row, given what was observed.
+pub(crate) fn decide(
+    row: &Claimed,
+    observed: &Observed,
+    body: Option<&[u8]>,
+    cfg: &SyncConfig,
+    now: i64,
+    rng: &mut impl rand::Rng,
+) -> Effect {
+    let class = policy::classify(observed, now);
+    let status = match observed {
+        Observed::Response { status, .. } => Some(*status),
+        Observed::TransportError(_) => None,
+    };
+    let describe = || match observed {
+        Observed::Response { status, .. } => {
+            let ex = body.map(transport::excerpt).unwrap_or_default();
+            if ex.is_empty() {
+                format!("HTTP {status}")
+            } else {
+                format!("HTTP {status}: {ex}")
+            }
+        }
+        Observed::TransportError(e) => e.clone(),
+    };
+    match class {
+        Class::Done => {
+            let status = status.unwrap_or(200);
+            if row.temp_id.is_some() {
+                let id = body
+                    .and_then(|b| serde_json::from_slice::<serde_json::Value>(b).ok())
+                    .and_then(|v| idmap::extract_server_id(&v, &cfg.id_pointer));
+                match id {
+                    Some(id) => Effect::Complete {
+                        status,
+                        server_id: Some(id),
+                    },
+                    None => Effect::Bury {
+                        attempts: row.attempts + 1,
+                        status: Some(status),
+                        error: format!(
+                            "HTTP {status} but the response has no server id at '{}' (set idPointer): {}",
+                            cfg.id_pointer,
+                            body.map(transport::excerpt).unwrap_or_default()
+                        ),
+                    },
+                }
+            } else {
+                Effect::Complete {
+                    status,
+                    server_id: None,
+                }
+            }
+        }
+        Class::Unauthorized => Effect::Unauthorized,
+        Class::Permanent => Effect::Bury {
+            attempts: row.attempts + 1,
+            status,
+            error: describe(),
+        },
+        Class::Transient { retry_after_ms } => {
+            let attempts = row.attempts + 1;
+            if attempts >= cfg.max_attempts {
+                Effect::Bury {
+                    attempts,
+                    status,
+                    error: format!("gave up after {attempts} attempts; last: {}", describe()),
+                }
+            } else {
+                let delay = policy::retry_delay_ms(&cfg.backoff, attempts - 1, retry_after_ms, rng);
+                Effect::Reschedule {
+                    attempts,
+                    next_at: now + delay as i64,
+                    status,
+                    error: describe(),
+                }
+            }
+        }
+    }
+}
+
+type Flight = Pin<Box<dyn Future<Output = FlightResult> + Send>>;
+
+struct FlightResult {
+    rows: Vec<Claimed>,
+    /// One (observed, body) per row, or one for the whole batch.
+    outcome: std::result::Result<Vec<(Observed, Option<Vec<u8>>)>, Error>,
+    /// The request was cut by the deadline clamp rather than the configured timeout.
+    clamped: bool,
+    elapsed: Duration,
+    auth_generation: u64,
+}
+
+struct Run<'a> {
+    inner: &'a Inner,
+    cfg: SyncConfig,
+    owner: String,
+    report: DrainReport,
+    auth: AuthConfig,
+    auth_generation: u64,
+    refreshed: bool,
+}
+
+pub(crate) async fn run(inner: &Inner, opts: DrainOptions) -> Result<DrainReport> {
+    let started = Instant::now();
+    let deadline = started + opts.budget;
+    let now = inner.now();
+    let run_id = uuid::Uuid::now_v7().to_string();
+    let mut report = DrainReport {
+        run_id: run_id.clone(),
+        trigger: opts.trigger.clone(),
+        started_at: now,
+        finished_at: now,
+        requests: 0,
+        sent: 0,
+        done: 0,
+        retried: 0,
+        dead: 0,
+        remaining: 0,
+        dead_total: 0,
+        stop_reason: StopReason::Empty,
+        next_attempt_at: None,
+        last_error: None,
+    };
+
+    let Some(cfg) = inner.store.load_config().await? else {
+        return inner
+            .finish_without_lease(report, StopReason::NotConfigured)
+            .await;
+    };
+    if opts.respect_toggle && !inner.store.enabled().await? {
+        return inner.finish_without_lease(report, StopReason::Disabled).await;
+    }
+    if opts.network_available == Some(false) {
+        return inner.finish_without_lease(report, StopReason::NoNetwork).await;
+    }
+    let Ok(_local) = inner.drain_lock.clone().try_lock_owned() else {
+        return inner
+            .finish_without_lease(report, StopReason::AlreadyRunning)
+            .await;
+    };
+    let ttl = cfg.lease_ttl_ms as i64;
+    if !inner.store.acquire_lease(&run_id, now, ttl).await? {
+        return inner
+            .finish_without_lease(report, StopReason::AlreadyRunning)
+            .await;
+    }
+    let recovered = inner.store.recover_in_flight().await?;
+    if recovered > 0 {
+        tracing::info!(
+            recovered,
+            "re-queued mutations left in flight by an interrupted drain"
+        );
+    }
+    inner.set_state(SyncState::Running).await;
+
+    let auth = inner.store.load_auth().await?;
+    let mut run = Run {
+        inner,
+        cfg,
+        owner: run_id,
+        report: std::mem::replace(&mut report, dummy()),
+        auth,
+        auth_generation: 0,
+        refreshed: false,
+    };
+    let outcome = run.drive(&opts, deadline).await;
+    let mut report = run.report;
+    let stop = match outcome {
+        Ok(reason) => reason,
+        Err(e) => {
+            tracing::error!(error = %e, "drain stopped by a storage error");
+            report.last_error = Some(e.to_string());
+            StopReason::Error
+        }
+    };
+    let owner = run.owner;
+    let cfg = run.cfg;
+    let _ = inner.store.prune(inner.now(), cfg.retention_ms).await;
+    let _ = inner.store.release_lease(&owner).await;
+    inner.finish(report, stop).await
+}
+
+fn dummy() -> DrainReport {
+    DrainReport {
+        run_id: String::new(),
+        trigger: String::new(),
+        started_at: 0,
+        finished_at: 0,
+        requests: 0,
+        sent: 0,
+        done: 0,
+        retried: 0,
+        dead: 0,
+        remaining: 0,
+        dead_total: 0,
+        stop_reason: StopReason::Empty,
+        next_attempt_at: None,
+        last_error: None,
+    }
+}
+
+impl Run<'_> {
+    async fn drive(&mut self, opts: &DrainOptions, deadline: Instant) -> Result<StopReason> {
+        let transport = match Transport::new(&self.cfg) {
+            Ok(t) => std::sync::Arc::new(t),
+            Err(e) => {
+                self.report.last_error = Some(e.to_string());
+                return Ok(StopReason::Error);
+            }
+        };
+        let timeout = Duration::from_millis(self.cfg.request_timeout_ms);
+        let slots = self.cfg.concurrency.max(1) as usize;
+        let per_request = self.cfg.batch.as_ref().map_or(1, |b| b.max_items.max(1));
+        let max_wait = policy::max_plausible_wait_ms(&self.cfg.backoff);
+        let mut flights: FuturesUnordered<Flight> = FuturesUnordered::new();
+        let mut estimate = INITIAL_ESTIMATE;
+        let mut stop: Option<StopReason> = None;
+        let mut last_renew = Instant::now();
+        let renew_every = Duration::from_millis((self.cfg.lease_ttl_ms / 3).max(200));
+
+        loop {
+            if opts.cancel.is_cancelled() {
+                return self.abandon(flights).await;
+            }
+            if last_renew.elapsed() >= renew_every {
+                if !self
+                    .inner
+                    .store
+                    .renew_lease(&self.owner, self.inner.now(), self.cfg.lease_ttl_ms as i64)
+                    .await?
+                {
+                    self.report.last_error = Some("lost the drain lease (expired while paused?)".into());
+                    stop.get_or_insert(StopReason::Error);
+                }
+                last_renew = Instant::now();
+            }
+            // Fill free slots, unless stopping or too close to the deadline.
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let mut claimed_any = false;
+            if stop.is_none() && remaining >= estimate.max(MIN_WINDOW) {
+                while flights.len() < slots {
+                    let rows = self
+                        .inner
+                        .store
+                        .claim(&self.owner, self.inner.now(), per_request, max_wait)
+                        .await?;
+                    if rows.is_empty() {
+                        break;
+                    }
+                    claimed_any = true;
+                    let remaining = deadline.saturating_duration_since(Instant::now());
+                    let t = timeout.min(remaining);
+                    flights.push(self.launch(transport.clone(), rows, t, t < timeout));
+                    if self.cfg.batch.is_none() && flights.len() >= slots {
+                        break;
+                    }
+                }
+            } else if stop.is_none() && flights.is_empty() {
+                // Too close to the deadline to start anything.
+                stop = Some(StopReason::Deadline);
+            }
+
+            if flights.is_empty() {
+                if let Some(s) = stop {
+                    return Ok(s);
+                }
+                if claimed_any {
+                    continue;
+                }
+                // Nothing sendable now. Wait in this run if something becomes due in time.
+                let now = self.inner.now();
+                let remaining = deadline.saturating_duration_since(Instant::now());
+                match self.inner.store.next_due(now).await? {
+                    Some(due) if Duration::from_millis((due - now).max(0) as u64) + estimate < remaining => {
+                        let wait = Duration::from_millis((due - now).max(0) as u64);
+                        tokio::select! {
+                            _ = opts.cancel.cancelled() => return Ok(StopReason::Cancelled),
+                            _ = tokio::time::sleep(wait) => continue,
+                        }
+                    }
+                    Some(_) => return Ok(StopReason::Waiting),
+                    None => {
+                        let counts = self.inner.store.counts().await?;
+                        return Ok(if counts.pending == 0 {
+                            StopReason::Empty
+                        } else {
+                            StopReason::Waiting
+                        });
+                    }
+                }
+            }
+
+            // Wait for the next request to finish, or cancellation.
+            let next = tokio::select! {
+                r = flights.next() => Some(r),
+                _ = opts.cancel.cancelled() => None,
+            };
+            let Some(next) = next else {
+                return self.abandon(flights).await;
+            };
+            if let Some(r) = next {
+                // Track slow responses quickly, forget them slowly.
+                estimate = r.elapsed.mul_f32(1.2).max(estimate.mul_f32(0.9)).max(MIN_WINDOW);
+                if let Some(s) = self.settle(r, &transport).await? {
+                    stop.get_or_insert(s);
+                }
+            }
+        }
+    }
+
+    /// Cancellation: drop the requests in flight (the connections close) and put their rows
+    /// back to pending. The server may have applied some; the idempotency key makes the resend
+    /// harmless.
+    async fn abandon(&mut self, flights: FuturesUnordered<Flight>) -> Result<StopReason> {
+        drop(flights);
+        self.inner.store.recover_owned(&self.owner).await?;
+        Ok(StopReason::Cancelled)
+    }
+
+    fn launch(
+        &mut self,
+        transport: std::sync::Arc<Transport>,
+        rows: Vec<Claimed>,
+        timeout: Duration,
+        clamped: bool,
+    ) -> Flight {
+        self.report.requests += 1;
+        self.report.sent += rows.len() as u32;
+        let auth = self.auth.clone();
+        let generation = self.auth_generation;
+        let batch = self.cfg.batch.is_some();
+        Box::pin(async move {
+            let start = Instant::now();
+            let outcome = send_rows(&transport, &rows, timeout, &auth, batch).await;
+            FlightResult {
+                rows,
+                outcome,
+                clamped,
+                elapsed: start.elapsed(),
+                auth_generation: generation,
+            }
+        })
+    }
+
+    /// Apply one finished request's outcome. Returns a reason to stop, if any.
+    async fn settle(&mut self, r: FlightResult, transport: &Transport) -> Result<Option<StopReason>> {
+        let outcomes = match r.outcome {
+            Ok(o) => o,
+            Err(e) => {
+                // The request could not even be built (origin no longer allowed, bad stored
+                // data): permanent for these rows.
+                let msg = e.to_string();
+                for row in &r.rows {
+                    if self
+                        .inner
+                        .store
+                        .bury(row.seq, &self.owner, row.attempts + 1, None, &msg)
+                        .await?
+                    {
+                        self.report.dead += 1;
+                    }
+                }
+                self.progress().await;
+                return Ok(None);
+            }
+        };
+        let mut stop = None;
+        for (row, (observed, body)) in r.rows.iter().zip(outcomes) {
+            let timed_out = matches!(&observed, Observed::TransportError(e) if e.contains("timed out"));
+            let effect = if r.clamped && timed_out {
+                Effect::Release
+            } else {
+                let now = self.inner.now();
+                let mut rng = self.inner.rng.lock().await;
+                decide(row, &observed, body.as_deref(), &self.cfg, now, &mut *rng)
+            };
+            match effect {
+                Effect::Complete { status, server_id } => {
+                    if self
+                        .inner
+                        .store
+                        .complete(
+                            row.seq,
+                            &self.owner,
+                            status,
+                            server_id.as_deref(),
+                            self.inner.now(),
+                        )
+                        .await?
+                    {
+                        self.report.done += 1;
+                    }
+                }
+                Effect::Reschedule {
+                    attempts,
+                    next_at,
+                    status,
+                    error,
+                } => {
+                    tracing::debug!(id = %row.id, attempts, %error, "transient failure, rescheduled");
+                    self.report.last_error = Some(error.clone());
+                    if self
+                        .inner
+                        .store
+                        .reschedule(row.seq, &self.owner, attempts, next_at, status, &error)
+                        .await?
+                    {
+                        self.report.retried += 1;
+                    }
+                }
+                Effect::Bury {
+                    attempts,
+                    status,
+                    error,
+                } => {
+                    tracing::warn!(id = %row.id, ?status, %error, "mutation moved to the dead letter");
+                    self.report.last_error = Some(error.clone());
+                    if self
+                        .inner
+                        .store
+                        .bury(row.seq, &self.owner, attempts, status, &error)
+                        .await?
+                    {
+                        self.report.dead += 1;
+                    }
+                }
+                Effect::Release => {
+                    self.inner.store.release(row.seq, &self.owner).await?;
+                }
+                Effect::Unauthorized => {
+                    self.inner.store.release(row.seq, &self.owner).await?;
+                    if r.auth_generation < self.auth_generation {
+                        continue; // sent with a token that has since been refreshed
+                    }
+                    if self.refreshed {
+                        self.report.last_error = Some("HTTP 401 after a token refresh".into());
+                        stop = Some(StopReason::AuthFailed);
+                        continue;
+                    }
+                    self.refreshed = true;
+                    let timeout = Duration::from_millis(self.cfg.request_timeout_ms);
+                    match transport.refresh(&self.auth, timeout).await {
+                        Ok(new_auth) => {
+                            self.inner.store.save_auth(&new_auth).await?;
+                            self.auth = new_auth;
+                            self.auth_generation += 1;
+                            tracing::info!("access token refreshed after a 401");
+                        }
+                        Err(e) => {
+                            self.report.last_error = Some(e.to_string());
+                            stop = Some(StopReason::AuthFailed);
+                        }
+                    }
+                }
+            }
+        }
+        self.progress().await;
+        Ok(stop)
+    }
+
+    async fn progress(&self) {
+        let remaining = self
+            .inner
+            .store
+            .counts()
+            .await
+            .map(|c| c.pending + c.in_flight)
+            .unwrap_or(0);
+        self.inner.emit(StatusEvent::Progress {
+            run_id: self.owner.clone(),
+            done: self.report.done,
+            dead: self.report.dead,
+            remaining,
+        });
+    }
+}
+
+async fn send_rows(
+    transport: &Transport,
+    rows: &[Claimed],
+    timeout: Duration,
+    auth: &AuthConfig,
+    batch: bool,
+) -> std::result::Result<Vec<(Observed, Option<Vec<u8>>)>, Error> {
+    let outgoing: Vec<Outgoing> = rows.iter().map(Outgoing::from_claimed).collect::<Result<_>>()?;
+    if !batch {
+        let mut out = Vec::with_capacity(rows.len());
+        for (row, o) in rows.iter().zip(&outgoing) {
+            let Sent { observed, body } = transport.send(row, o, timeout, auth).await?;
+            out.push((observed, body));
+        }
+        return Ok(out);
+    }
+    let items: Vec<(&Claimed, Outgoing)> = rows.iter().zip(outgoing).collect();
+    let Sent { observed, body } = transport.send_batch(&items, timeout, auth).await?;
+    Ok(split_batch(rows, observed, body))
+}
+
+/// Turn one batch response into per-row outcomes. A batch-level failure applies to every row;
+/// a batch-level 4xx other than 401 means the batch endpoint itself is wrong, which is not the
+/// mutations' fault, so it is retried (and dead-lettered only at the retry limit).
+pub(crate) fn split_batch(
+    rows: &[Claimed],
+    observed: Observed,
+    body: Option<Vec<u8>>,
+) -> Vec<(Observed, Option<Vec<u8>>)> {
+    let all =
+        |o: Observed, b: Option<Vec<u8>>| rows.iter().map(|_| (o.clone(), b.clone())).collect::<Vec<_>>();
+    let status = match &observed {
+        Observed::TransportError(_) => return all(observed, None),
+        Observed::Response { status, .. } => *status,
+    };
+    if !(200..300).contains(&status) {
+        let o = match policy::classify(&observed, 0) {
+            Class::Permanent => Observed::Response {
+                status: 503,
+                retry_after: None,
+            },
+            _ => observed.clone(),
+        };
+        let b = body.map(|b| {
+            format!(
+                "batch endpoint answered HTTP {status}: {}",
+                transport::excerpt(&b)
+            )
+            .into_bytes()
+        });
+        return all(o, b);
+    }
+    let parsed: Option<Vec<serde_json::Value>> = body
+        .as_deref()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(b).ok())
+        .and_then(|v| v.get("items").and_then(|i| i.as_array()).cloned());
+    let Some(items) = parsed else {
+        return all(
+            Observed::TransportError("batch response has no items array".into()),
+            None,
+        );
+    };
+    rows.iter()
+        .enumerate()
+        .map(|(i, row)| {
+            let item = items
+                .iter()
+                .find(|it| {
+                    it.get("idempotencyKey").and_then(|k| k.as_str()) == Some(row.idempotency_key.as_str())
+                })
+                .or_else(|| items.get(i).filter(|it| it.get("idempotencyKey").is_none()));
+            match item.and_then(|it| it.get("status").and_then(|s| s.as_u64()).map(|s| (s, it))) {
+                Some((s, it)) => {
+                    let body = it.get("body").map(|b| serde_json::to_vec(b).unwrap_or_default());
+                    let retry_after = it
+                        .get("retryAfter")
+                        .and_then(|r| r.as_u64())
+                        .map(|r| r.to_string());
+                    (
+                        Observed::Response {
+                            status: s as u16,
+                            retry_after,
+                        },
+                        body,
+                    )
+                }
+                None => (
+                    Observed::TransportError("batch response has no result for this item".into()),
+                    None,
+                ),
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::models::{BackoffConfig, Priority};
+    use rand::SeedableRng;
+    use rand_chacha::ChaCha8Rng;
+    use std::collections::HashMap;
+
+    fn row(temp: Option<&str>, attempts: u32) -> Claimed {
+        Claimed {
+            seq: 1,
+            id: "m1".into(),
+            idempotency_key: "k1".into(),
+            priority: Priority::Normal,
+            method: "POST".into(),
+            path: "/visits".into(),
+            headers: Default::default(),
+            body: None,
+            temp_id: temp.map(str::to_string),
+            attempts,
+            mapping: HashMap::new(),
+        }
+    }
+
+    fn cfg() -> SyncConfig {
+        SyncConfig {
+            base_url: "https://api.example.com".into(),
+            max_attempts: 3,
+            backoff: BackoffConfig {
+                initial_ms: 1_000,
+                max_ms: 8_000,
+                multiplier: 2.0,
+            },
+            ..Default::default()
+        }
+    }
+
+    fn resp(status: u16) -> Observed {
+        Observed::Response {
+            status,
+            retry_after: None,
+        }
+    }
+
+    #[test]
+    fn create_records_server_id_or_buries() {
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        let e = decide(
+            &row(Some("tmp-1"), 0),
+            &resp(201),
+            Some(br#"{"id":"srv_7"}"#),
+            &cfg(),
+            0,
+            &mut rng,
+        );
+        assert_eq!(
+            e,
+            Effect::Complete {
+                status: 201,
+                server_id: Some("srv_7".into())
+            }
+        );
+        let e = decide(
+            &row(Some("tmp-1"), 0),
+            &resp(201),
+            Some(b"{}"),
+            &cfg(),
+            0,
+            &mut rng,
+        );
+        assert!(
+            matches!(e, Effect::Bury { ref error, .. } if error.contains("no server id at '/id'")),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn transient_reschedules_then_buries_at_limit() {
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        let now = 10_000;
+        match decide(&row(None, 0), &resp(503), None, &cfg(), now, &mut rng) {
+            Effect::Reschedule {
+                attempts,
+                next_at,
+                status,
+                ..
+            } => {
+                assert_eq!(attempts, 1);
+                assert_eq!(status, Some(503));
+                assert!((now..=now + 1_000).contains(&next_at));
+            }
+            e => panic!("{e:?}"),
+        }
+        let e = decide(
+            &row(None, 2),
+            &Observed::TransportError("reset".into()),
+            None,
+            &cfg(),
+            now,
+            &mut rng,
+        );
+        assert!(
+            matches!(e, Effect::Bury { attempts: 3, status: None, ref error } if error.contains("gave up after 3")),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn retry_after_sets_the_floor() {
+        let mut rng = ChaCha8Rng::seed_from_u64(9);
+        let o = Observed::Response {
+            status: 429,
+            retry_after: Some("30".into()),
+        };
+        match decide(&row(None, 0), &o, None, &cfg(), 0, &mut rng) {
+            Effect::Reschedule { next_at, .. } => assert_eq!(next_at, 30_000),
+            e => panic!("{e:?}"),
+        }
+    }
+
+    #[test]
+    fn permanent_keeps_status_and_excerpt() {
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        let body = format!(r#"{{"error":"validation failed","pad":"{}"}}"#, "x".repeat(2_000));
+        match decide(
+            &row(None, 0),
+            &resp(422),
+            Some(body.as_bytes()),
+            &cfg(),
+            0,
+            &mut rng,
+        ) {
+            Effect::Bury {
+                status,
+                error,
+                attempts,
+            } => {
+                assert_eq!(status, Some(422));
+                assert_eq!(attempts, 1);
+                assert!(error.starts_with("HTTP 422: {\"error\":\"validation failed\""));
+                assert!(error.len() < 600, "excerpt is bounded");
+            }
+            e => panic!("{e:?}"),
+        }
+        assert_eq!(
+            decide(&row(None, 0), &resp(401), None, &cfg(), 0, &mut rng),
+            Effect::Unauthorized
+        );
+    }
+
+    #[test]
+    fn batch_results_are_matched_by_key() {
+        let mut a = row(None, 0);
+        a.idempotency_key = "a".into();
+        let mut b = row(None, 0);
+        b.idempotency_key = "b".into();
+        let body = br#"{"items":[{"idempotencyKey":"b","status":422,"body":{"error":"x"}},{"idempotencyKey":"a","status":201,"body":{"id":"s1"}}]}"#;
+        let out = split_batch(&[a.clone(), b.clone()], resp(200), Some(body.to_vec()));
+        assert_eq!(out[0].0, resp(201));
+        assert_eq!(out[1].0, resp(422));
+        // Whole-batch 404 (endpoint missing) is retried, not a dead letter for every item.
+        let out = split_batch(&[a.clone(), b.clone()], resp(404), Some(b"nope".to_vec()));
+        assert!(out.iter().all(|(o, _)| *o == resp(503)));
+        // Missing item result: transient.
+        let body = br#"{"items":[{"idempotencyKey":"a","status":201,"body":{}}]}"#;
+        let out = split_batch(&[a, b], resp(200), Some(body.to_vec()));
+        assert!(matches!(out[1].0, Observed::TransportError(_)));
+    }
+}

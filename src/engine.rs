@@ -1,0 +1,418 @@
+//! `BackgroundSync`: the Rust API over one outbox database. The Tauri commands, the desktop
+//! scheduler and the headless (Android/iOS background) entries all go through it.
+
+use crate::drain::{self, DrainOptions};
+use crate::error::{Error, Result};
+use crate::idmap;
+use crate::models::{
+    AuthConfig, DrainReport, Durability, Enqueued, Mutation, MutationState, NewMutation, StatusEvent,
+    StopReason, SyncConfig, SyncState, SyncStatus,
+};
+use crate::policy::{Clock, SystemClock};
+use crate::store::{Prepared, Store};
+use crate::validate::{self, OriginPolicy};
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex as StdMutex, OnceLock};
+use tokio::sync::{broadcast, Mutex};
+
+/// A handle on one outbox database. Cheap to clone; all clones share state.
+#[derive(Clone)]
+pub struct BackgroundSync {
+    inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) store: Store,
+    clock: Arc<dyn Clock>,
+    pub(crate) rng: Mutex<StdRng>,
+    events: broadcast::Sender<StatusEvent>,
+    state: StdMutex<SyncState>,
+    last_report: StdMutex<Option<DrainReport>>,
+    /// Shared by every handle on the same file in this process.
+    pub(crate) drain_lock: Arc<Mutex<()>>,
+}
+
+/// Options for [`BackgroundSync::open_with`].
+pub struct OpenOptions {
+    clock: Arc<dyn Clock>,
+    seed: Option<u64>,
+    durability: Option<Durability>,
+}
+
+impl Default for OpenOptions {
+    fn default() -> Self {
+        Self {
+            clock: Arc::new(SystemClock),
+            seed: None,
+            durability: None,
+        }
+    }
+}
+
+impl OpenOptions {
+    /// Inject the wall clock (tests).
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+    /// Seed the backoff jitter (reproducible runs).
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = Some(seed);
+        self
+    }
+    /// Override the persisted durability for this handle.
+    pub fn durability(mut self, d: Durability) -> Self {
+        self.durability = Some(d);
+        self
+    }
+}
+
+fn drain_lock_for(path: &Path) -> Arc<Mutex<()>> {
+    static LOCKS: OnceLock<StdMutex<HashMap<PathBuf, std::sync::Weak<Mutex<()>>>>> = OnceLock::new();
+    let key = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    let mut map = LOCKS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    if let Some(l) = map.get(&key).and_then(std::sync::Weak::upgrade) {
+        return l;
+    }
+    map.retain(|_, w| w.strong_count() > 0);
+    let l = Arc::new(Mutex::new(()));
+    map.insert(key, Arc::downgrade(&l));
+    l
+}
+
+impl BackgroundSync {
+    /// Open (or create) the outbox database at `path`.
+    pub async fn open(path: impl AsRef<Path>) -> Result<Self> {
+        Self::open_with(path, OpenOptions::default()).await
+    }
+
+    /// Open with injected clock, seed or durability.
+    pub async fn open_with(path: impl AsRef<Path>, opts: OpenOptions) -> Result<Self> {
+        let path = path.as_ref();
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| Error::Storage(format!("cannot create {}: {e}", parent.display())))?;
+        }
+        let store = Store::open(path, opts.durability).await?;
+        let rng = match opts.seed {
+            Some(s) => StdRng::seed_from_u64(s),
+            None => StdRng::from_entropy(),
+        };
+        let (events, _) = broadcast::channel(256);
+        Ok(Self {
+            inner: Arc::new(Inner {
+                drain_lock: drain_lock_for(path),
+                store,
+                clock: opts.clock,
+                rng: Mutex::new(rng),
+                events,
+                state: StdMutex::new(SyncState::Idle),
+                last_report: StdMutex::new(None),
+            }),
+        })
+    }
+
+    /// Path of the database file.
+    pub fn path(&self) -> &Path {
+        self.inner.store.path()
+    }
+
+    /// Validate and persist the sync configuration (read again by every drain, including
+    /// background ones in a cold process).
+    pub async fn configure(&self, config: SyncConfig) -> Result<()> {
+        validate::config(&config)?;
+        self.inner.store.save_config(&config).await?;
+        self.inner.emit_status().await;
+        Ok(())
+    }
+
+    /// The persisted configuration, if any.
+    pub async fn config(&self) -> Result<Option<SyncConfig>> {
+        self.inner.store.load_config().await
+    }
+
+    /// Store credentials (never logged, never returned to JS).
+    pub async fn set_auth(&self, auth: AuthConfig) -> Result<()> {
+        if let Some(t) = auth.access_token.as_deref().or(auth.refresh_token.as_deref()) {
+            if t.contains(['\r', '\n']) || t.is_empty() {
+                return Err(Error::invalid(
+                    "tokens must be non-empty and contain no line breaks",
+                ));
+            }
+        }
+        if let (Some(url), Some(cfg)) = (&auth.refresh_url, self.config().await?) {
+            OriginPolicy::new(&cfg)?.resolve(url)?;
+        }
+        self.inner.store.save_auth(&auth).await
+    }
+
+    /// Forget credentials (e.g. on sign-out).
+    pub async fn clear_auth(&self) -> Result<()> {
+        self.inner.store.save_auth(&AuthConfig::default()).await
+    }
+
+    /// Turn background sync on or off (persisted; background entries check it first).
+    pub async fn set_enabled(&self, enabled: bool) -> Result<()> {
+        self.inner.store.set_enabled(enabled).await?;
+        self.inner.emit_status().await;
+        Ok(())
+    }
+
+    pub async fn is_enabled(&self) -> Result<bool> {
+        self.inner.store.enabled().await
+    }
+
+    /// Durably queue one mutation. When this returns `Ok`, the mutation survives a crash or
+    /// (with the default durability) a power cut.
+    pub async fn enqueue(&self, mutation: NewMutation) -> Result<Enqueued> {
+        Ok(self.enqueue_many(vec![mutation]).await?.remove(0))
+    }
+
+    /// Queue several mutations in one transaction: all or none.
+    pub async fn enqueue_many(&self, mutations: Vec<NewMutation>) -> Result<Vec<Enqueued>> {
+        if mutations.is_empty() {
+            return Ok(Vec::new());
+        }
+        let cfg = self
+            .inner
+            .store
+            .load_config()
+            .await?
+            .ok_or(Error::NotConfigured)?;
+        let policy = OriginPolicy::new(&cfg)?;
+        let mut prepared = Vec::with_capacity(mutations.len());
+        let mut temp_ids = std::collections::HashSet::new();
+        for m in mutations {
+            let (method, body) = validate::mutation(&m, &cfg, &policy)?;
+            if let Some(t) = &m.temp_id {
+                if !temp_ids.insert(t.clone()) {
+                    return Err(Error::Conflict(format!(
+                        "temp id '{t}' appears twice in one batch"
+                    )));
+                }
+            }
+            let candidates = idmap::candidates(&m.path, m.body.as_ref(), &m.entity.id)
+                .into_iter()
+                .collect();
+            prepared.push(Prepared {
+                id: uuid::Uuid::now_v7().to_string(),
+                caller_key: m.idempotency_key.is_some(),
+                idempotency_key: m
+                    .idempotency_key
+                    .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+                priority: m.priority,
+                entity: m.entity,
+                method,
+                path: m.path,
+                headers: m.headers,
+                body,
+                temp_id: m.temp_id,
+                candidates,
+            });
+        }
+        let out = self
+            .inner
+            .store
+            .enqueue(&prepared, self.inner.now(), cfg.max_queue_len)
+            .await?;
+        self.inner.emit_status().await;
+        Ok(out)
+    }
+
+    /// Drain now with the given options.
+    pub async fn drain(&self, opts: DrainOptions) -> Result<DrainReport> {
+        drain::run(&self.inner, opts).await
+    }
+
+    /// Snapshot of the queue and the engine.
+    pub async fn status(&self) -> Result<SyncStatus> {
+        self.inner.status().await
+    }
+
+    /// Queued mutations not yet delivered (pending and in flight), in enqueue order.
+    pub async fn pending(&self, limit: u32, offset: u32) -> Result<Vec<Mutation>> {
+        self.inner
+            .store
+            .list(&[MutationState::Pending, MutationState::InFlight], limit, offset)
+            .await
+    }
+
+    /// Dead letters, waiting for the user to retry, edit or discard them.
+    pub async fn dead_letters(&self, limit: u32, offset: u32) -> Result<Vec<Mutation>> {
+        self.inner.store.list(&[MutationState::Dead], limit, offset).await
+    }
+
+    /// One queued mutation by id.
+    pub async fn get(&self, id: &str) -> Result<Mutation> {
+        self.inner.store.get(id).await
+    }
+
+    /// Put a dead letter back in the queue with a fresh retry budget.
+    pub async fn retry(&self, id: &str) -> Result<()> {
+        self.inner.store.retry(id, self.inner.now()).await?;
+        self.inner.emit_status().await;
+        Ok(())
+    }
+
+    /// Delete a queued mutation or dead letter. Mutations waiting for the temp id of a
+    /// discarded create become dead letters (returned count).
+    pub async fn discard(&self, id: &str) -> Result<u64> {
+        let n = self.inner.store.discard(id).await?;
+        self.inner.emit_status().await;
+        Ok(n)
+    }
+
+    /// Replace a dead letter's body and queue it again.
+    pub async fn edit(&self, id: &str, body: Option<serde_json::Value>) -> Result<()> {
+        let cfg = self
+            .inner
+            .store
+            .load_config()
+            .await?
+            .ok_or(Error::NotConfigured)?;
+        let current = self.inner.store.get(id).await?;
+        let probe = NewMutation {
+            method: current.method.clone(),
+            path: current.path.clone(),
+            body: body.clone(),
+            headers: current.headers.clone(),
+            priority: current.priority,
+            entity: current.entity.clone(),
+            temp_id: current.temp_id.clone(),
+            idempotency_key: None,
+        };
+        let (_, serialized) = validate::mutation(&probe, &cfg, &OriginPolicy::new(&cfg)?)?;
+        let candidates = idmap::candidates(&current.path, body.as_ref(), &current.entity.id)
+            .into_iter()
+            .collect();
+        self.inner
+            .store
+            .edit(id, serialized, candidates, self.inner.now())
+            .await?;
+        self.inner.emit_status().await;
+        Ok(())
+    }
+
+    /// Recent drain reports, newest first.
+    pub async fn history(&self, limit: u32) -> Result<Vec<DrainReport>> {
+        self.inner.store.history(limit).await
+    }
+
+    /// The server id a temp id resolved to, once its create was delivered.
+    pub async fn resolve_temp_id(&self, temp_id: &str) -> Result<Option<String>> {
+        self.inner.store.server_id_for(temp_id).await
+    }
+
+    /// Subscribe to status events (state changes, progress, reports).
+    pub fn subscribe(&self) -> broadcast::Receiver<StatusEvent> {
+        self.inner.events.subscribe()
+    }
+
+    /// Mark the engine as waiting for its next scheduled run (scheduler use).
+    pub async fn mark_scheduled(&self) {
+        self.inner.set_state(SyncState::Scheduled).await;
+    }
+
+    /// Close the database (pending writes are already durable).
+    pub async fn close(&self) {
+        self.inner.store.close().await;
+    }
+}
+
+impl Inner {
+    pub(crate) fn now(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
+    pub(crate) fn emit(&self, e: StatusEvent) {
+        // No receivers is fine (headless runs).
+        let _ = self.events.send(e);
+    }
+
+    pub(crate) async fn set_state(&self, s: SyncState) {
+        *self.state.lock().unwrap_or_else(|p| p.into_inner()) = s;
+        self.emit_status().await;
+    }
+
+    async fn emit_status(&self) {
+        if self.events.receiver_count() == 0 {
+            return;
+        }
+        if let Ok(s) = self.status().await {
+            self.emit(StatusEvent::Status(s));
+        }
+    }
+
+    pub(crate) async fn status(&self) -> Result<SyncStatus> {
+        let counts = self.store.counts().await?;
+        let (last_sync_at, last_error) = self.store.last_sync().await?;
+        let configured = self.store.load_config().await?.is_some();
+        let enabled = self.store.enabled().await?;
+        let next_attempt_at = self.store.next_due(self.now()).await?;
+        let state = *self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut last_report = self.last_report.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        if last_report.is_none() {
+            last_report = self.store.history(1).await?.into_iter().next();
+        }
+        Ok(SyncStatus {
+            state,
+            enabled,
+            configured,
+            pending: counts.pending,
+            in_flight: counts.in_flight,
+            dead: counts.dead,
+            blocked: counts.blocked,
+            last_sync_at,
+            last_error,
+            next_attempt_at,
+            last_report,
+        })
+    }
+
+    /// End a run that never took the lease (nothing was touched).
+    pub(crate) async fn finish_without_lease(
+        &self,
+        report: DrainReport,
+        reason: StopReason,
+    ) -> Result<DrainReport> {
+        self.finish(report, reason).await
+    }
+
+    pub(crate) async fn finish(&self, mut report: DrainReport, reason: StopReason) -> Result<DrainReport> {
+        report.finished_at = self.now();
+        report.stop_reason = reason;
+        if let Ok(c) = self.store.counts().await {
+            report.remaining = c.pending + c.in_flight;
+            report.dead_total = c.dead;
+            if reason == StopReason::Deadline && report.remaining == 0 {
+                report.stop_reason = StopReason::Empty;
+            }
+        }
+        report.next_attempt_at = self.store.next_due(report.finished_at).await.ok().flatten();
+        if reason != StopReason::AlreadyRunning {
+            if let Err(e) = self.store.record_run(&report).await {
+                tracing::warn!(error = %e, "could not record the drain report");
+            }
+        }
+        tracing::info!(
+            run = %report.run_id, trigger = %report.trigger, reason = ?report.stop_reason,
+            done = report.done, retried = report.retried, dead = report.dead, remaining = report.remaining,
+            "drain finished"
+        );
+        *self.last_report.lock().unwrap_or_else(|p| p.into_inner()) = Some(report.clone());
+        let state = match report.stop_reason {
+            StopReason::Error | StopReason::AuthFailed => SyncState::Failed,
+            StopReason::AlreadyRunning => *self.state.lock().unwrap_or_else(|p| p.into_inner()),
+            _ => SyncState::Completed,
+        };
+        self.emit(StatusEvent::Report(report.clone()));
+        self.set_state(state).await;
+        Ok(report)
+    }
+}

@@ -1,0 +1,140 @@
+//! Headless entry: everything a background process needs, from a database path alone (no
+//! AppHandle, no webview). Blocking functions that build their own small tokio runtime; the
+//! JSON variants are what the C ABI (iOS) and JNI (Android) wrappers return, and they never
+//! panic: a panic is caught and reported as an `internal` error.
+
+use crate::drain::DrainOptions;
+use crate::engine::BackgroundSync;
+use crate::error::{Error, Result};
+use crate::models::{DrainReport, Enqueued, NewMutation, SyncConfig, SyncStatus};
+use serde_json::{json, Value};
+use std::future::Future;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::Path;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// Longest budget accepted from a background caller (WorkManager stops work at 10 minutes).
+pub const MAX_BUDGET_MS: u64 = 9 * 60_000;
+
+fn block_on<F: Future>(f: F) -> Result<F::Output> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Platform(format!("cannot start the async runtime: {e}")))?;
+    Ok(rt.block_on(f))
+}
+
+fn check_path(db_path: &str) -> Result<&Path> {
+    if db_path.is_empty() {
+        return Err(Error::invalid("database path is empty"));
+    }
+    Ok(Path::new(db_path))
+}
+
+/// Persist the configuration (merged over the stored one, like `configure` in JS).
+pub fn configure(db_path: &str, config: Value) -> Result<()> {
+    let path = check_path(db_path)?;
+    block_on(async {
+        let bs = BackgroundSync::open(path).await?;
+        let merged = crate::models::merge_config(bs.config().await?, config)?;
+        bs.configure(merged).await
+    })?
+}
+
+pub fn enqueue(db_path: &str, mutation: NewMutation) -> Result<Enqueued> {
+    let path = check_path(db_path)?;
+    block_on(async { BackgroundSync::open(path).await?.enqueue(mutation).await })?
+}
+
+pub fn status(db_path: &str) -> Result<SyncStatus> {
+    let path = check_path(db_path)?;
+    block_on(async { BackgroundSync::open(path).await?.status().await })?
+}
+
+pub fn set_enabled(db_path: &str, enabled: bool) -> Result<()> {
+    let path = check_path(db_path)?;
+    block_on(async { BackgroundSync::open(path).await?.set_enabled(enabled).await })?
+}
+
+/// Drain within `budget_ms`. A trigger other than `foreground` is a background run: it does
+/// nothing (and says so in the report) when background sync is disabled.
+pub fn drain(db_path: &str, budget_ms: u64, trigger: &str, cancel: CancellationToken) -> Result<DrainReport> {
+    let path = check_path(db_path)?;
+    let trigger = if trigger.is_empty() { "background" } else { trigger };
+    let opts = DrainOptions {
+        budget: Duration::from_millis(budget_ms.min(MAX_BUDGET_MS)),
+        cancel,
+        trigger: trigger.to_string(),
+        respect_toggle: trigger != "foreground",
+        network_available: None,
+    };
+    block_on(async {
+        let bs = BackgroundSync::open(path).await?;
+        let r = bs.drain(opts).await;
+        bs.close().await;
+        r
+    })?
+}
+
+/// Run `f`, turning errors and panics into the JSON envelope.
+fn envelope(f: impl FnOnce() -> Result<Value>) -> String {
+    let v = match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(Ok(mut v)) => {
+            if let Value::Object(m) = &mut v {
+                m.insert("ok".into(), Value::Bool(true));
+            }
+            v
+        }
+        Ok(Err(e)) => json!({ "ok": false, "error": e }),
+        Err(panic) => {
+            let msg = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "panic".into());
+            json!({ "ok": false, "error": Error::Internal(msg) })
+        }
+    };
+    v.to_string()
+}
+
+fn parse<T: serde::de::DeserializeOwned>(what: &str, s: &str) -> Result<T> {
+    serde_json::from_str(s).map_err(|e| Error::invalid(format!("{what} is not valid JSON for its type: {e}")))
+}
+
+pub fn configure_json(db_path: &str, config_json: &str) -> String {
+    envelope(|| {
+        let v: Value = parse("config", config_json)?;
+        configure(db_path, v)?;
+        Ok(json!({}))
+    })
+}
+
+pub fn enqueue_json(db_path: &str, mutation_json: &str) -> String {
+    envelope(|| {
+        let m: NewMutation = parse("mutation", mutation_json)?;
+        Ok(json!({ "enqueued": enqueue(db_path, m)? }))
+    })
+}
+
+pub fn drain_json(db_path: &str, budget_ms: u64, trigger: &str, cancel: CancellationToken) -> String {
+    envelope(|| Ok(json!({ "report": drain(db_path, budget_ms, trigger, cancel)? })))
+}
+
+pub fn status_json(db_path: &str) -> String {
+    envelope(|| Ok(json!({ "status": status(db_path)? })))
+}
+
+pub fn set_enabled_json(db_path: &str, enabled: bool) -> String {
+    envelope(|| {
+        set_enabled(db_path, enabled)?;
+        Ok(json!({}))
+    })
+}
+
+/// The configuration a cold process would use, for diagnostics.
+pub fn config(db_path: &str) -> Result<Option<SyncConfig>> {
+    let path = check_path(db_path)?;
+    block_on(async { BackgroundSync::open(path).await?.config().await })?
+}

@@ -1,0 +1,170 @@
+//! Errors of the plugin. Every variant has a stable `kind` string; over IPC, FFI and JNI an
+//! error is serialized as `{ "kind": "...", "message": "..." }` so callers can branch on it.
+
+use serde::{ser::SerializeStruct, Serialize, Serializer};
+
+/// Everything that can go wrong in the plugin's API.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The caller passed something the plugin cannot accept (bad method, path, priority, JSON...).
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
+    /// A URL or host outside the configured API origins, or plain http to a non-loopback host.
+    #[error("origin not allowed: {0}")]
+    OriginNotAllowed(String),
+    /// A payload or the queue is over its configured limit.
+    #[error("limit exceeded: {0}")]
+    LimitExceeded(String),
+    /// `configure` was never called on this database.
+    #[error("not configured: call configure() with the API base URL first")]
+    NotConfigured,
+    /// No mutation (or dead letter) with that id.
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// The operation needs a state the row is not in (e.g. editing a row that is not dead).
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// The database file is not a database, is corrupt, read-only, locked, or the disk is full.
+    #[error("storage error: {0}")]
+    Storage(String),
+    /// The database schema is newer or older than this build can migrate.
+    #[error("migration error: {0}")]
+    Migration(String),
+    /// A network-level failure outside a drain (e.g. token refresh).
+    #[error("network error: {0}")]
+    Network(String),
+    /// Authentication missing or refused.
+    #[error("auth error: {0}")]
+    Auth(String),
+    /// Another drain holds the lease on this database.
+    #[error("a drain is already running on this database")]
+    AlreadyRunning,
+    /// The host (Tauri, OS scheduler) failed.
+    #[error("platform error: {0}")]
+    Platform(String),
+    /// A bug: a panic caught at an FFI boundary, or an invariant broken.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    /// Stable machine-readable name, the `kind` field seen by JS and FFI callers.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::InvalidInput(_) => "invalidInput",
+            Error::OriginNotAllowed(_) => "originNotAllowed",
+            Error::LimitExceeded(_) => "limitExceeded",
+            Error::NotConfigured => "notConfigured",
+            Error::NotFound(_) => "notFound",
+            Error::Conflict(_) => "conflict",
+            Error::Storage(_) => "storage",
+            Error::Migration(_) => "migration",
+            Error::Network(_) => "network",
+            Error::Auth(_) => "auth",
+            Error::AlreadyRunning => "alreadyRunning",
+            Error::Platform(_) => "platform",
+            Error::Internal(_) => "internal",
+        }
+    }
+
+    pub(crate) fn invalid(msg: impl Into<String>) -> Self {
+        Error::InvalidInput(msg.into())
+    }
+}
+
+impl Serialize for Error {
+    fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        let mut s = serializer.serialize_struct("Error", 2)?;
+        s.serialize_field("kind", self.kind())?;
+        s.serialize_field("message", &self.to_string())?;
+        s.end()
+    }
+}
+
+impl From<sqlx::Error> for Error {
+    fn from(e: sqlx::Error) -> Self {
+        match &e {
+            sqlx::Error::RowNotFound => Error::NotFound("row".into()),
+            sqlx::Error::Database(db) => {
+                let msg = db.message().to_string();
+                Error::Storage(storage_hint(&msg))
+            }
+            sqlx::Error::Io(io) => Error::Storage(format!("I/O: {io}")),
+            sqlx::Error::PoolTimedOut => {
+                Error::Storage("timed out waiting for the database (locked by another process?)".into())
+            }
+            other => Error::Storage(storage_hint(&other.to_string())),
+        }
+    }
+}
+
+impl From<sqlx::migrate::MigrateError> for Error {
+    fn from(e: sqlx::migrate::MigrateError) -> Self {
+        let msg = e.to_string();
+        if msg.contains("not a database") || msg.contains("malformed") || msg.contains("locked") {
+            Error::Storage(storage_hint(&msg))
+        } else {
+            Error::Migration(msg)
+        }
+    }
+}
+
+impl From<serde_json::Error> for Error {
+    fn from(e: serde_json::Error) -> Self {
+        Error::InvalidInput(format!("JSON: {e}"))
+    }
+}
+
+impl From<tauri::Error> for Error {
+    fn from(e: tauri::Error) -> Self {
+        Error::Platform(e.to_string())
+    }
+}
+
+#[cfg(mobile)]
+impl From<tauri::plugin::mobile::PluginInvokeError> for Error {
+    fn from(e: tauri::plugin::mobile::PluginInvokeError) -> Self {
+        Error::Platform(e.to_string())
+    }
+}
+
+/// SQLite's messages are terse; say what the user can do about the common ones.
+fn storage_hint(msg: &str) -> String {
+    let lower = msg.to_ascii_lowercase();
+    let hint = if lower.contains("not a database") || lower.contains("malformed") {
+        " (the database file is corrupt or not a SQLite database)"
+    } else if lower.contains("readonly") || lower.contains("read-only") {
+        " (the database file or its folder is read-only)"
+    } else if lower.contains("locked") || lower.contains("busy") {
+        " (the database is locked by another connection or process)"
+    } else if lower.contains("full") {
+        " (the disk is full; nothing queued was lost)"
+    } else if lower.contains("unable to open") {
+        " (the path cannot be opened: missing folder or no permission)"
+    } else {
+        ""
+    };
+    format!("{msg}{hint}")
+}
+
+/// Result alias used throughout the plugin.
+pub type Result<T> = std::result::Result<T, Error>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serializes_kind_and_message() {
+        let v = serde_json::to_value(Error::OriginNotAllowed("https://evil.example".into())).unwrap();
+        assert_eq!(v["kind"], "originNotAllowed");
+        assert_eq!(v["message"], "origin not allowed: https://evil.example");
+    }
+
+    #[test]
+    fn storage_errors_explain_themselves() {
+        assert!(storage_hint("file is not a database").contains("corrupt"));
+        assert!(storage_hint("database or disk is full").contains("disk is full"));
+    }
+}

@@ -1,0 +1,204 @@
+//! # tauri-plugin-background-sync
+//!
+//! A durable mutation outbox for offline-first Tauri apps, drained push-only to the app's REST
+//! API: while the app is open, when connectivity returns, and when the OS wakes the app in the
+//! background (Android WorkManager, iOS BGTaskScheduler, a timer on desktop).
+//!
+//! - From JS: the `tauri-plugin-background-sync-api` package (see README).
+//! - From Rust: [`BackgroundSyncExt::background_sync`] on any `Manager`, or [`BackgroundSync`]
+//!   directly on a database path (no Tauri needed).
+//! - From a background process with no webview: [`entry`] (blocking) and the C ABI / JNI
+//!   entries expanded by [`export_native_entries!`].
+
+use serde::Deserialize;
+use tauri::{
+    plugin::{Builder, TauriPlugin},
+    Manager, RunEvent, Runtime,
+};
+
+mod commands;
+mod drain;
+mod engine;
+mod error;
+mod idmap;
+mod models;
+mod policy;
+mod scheduler;
+mod store;
+mod transport;
+mod validate;
+
+#[cfg(desktop)]
+mod desktop;
+#[cfg(mobile)]
+mod mobile;
+
+pub mod entry;
+#[doc(hidden)]
+pub mod ffi;
+#[cfg(any(target_os = "android", feature = "jni-host"))]
+#[doc(hidden)]
+pub mod jni_entry;
+
+pub use drain::DrainOptions;
+pub use engine::{BackgroundSync, OpenOptions};
+pub use error::{Error, Result};
+pub use models::*;
+pub use policy::{Clock, SystemClock};
+pub use scheduler::Scheduler;
+pub use tokio_util::sync::CancellationToken;
+
+/// Plugin configuration from `tauri.conf.json` > `plugins` > `background-sync`. Every
+/// [`SyncConfig`] field may appear here (camelCase); they are merged over the stored
+/// configuration at startup.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PluginConfig {
+    /// Database file name inside the app data directory (default `background-sync.db`).
+    #[serde(default)]
+    pub database: Option<String>,
+    #[serde(flatten)]
+    pub sync: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Default database file name in the app data directory.
+pub const DEFAULT_DATABASE: &str = "background-sync.db";
+
+/// Access the plugin from Rust app code (same operations as the JS API).
+pub trait BackgroundSyncExt<R: Runtime> {
+    fn background_sync(&self) -> &Plugin<R>;
+}
+
+impl<R: Runtime, T: Manager<R>> BackgroundSyncExt<R> for T {
+    fn background_sync(&self) -> &Plugin<R> {
+        self.state::<Plugin<R>>().inner()
+    }
+}
+
+/// The managed plugin state: the engine, its scheduler and the platform hooks.
+pub struct Plugin<R: Runtime> {
+    engine: BackgroundSync,
+    scheduler: Scheduler,
+    #[cfg(desktop)]
+    platform: desktop::Platform<R>,
+    #[cfg(mobile)]
+    platform: mobile::Platform<R>,
+    subscriptions: std::sync::Mutex<std::collections::HashMap<u32, tauri::async_runtime::JoinHandle<()>>>,
+}
+
+impl<R: Runtime> Plugin<R> {
+    /// The engine over the app's outbox database.
+    pub fn engine(&self) -> &BackgroundSync {
+        &self.engine
+    }
+
+    /// The foreground scheduler (timer, reconnect, after-enqueue drains).
+    pub fn scheduler(&self) -> &Scheduler {
+        &self.scheduler
+    }
+
+    /// Turn background sync on: persist the toggle, register OS work, start the timer.
+    pub async fn enable(&self) -> Result<()> {
+        self.engine.set_enabled(true).await?;
+        self.platform.register(&self.engine, true).await?;
+        self.scheduler.wake();
+        Ok(())
+    }
+
+    /// Turn background sync off. OS work stays registered and checks the toggle when it runs
+    /// (the "always register, check in callback" pattern), so nothing is left half-cancelled.
+    pub async fn disable(&self) -> Result<()> {
+        self.engine.set_enabled(false).await?;
+        self.scheduler.wake();
+        Ok(())
+    }
+
+    /// Merge a partial configuration over the stored one and persist it.
+    pub async fn configure(&self, patch: serde_json::Value) -> Result<()> {
+        let merged = models::merge_config(self.engine.config().await?, patch)?;
+        self.engine.configure(merged).await?;
+        self.platform.register(&self.engine, false).await?;
+        self.scheduler.wake();
+        Ok(())
+    }
+
+    /// Queue mutations; wakes the scheduler (at once for high/critical priority).
+    pub async fn enqueue_many(&self, mutations: Vec<NewMutation>) -> Result<Vec<Enqueued>> {
+        let urgent = mutations.iter().any(|m| m.priority >= Priority::High);
+        let out = self.engine.enqueue_many(mutations).await?;
+        self.scheduler.after_enqueue(urgent);
+        Ok(out)
+    }
+
+    /// Drain now in the foreground and return the report.
+    pub async fn sync_now(&self, budget: Option<std::time::Duration>) -> Result<DrainReport> {
+        let opts = DrainOptions {
+            budget: budget.unwrap_or(std::time::Duration::from_secs(25)),
+            trigger: "foreground".into(),
+            ..Default::default()
+        };
+        self.scheduler.drain_now(opts).await
+    }
+}
+
+/// Initializes the plugin.
+pub fn init<R: Runtime>() -> TauriPlugin<R, Option<PluginConfig>> {
+    Builder::<R, Option<PluginConfig>>::new("background-sync")
+        .invoke_handler(tauri::generate_handler![
+            commands::enable,
+            commands::disable,
+            commands::is_enabled,
+            commands::configure,
+            commands::set_auth,
+            commands::clear_auth,
+            commands::enqueue,
+            commands::enqueue_many,
+            commands::sync_now,
+            commands::status,
+            commands::pending,
+            commands::dead_letters,
+            commands::retry,
+            commands::discard,
+            commands::edit,
+            commands::subscribe,
+            commands::unsubscribe,
+            commands::history,
+        ])
+        .setup(|app, api| {
+            let conf = api.config().as_ref();
+            let file = conf.and_then(|c| c.database.clone()).unwrap_or_else(|| DEFAULT_DATABASE.into());
+            let dir = app.path().app_data_dir()?;
+            let path = dir.join(file);
+            let engine = tauri::async_runtime::block_on(async {
+                let engine = BackgroundSync::open(&path).await?;
+                if let Some(c) = conf.filter(|c| !c.sync.is_empty()) {
+                    let merged = models::merge_config(engine.config().await?, serde_json::Value::Object(c.sync.clone()))?;
+                    engine.configure(merged).await?;
+                }
+                Ok::<_, Error>(engine)
+            })?;
+            #[cfg(desktop)]
+            let platform = desktop::init(app, api)?;
+            #[cfg(mobile)]
+            let platform = mobile::init(app, api)?;
+            let scheduler = Scheduler::start(engine.clone(), platform.connectivity());
+            let plugin = Plugin {
+                engine,
+                scheduler,
+                platform,
+                subscriptions: Default::default(),
+            };
+            // Always register OS work when configured (it checks the toggle when it runs).
+            let _ = tauri::async_runtime::block_on(plugin.platform.register(&plugin.engine, false));
+            app.manage(plugin);
+            Ok(())
+        })
+        .on_event(|app, event| {
+            if let RunEvent::Exit = event {
+                if let Some(p) = app.try_state::<Plugin<R>>() {
+                    p.scheduler.shutdown();
+                }
+            }
+        })
+        .build()
+}

@@ -1,0 +1,79 @@
+//! Android and iOS: the Kotlin/Swift shims register OS background work that calls the headless
+//! entry (JNI / C ABI) in a process that may have no webview. Here we only hand them what a
+//! cold process needs: the database path (and, on Android, the native library's name).
+
+use crate::engine::BackgroundSync;
+use crate::error::Result;
+use crate::scheduler::Connectivity;
+use serde::{de::DeserializeOwned, Serialize};
+use tauri::{
+    plugin::{PluginApi, PluginHandle},
+    AppHandle, Runtime,
+};
+
+#[cfg(target_os = "ios")]
+tauri::ios_plugin_binding!(init_plugin_background_sync);
+
+#[cfg(target_os = "android")]
+const PLUGIN_IDENTIFIER: &str = "app.tauri.backgroundsync";
+
+pub(crate) fn init<R: Runtime, C: DeserializeOwned>(
+    _app: &AppHandle<R>,
+    api: PluginApi<R, C>,
+) -> Result<Platform<R>> {
+    #[cfg(target_os = "android")]
+    let handle = api.register_android_plugin(PLUGIN_IDENTIFIER, "BackgroundSyncPlugin")?;
+    #[cfg(target_os = "ios")]
+    let handle = api.register_ios_plugin(init_plugin_background_sync)?;
+    Ok(Platform { handle })
+}
+
+pub(crate) struct Platform<R: Runtime> {
+    handle: PluginHandle<R>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct RegisterArgs {
+    db_path: String,
+    library_name: Option<String>,
+    interval_minutes: u32,
+    requires_network: bool,
+    requires_charging: bool,
+    requires_battery_not_low: bool,
+    budget_ms: u64,
+    run_now: bool,
+}
+
+impl<R: Runtime> Platform<R> {
+    /// (Re-)register OS background work with the current settings. Idempotent (Android uses
+    /// `ExistingPeriodicWorkPolicy.UPDATE`; iOS replaces pending requests).
+    pub(crate) async fn register(&self, engine: &BackgroundSync, run_now: bool) -> Result<()> {
+        let Some(cfg) = engine.config().await? else {
+            return Ok(()); // nothing to drain until configured
+        };
+        #[cfg(target_os = "android")]
+        let library_name = crate::jni_entry::native_library_name();
+        #[cfg(not(target_os = "android"))]
+        let library_name = None;
+        let args = RegisterArgs {
+            db_path: engine.path().to_string_lossy().into_owned(),
+            library_name,
+            interval_minutes: cfg.background.interval_minutes.max(15),
+            requires_network: cfg.background.requires_network,
+            requires_charging: cfg.background.requires_charging,
+            requires_battery_not_low: cfg.background.requires_battery_not_low,
+            budget_ms: cfg.background.budget_ms,
+            run_now,
+        };
+        self.handle
+            .run_mobile_plugin::<serde_json::Value>("register", args)?;
+        Ok(())
+    }
+
+    /// Connectivity on mobile is watched natively (NetworkCallback / NWPathMonitor), which
+    /// schedules a drain through the OS work.
+    pub(crate) fn connectivity(&self) -> Connectivity {
+        None
+    }
+}

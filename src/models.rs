@@ -1,0 +1,492 @@
+//! Public data types: what callers pass in and get back (JS, Rust, C ABI and JNI share them).
+//! All serialize in camelCase; the TypeScript types in `guest-js` mirror them.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+/// Delivery priority across entities. Within one entity, enqueue order always wins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Priority {
+    Low,
+    #[default]
+    Normal,
+    High,
+    Critical,
+}
+
+impl Priority {
+    /// Stored rank: higher drains first.
+    pub(crate) fn rank(self) -> i64 {
+        match self {
+            Priority::Low => 0,
+            Priority::Normal => 1,
+            Priority::High => 2,
+            Priority::Critical => 3,
+        }
+    }
+
+    pub(crate) fn from_rank(rank: i64) -> Self {
+        match rank {
+            i64::MIN..=0 => Priority::Low,
+            1 => Priority::Normal,
+            2 => Priority::High,
+            _ => Priority::Critical,
+        }
+    }
+}
+
+/// The entity a mutation changes. Mutations of one entity are delivered strictly in order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EntityRef {
+    /// Entity type, e.g. `"visit"`.
+    pub kind: String,
+    /// Entity id: a server id, or the temporary id of an entity created offline.
+    pub id: String,
+}
+
+/// A mutation to enqueue.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NewMutation {
+    /// `POST`, `PUT`, `PATCH` or `DELETE`.
+    pub method: String,
+    /// Path relative to the configured base URL (`/visits/tmp-1`), or an absolute URL on an
+    /// allowed origin.
+    pub path: String,
+    /// JSON body; omitted for none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<Value>,
+    /// Extra request headers (no hop-by-hop, Host, Authorization or Idempotency-Key).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+    #[serde(default)]
+    pub priority: Priority,
+    pub entity: EntityRef,
+    /// Set on a create of an entity made offline: the temporary id the server id will replace.
+    /// Later mutations that contain this exact string as a path segment or JSON string value
+    /// wait for the create and are rewritten with the server id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temp_id: Option<String>,
+    /// Caller-chosen idempotency key (e.g. to dedupe a retried enqueue); generated if absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+}
+
+/// Lifecycle of a queued mutation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum MutationState {
+    Pending,
+    InFlight,
+    Dead,
+}
+
+impl MutationState {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            MutationState::Pending => "pending",
+            MutationState::InFlight => "in_flight",
+            MutationState::Dead => "dead",
+        }
+    }
+    pub(crate) fn parse(s: &str) -> Self {
+        match s {
+            "in_flight" => MutationState::InFlight,
+            "dead" => MutationState::Dead,
+            _ => MutationState::Pending,
+        }
+    }
+}
+
+/// A queued (not yet delivered) mutation as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Mutation {
+    pub id: String,
+    /// Global enqueue order.
+    pub seq: i64,
+    pub idempotency_key: String,
+    pub priority: Priority,
+    pub entity: EntityRef,
+    pub method: String,
+    pub path: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<Value>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temp_id: Option<String>,
+    /// Milliseconds since the Unix epoch.
+    pub created_at: i64,
+    pub attempts: u32,
+    pub next_attempt_at: i64,
+    pub last_status: Option<u16>,
+    pub last_error: Option<String>,
+    pub state: MutationState,
+    /// Temp ids this mutation waits for (unresolved creates).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub waiting_for: Vec<String>,
+}
+
+/// What `enqueue` returns.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Enqueued {
+    pub id: String,
+    pub seq: i64,
+    pub idempotency_key: String,
+}
+
+/// Exponential backoff with full jitter: attempt `n` (0-based) waits a uniform random time in
+/// `[0, min(max_ms, initial_ms * multiplier^n)]`, never less than a server's `Retry-After`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct BackoffConfig {
+    pub initial_ms: u64,
+    pub max_ms: u64,
+    pub multiplier: f64,
+}
+
+impl Default for BackoffConfig {
+    fn default() -> Self {
+        Self {
+            initial_ms: 1_000,
+            max_ms: 5 * 60_000,
+            multiplier: 2.0,
+        }
+    }
+}
+
+/// Optional batch endpoint: several mutations in one request with per-item results.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct BatchConfig {
+    /// Path of the batch endpoint on the base URL.
+    pub path: String,
+    /// Most mutations per request.
+    pub max_items: u32,
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        Self {
+            path: "/batch".into(),
+            max_items: 50,
+        }
+    }
+}
+
+/// OS background work settings (Android WorkManager constraints, iOS BGTask kinds, desktop timer).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct BackgroundConfig {
+    /// Minutes between periodic runs (Android and iOS clamp to >= 15).
+    pub interval_minutes: u32,
+    pub requires_network: bool,
+    pub requires_charging: bool,
+    pub requires_battery_not_low: bool,
+    /// Budget of one background drain, in ms (iOS app refresh gives about 30 s).
+    pub budget_ms: u64,
+}
+
+impl Default for BackgroundConfig {
+    fn default() -> Self {
+        Self {
+            interval_minutes: 15,
+            requires_network: true,
+            requires_charging: false,
+            requires_battery_not_low: true,
+            budget_ms: 25_000,
+        }
+    }
+}
+
+/// Durability of a committed enqueue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub enum Durability {
+    /// WAL + `synchronous=FULL`: an acknowledged enqueue survives power loss.
+    #[default]
+    Full,
+    /// WAL + `synchronous=NORMAL`: survives an app crash; a power cut may lose the last commits.
+    Relaxed,
+}
+
+/// Sync configuration, persisted in the outbox database so a cold background process can drain.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct SyncConfig {
+    /// Base URL of the app's REST API, e.g. `https://api.example.com/v1`.
+    pub base_url: String,
+    /// Further origins mutations may target (scheme://host[:port]); the base URL's origin is
+    /// always allowed.
+    pub allowed_origins: Vec<String>,
+    /// Allow plain `http://` to non-loopback hosts (never needed in production).
+    pub allow_insecure_http: bool,
+    /// JSON pointer to the server id in a create's response body.
+    pub id_pointer: String,
+    /// Per-request timeout.
+    pub request_timeout_ms: u64,
+    /// Attempts before a transiently failing mutation goes to the dead letter.
+    pub max_attempts: u32,
+    pub backoff: BackoffConfig,
+    /// Independent entities sent at once.
+    pub concurrency: u32,
+    /// When set, mutations are sent through the batch endpoint.
+    pub batch: Option<BatchConfig>,
+    /// Delivered rows are kept this long (for history), then pruned.
+    pub retention_ms: u64,
+    /// Largest accepted body (serialized JSON bytes).
+    pub max_payload_bytes: u64,
+    /// Most open (pending + dead) mutations; further enqueues fail with `limitExceeded`.
+    pub max_queue_len: u64,
+    /// Headers added to every request (e.g. an API version).
+    pub default_headers: BTreeMap<String, String>,
+    pub background: BackgroundConfig,
+    pub durability: Durability,
+    /// How long the single-drainer lease lasts without renewal.
+    pub lease_ttl_ms: u64,
+}
+
+impl Default for SyncConfig {
+    fn default() -> Self {
+        Self {
+            base_url: String::new(),
+            allowed_origins: Vec::new(),
+            allow_insecure_http: false,
+            id_pointer: "/id".into(),
+            request_timeout_ms: 10_000,
+            max_attempts: 10,
+            backoff: BackoffConfig::default(),
+            concurrency: 4,
+            batch: None,
+            retention_ms: 7 * 24 * 3_600_000,
+            max_payload_bytes: 1024 * 1024,
+            max_queue_len: 100_000,
+            default_headers: BTreeMap::new(),
+            background: BackgroundConfig::default(),
+            durability: Durability::Full,
+            lease_ttl_ms: 30_000,
+        }
+    }
+}
+
+/// Credentials. Stored in the outbox database, never logged, never returned to JS.
+#[derive(Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase", default)]
+pub struct AuthConfig {
+    /// Sent as `Authorization: Bearer <token>`.
+    pub access_token: Option<String>,
+    /// Exchanged at `refresh_url` on a 401 (once per drain), headless.
+    pub refresh_token: Option<String>,
+    /// Path on the base URL (or absolute URL on an allowed origin). The plugin POSTs
+    /// `{"refreshToken": "..."}` and reads `accessToken` (and optional `refreshToken`) back.
+    pub refresh_url: Option<String>,
+}
+
+impl std::fmt::Debug for AuthConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthConfig")
+            .field("access_token", &self.access_token.as_ref().map(|_| "<redacted>"))
+            .field(
+                "refresh_token",
+                &self.refresh_token.as_ref().map(|_| "<redacted>"),
+            )
+            .field("refresh_url", &self.refresh_url)
+            .finish()
+    }
+}
+
+/// Why a drain stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum StopReason {
+    /// Nothing left to send.
+    Empty,
+    /// Everything left is waiting (backoff, dead letter ahead in its entity, unresolved temp id).
+    Waiting,
+    /// The budget ran out; no request was started that could not finish in time.
+    Deadline,
+    /// Cancelled by the caller (iOS expiration, WorkManager stop, app exit).
+    Cancelled,
+    /// Background sync is disabled (background entries only).
+    Disabled,
+    /// The device reported no network.
+    NoNetwork,
+    /// A 401 persisted after a refresh, or no credentials to refresh with.
+    AuthFailed,
+    /// Another drain holds the lease.
+    AlreadyRunning,
+    /// `configure` was never called.
+    NotConfigured,
+    /// Storage failed mid-drain; see `lastError`.
+    Error,
+}
+
+/// Result of one drain run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DrainReport {
+    pub run_id: String,
+    /// What started the run: `foreground`, `timer`, `reconnect`, `android-worker`, `ios-refresh`...
+    pub trigger: String,
+    pub started_at: i64,
+    pub finished_at: i64,
+    /// HTTP requests started (a batch counts once).
+    pub requests: u32,
+    /// Mutation sends attempted.
+    pub sent: u32,
+    /// Delivered (2xx).
+    pub done: u32,
+    /// Transient failures rescheduled with backoff.
+    pub retried: u32,
+    /// Moved to the dead letter in this run.
+    pub dead: u32,
+    /// Pending mutations left.
+    pub remaining: u64,
+    /// Dead letters in the queue after the run.
+    pub dead_total: u64,
+    pub stop_reason: StopReason,
+    /// Earliest time a remaining mutation becomes eligible, if any.
+    pub next_attempt_at: Option<i64>,
+    pub last_error: Option<String>,
+}
+
+/// Coarse state of the sync engine, as in the seeds' status stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum SyncState {
+    Idle,
+    Scheduled,
+    Running,
+    Completed,
+    Failed,
+}
+
+/// Snapshot of the outbox and the engine.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SyncStatus {
+    pub state: SyncState,
+    pub enabled: bool,
+    pub configured: bool,
+    pub pending: u64,
+    pub in_flight: u64,
+    pub dead: u64,
+    /// Pending mutations waiting for an unresolved temp id.
+    pub blocked: u64,
+    pub last_sync_at: Option<i64>,
+    pub last_error: Option<String>,
+    pub next_attempt_at: Option<i64>,
+    pub last_report: Option<DrainReport>,
+}
+
+/// Events on the status stream (tagged by `type` for the TypeScript union).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "camelCase")]
+pub enum StatusEvent {
+    /// State or counts changed.
+    Status(SyncStatus),
+    /// One mutation finished (delivered or dead-lettered) during a drain.
+    Progress {
+        #[serde(rename = "runId")]
+        run_id: String,
+        done: u32,
+        dead: u32,
+        remaining: u64,
+    },
+    /// A drain ended.
+    Report(DrainReport),
+}
+
+/// A past drain run, from the history table.
+pub type HistoryEntry = DrainReport;
+
+/// Apply a partial configuration (any subset of fields, nested objects merged) over the stored
+/// one or the defaults. `null` resets a field to its default.
+pub(crate) fn merge_config(existing: Option<SyncConfig>, patch: Value) -> crate::Result<SyncConfig> {
+    if !patch.is_object() {
+        return Err(crate::Error::invalid("config must be a JSON object"));
+    }
+    let mut base = serde_json::to_value(existing.unwrap_or_default())?;
+    merge(&mut base, patch);
+    serde_json::from_value(base).map_err(|e| crate::Error::invalid(format!("config: {e}")))
+}
+
+fn merge(base: &mut Value, patch: Value) {
+    match (base, patch) {
+        (Value::Object(b), Value::Object(p)) => {
+            for (k, v) in p {
+                match b.get_mut(&k) {
+                    Some(slot) if v.is_object() && slot.is_object() => merge(slot, v),
+                    Some(slot) if v.is_null() => {
+                        // Reset to the default value of that field.
+                        let d = serde_json::to_value(SyncConfig::default()).unwrap_or(Value::Null);
+                        *slot = d.get(&k).cloned().unwrap_or(Value::Null);
+                    }
+                    _ => {
+                        b.insert(k, v);
+                    }
+                }
+            }
+        }
+        (b, p) => *b = p,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn partial_config_merges_over_stored() {
+        let stored = SyncConfig {
+            base_url: "https://a.example".into(),
+            concurrency: 8,
+            ..Default::default()
+        };
+        let c = merge_config(
+            Some(stored),
+            json!({"backoff": {"maxMs": 1000}, "maxAttempts": 3}),
+        )
+        .unwrap();
+        assert_eq!(c.base_url, "https://a.example");
+        assert_eq!(c.concurrency, 8);
+        assert_eq!(c.backoff.max_ms, 1000);
+        assert_eq!(c.backoff.initial_ms, 1000);
+        assert_eq!(c.max_attempts, 3);
+        let c = merge_config(Some(c), json!({"concurrency": null})).unwrap();
+        assert_eq!(c.concurrency, 4);
+        assert!(merge_config(None, json!([1])).is_err());
+        assert!(merge_config(None, json!({"concurrency": "many"})).is_err());
+    }
+
+    #[test]
+    fn priorities_parse_strictly() {
+        assert_eq!(
+            serde_json::from_value::<Priority>(json!("critical")).unwrap(),
+            Priority::Critical
+        );
+        assert!(serde_json::from_value::<Priority>(json!("urgent")).is_err());
+        assert!(
+            Priority::Critical > Priority::High
+                && Priority::High > Priority::Normal
+                && Priority::Normal > Priority::Low
+        );
+    }
+
+    #[test]
+    fn auth_debug_redacts_tokens() {
+        let a = AuthConfig {
+            access_token: Some("secret-a".into()),
+            refresh_token: Some("secret-r".into()),
+            refresh_url: None,
+        };
+        let s = format!("{a:?}");
+        assert!(!s.contains("secret"), "{s}");
+    }
+}

@@ -1,0 +1,281 @@
+//! Delivery policy, free of I/O: how an HTTP outcome is classified and when a retry happens.
+//! Time and randomness are passed in, so every rule here is tested without sleeping.
+
+use crate::models::BackoffConfig;
+use rand::Rng;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Longest wait the plugin accepts from a server's `Retry-After` (a day); longer values are
+/// clamped so a misbehaving server cannot park the queue for weeks.
+pub(crate) const MAX_RETRY_AFTER_MS: u64 = 24 * 3_600_000;
+
+/// What the transport saw for one request.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Observed {
+    Response {
+        status: u16,
+        retry_after: Option<String>,
+    },
+    /// Timed out, refused, reset, TLS failure, body cut short...
+    TransportError(String),
+}
+
+/// What the drain does about it.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Class {
+    /// 2xx: delivered.
+    Done,
+    /// Try again later; `retry_after_ms` is the server's minimum wait, if it gave one.
+    Transient { retry_after_ms: Option<u64> },
+    /// 401: refresh the token once, then retry.
+    Unauthorized,
+    /// Any other 4xx (and unexpected 1xx/3xx): the request itself is wrong; dead letter at once.
+    Permanent,
+}
+
+impl Class {
+    /// Whether sending the same request again may succeed.
+    #[cfg(test)]
+    pub(crate) fn can_retry(&self) -> bool {
+        !matches!(self, Class::Permanent | Class::Done)
+    }
+}
+
+/// Classify one outcome. `now_ms` is needed to turn an HTTP-date `Retry-After` into a delay.
+pub(crate) fn classify(observed: &Observed, now_ms: i64) -> Class {
+    match observed {
+        Observed::TransportError(_) => Class::Transient { retry_after_ms: None },
+        Observed::Response { status, retry_after } => match *status {
+            200..=299 => Class::Done,
+            401 => Class::Unauthorized,
+            408 | 425 | 429 | 500..=599 => Class::Transient {
+                retry_after_ms: retry_after.as_deref().and_then(|v| parse_retry_after(v, now_ms)),
+            },
+            _ => Class::Permanent,
+        },
+    }
+}
+
+/// `Retry-After` is either delay-seconds or an HTTP-date (RFC 9110 §10.2.3).
+pub(crate) fn parse_retry_after(value: &str, now_ms: i64) -> Option<u64> {
+    let value = value.trim();
+    let ms = if let Ok(secs) = value.parse::<u64>() {
+        secs.saturating_mul(1000)
+    } else {
+        let when = httpdate::parse_http_date(value).ok()?;
+        let when_ms = when.duration_since(UNIX_EPOCH).ok()?.as_millis() as i64;
+        (when_ms - now_ms).max(0) as u64
+    };
+    Some(ms.min(MAX_RETRY_AFTER_MS))
+}
+
+/// Exponential backoff with full jitter (AWS architecture blog, "Exponential Backoff And
+/// Jitter"): the ceiling for retry `n` (0-based) is `min(max, initial * multiplier^n)` and the
+/// wait is uniform in `[0, ceiling]`. Full jitter spreads a fleet of phones that all regain
+/// network at once.
+pub(crate) fn backoff_ceiling_ms(cfg: &BackoffConfig, retry: u32) -> u64 {
+    let exp = cfg.multiplier.max(1.0).powi(retry.min(64) as i32);
+    let ceiling = (cfg.initial_ms as f64) * exp;
+    if !ceiling.is_finite() || ceiling >= cfg.max_ms as f64 {
+        cfg.max_ms
+    } else {
+        ceiling as u64
+    }
+}
+
+/// The delay before retry `n`, never shorter than the server's `Retry-After`.
+pub(crate) fn retry_delay_ms(
+    cfg: &BackoffConfig,
+    retry: u32,
+    retry_after_ms: Option<u64>,
+    rng: &mut impl Rng,
+) -> u64 {
+    let ceiling = backoff_ceiling_ms(cfg, retry);
+    let jittered = if ceiling == 0 {
+        0
+    } else {
+        rng.gen_range(0..=ceiling)
+    };
+    jittered.max(retry_after_ms.unwrap_or(0))
+}
+
+/// The backoff schedule as an iterator of ceilings, for docs and tests.
+#[cfg(test)]
+pub(crate) fn backoff_ceilings(cfg: &BackoffConfig) -> impl Iterator<Item = u64> + '_ {
+    (0u32..).map(move |n| backoff_ceiling_ms(cfg, n))
+}
+
+/// Wall clock, injectable for tests.
+pub trait Clock: Send + Sync + 'static {
+    /// Milliseconds since the Unix epoch.
+    fn now_ms(&self) -> i64;
+}
+
+/// The system clock.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> i64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or(Duration::ZERO)
+            .as_millis() as i64
+    }
+}
+
+/// Whether a stored `next_attempt_at` should be believed. A wall clock that jumped backwards
+/// leaves timestamps far in the future; anything beyond the longest wait we ever schedule is
+/// treated as due rather than stranding the row.
+pub(crate) fn max_plausible_wait_ms(cfg: &BackoffConfig) -> i64 {
+    (cfg.max_ms.max(MAX_RETRY_AFTER_MS) as i64).saturating_mul(2)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use rand::SeedableRng;
+    use rand_chacha::ChaCha8Rng;
+
+    fn resp(status: u16) -> Observed {
+        Observed::Response {
+            status,
+            retry_after: None,
+        }
+    }
+
+    #[test]
+    fn classification_table() {
+        let now = 1_700_000_000_000;
+        for s in [200, 201, 202, 204, 299] {
+            assert_eq!(classify(&resp(s), now), Class::Done, "{s}");
+        }
+        for s in [408, 425, 429, 500, 502, 503, 504, 599] {
+            assert_eq!(
+                classify(&resp(s), now),
+                Class::Transient { retry_after_ms: None },
+                "{s}"
+            );
+        }
+        assert_eq!(classify(&resp(401), now), Class::Unauthorized);
+        for s in [
+            100, 301, 302, 304, 400, 403, 404, 405, 409, 410, 413, 422, 451, 499,
+        ] {
+            assert_eq!(classify(&resp(s), now), Class::Permanent, "{s}");
+        }
+        let err = Observed::TransportError("connection reset".into());
+        assert_eq!(classify(&err, now), Class::Transient { retry_after_ms: None });
+    }
+
+    #[test]
+    fn retry_after_seconds_and_http_date() {
+        let now = 1_700_000_000_000; // 2023-11-14T22:13:20Z
+        let o = Observed::Response {
+            status: 429,
+            retry_after: Some("7".into()),
+        };
+        assert_eq!(
+            classify(&o, now),
+            Class::Transient {
+                retry_after_ms: Some(7_000)
+            }
+        );
+        let date = httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_millis(now as u64 + 30_000));
+        assert_eq!(parse_retry_after(&date, now), Some(30_000));
+        // A date in the past means "now".
+        let past = httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_millis(now as u64 - 5_000));
+        assert_eq!(parse_retry_after(&past, now), Some(0));
+        assert_eq!(parse_retry_after("soon", now), None);
+        assert_eq!(parse_retry_after("99999999999", now), Some(MAX_RETRY_AFTER_MS));
+        // Retry-After on a permanent status changes nothing.
+        let p = Observed::Response {
+            status: 400,
+            retry_after: Some("3".into()),
+        };
+        assert_eq!(classify(&p, now), Class::Permanent);
+    }
+
+    #[test]
+    fn can_retry_matches_class() {
+        assert!(Class::Transient { retry_after_ms: None }.can_retry());
+        assert!(Class::Unauthorized.can_retry());
+        assert!(!Class::Permanent.can_retry());
+        assert!(!Class::Done.can_retry());
+    }
+
+    #[test]
+    fn backoff_defaults_documented() {
+        let cfg = BackoffConfig::default();
+        let first: Vec<u64> = backoff_ceilings(&cfg).take(10).collect();
+        assert_eq!(
+            first,
+            vec![1_000, 2_000, 4_000, 8_000, 16_000, 32_000, 64_000, 128_000, 256_000, 300_000]
+        );
+        assert_eq!(backoff_ceiling_ms(&cfg, 10_000), 300_000);
+    }
+
+    #[test]
+    fn retry_after_wins_over_shorter_jitter() {
+        let cfg = BackoffConfig {
+            initial_ms: 100,
+            max_ms: 1_000,
+            multiplier: 2.0,
+        };
+        let mut rng = ChaCha8Rng::seed_from_u64(7);
+        for retry in 0..20 {
+            assert!(retry_delay_ms(&cfg, retry, Some(5_000), &mut rng) >= 5_000);
+        }
+    }
+
+    #[test]
+    fn full_jitter_spreads_over_the_whole_range() {
+        let cfg = BackoffConfig {
+            initial_ms: 1_000,
+            max_ms: 1_000,
+            multiplier: 2.0,
+        };
+        let mut rng = ChaCha8Rng::seed_from_u64(42);
+        let samples: Vec<u64> = (0..2_000)
+            .map(|_| retry_delay_ms(&cfg, 3, None, &mut rng))
+            .collect();
+        let low = samples.iter().filter(|&&d| d < 250).count();
+        let high = samples.iter().filter(|&&d| d > 750).count();
+        // Uniform: about a quarter in each tail; a fixed or "equal jitter" delay would fail this.
+        assert!((350..650).contains(&low), "low tail {low}");
+        assert!((350..650).contains(&high), "high tail {high}");
+    }
+
+    proptest! {
+        #[test]
+        fn delay_within_bounds(initial in 0u64..10_000, max in 0u64..1_000_000, mult in 1.0f64..4.0,
+                               retry in 0u32..200, seed: u64, ra in proptest::option::of(0u64..100_000)) {
+            let cfg = BackoffConfig { initial_ms: initial, max_ms: max, multiplier: mult };
+            let mut rng = ChaCha8Rng::seed_from_u64(seed);
+            let d = retry_delay_ms(&cfg, retry, ra, &mut rng);
+            let ceiling = backoff_ceiling_ms(&cfg, retry);
+            prop_assert!(ceiling <= max);
+            prop_assert!(d <= ceiling.max(ra.unwrap_or(0)));
+            prop_assert!(d >= ra.unwrap_or(0));
+        }
+
+        #[test]
+        fn ceilings_never_decrease(initial in 0u64..10_000, max in 0u64..1_000_000, mult in 1.0f64..4.0) {
+            let cfg = BackoffConfig { initial_ms: initial, max_ms: max, multiplier: mult };
+            let v: Vec<u64> = backoff_ceilings(&cfg).take(80).collect();
+            prop_assert!(v.windows(2).all(|w| w[0] <= w[1]));
+        }
+
+        #[test]
+        fn every_status_has_exactly_one_class(status in 100u16..600) {
+            let c = classify(&resp(status), 0);
+            let expected = match status {
+                200..=299 => Class::Done,
+                401 => Class::Unauthorized,
+                408 | 425 | 429 | 500..=599 => Class::Transient { retry_after_ms: None },
+                _ => Class::Permanent,
+            };
+            prop_assert_eq!(c, expected);
+        }
+    }
+}

@@ -1,0 +1,166 @@
+//! Foreground scheduler: while the app runs, drain on a timer, when a backoff expires, when the
+//! network comes back, and shortly after an enqueue (at once for high/critical priority).
+//! Gated by the persisted toggle, like OS background work. Never two drains at once (the
+//! engine's lock and lease), and it stops on app exit, cancelling a drain in progress.
+
+use crate::drain::DrainOptions;
+use crate::engine::BackgroundSync;
+use crate::error::Result;
+use crate::models::{DrainReport, StopReason};
+use futures_util::stream::{BoxStream, StreamExt};
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+/// Coalesce normal-priority enqueues for this long before draining.
+const ENQUEUE_DEBOUNCE: Duration = Duration::from_millis(1_500);
+/// Give a new network a moment (DHCP, captive portal checks) before draining.
+const RECONNECT_DELAY: Duration = Duration::from_millis(1_000);
+
+const KICK_NONE: u8 = 0;
+const KICK_SOON: u8 = 1;
+const KICK_NOW: u8 = 2;
+
+/// Stream of "the network may have come back" signals.
+pub(crate) type Connectivity = Option<BoxStream<'static, ()>>;
+
+/// Handle on the scheduler task.
+#[derive(Clone)]
+pub struct Scheduler {
+    inner: Arc<Shared>,
+}
+
+struct Shared {
+    engine: BackgroundSync,
+    wake: Notify,
+    kick: AtomicU8,
+    shutdown: CancellationToken,
+}
+
+impl Scheduler {
+    pub(crate) fn start(engine: BackgroundSync, connectivity: Connectivity) -> Self {
+        let inner = Arc::new(Shared {
+            engine,
+            wake: Notify::new(),
+            kick: AtomicU8::new(KICK_NONE),
+            shutdown: CancellationToken::new(),
+        });
+        let task = inner.clone();
+        tauri::async_runtime::spawn(async move { task.run(connectivity).await });
+        Self { inner }
+    }
+
+    /// Re-read the toggle and configuration now.
+    pub fn wake(&self) {
+        self.inner.wake.notify_one();
+    }
+
+    /// Called after an enqueue.
+    pub fn after_enqueue(&self, urgent: bool) {
+        let k = if urgent { KICK_NOW } else { KICK_SOON };
+        self.inner.kick.fetch_max(k, Ordering::SeqCst);
+        self.inner.wake.notify_one();
+    }
+
+    /// Stop the task (app exit); a drain in progress is cancelled and its rows stay pending.
+    pub fn shutdown(&self) {
+        self.inner.shutdown.cancel();
+    }
+
+    /// A foreground drain (`syncNow`): waits for a scheduled drain in progress to finish
+    /// rather than failing with `alreadyRunning`.
+    pub async fn drain_now(&self, mut opts: DrainOptions) -> Result<DrainReport> {
+        let give_up = tokio::time::Instant::now() + opts.budget;
+        let cancel = self.inner.shutdown.child_token();
+        let caller = opts.cancel.clone();
+        opts.cancel = cancel.clone();
+        tauri::async_runtime::spawn(async move {
+            caller.cancelled().await;
+            cancel.cancel();
+        });
+        loop {
+            let r = self.inner.engine.drain(opts.clone()).await?;
+            if r.stop_reason != StopReason::AlreadyRunning || tokio::time::Instant::now() >= give_up {
+                return Ok(r);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Shared {
+    async fn run(self: Arc<Self>, mut connectivity: Connectivity) {
+        let mut trigger = "startup";
+        loop {
+            let enabled = self.engine.is_enabled().await.unwrap_or(false);
+            let cfg = self.engine.config().await.ok().flatten();
+            let mut sleep_for = Duration::from_secs(3600);
+            if let (true, Some(cfg)) = (enabled, cfg) {
+                let opts = DrainOptions {
+                    budget: Duration::from_millis(cfg.background.budget_ms),
+                    cancel: self.shutdown.child_token(),
+                    trigger: trigger.to_string(),
+                    respect_toggle: true,
+                    network_available: None,
+                };
+                let report = self.engine.drain(opts).await;
+                let interval = Duration::from_secs(u64::from(cfg.background.interval_minutes.max(1)) * 60);
+                sleep_for = interval;
+                match report {
+                    Ok(r) => {
+                        if let Some(next) = r.next_attempt_at {
+                            let wait = (next - r.finished_at).max(0) as u64;
+                            sleep_for = sleep_for.min(Duration::from_millis(wait.max(200)));
+                        }
+                        if r.stop_reason == StopReason::Deadline
+                            || r.stop_reason == StopReason::AlreadyRunning
+                        {
+                            sleep_for = sleep_for.min(Duration::from_secs(1));
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "scheduled drain failed"),
+                }
+                self.engine.mark_scheduled().await;
+            }
+            if self.shutdown.is_cancelled() {
+                return;
+            }
+            trigger = tokio::select! {
+                _ = self.shutdown.cancelled() => return,
+                _ = tokio::time::sleep(sleep_for) => "timer",
+                _ = self.wake.notified() => {
+                    match self.kick.swap(KICK_NONE, Ordering::SeqCst) {
+                        KICK_NOW => "enqueue",
+                        KICK_SOON => {
+                            // Coalesce a burst of writes; an urgent one cuts the wait short.
+                            tokio::select! {
+                                _ = self.shutdown.cancelled() => return,
+                                _ = tokio::time::sleep(ENQUEUE_DEBOUNCE) => {}
+                                _ = self.wake.notified() => {}
+                            }
+                            self.kick.store(KICK_NONE, Ordering::SeqCst);
+                            "enqueue"
+                        }
+                        _ => "wake",
+                    }
+                }
+                Some(()) = next_signal(&mut connectivity) => {
+                    tokio::select! {
+                        _ = self.shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(RECONNECT_DELAY) => {}
+                    }
+                    "reconnect"
+                }
+            };
+        }
+    }
+}
+
+async fn next_signal(c: &mut Connectivity) -> Option<()> {
+    match c {
+        Some(s) => s.next().await,
+        None => std::future::pending().await,
+    }
+}

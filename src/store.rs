@@ -1,0 +1,856 @@
+//! The outbox store: one SQLite file (WAL), embedded migrations, and every statement the engine
+//! runs. Write transactions start with `BEGIN IMMEDIATE` so a reader never has to upgrade to a
+//! writer mid-transaction (which SQLite answers with SQLITE_BUSY instead of waiting).
+//! Time is always passed in (`now` in ms since the epoch).
+
+use crate::error::{Error, Result};
+use crate::models::{
+    AuthConfig, DrainReport, Durability, Enqueued, EntityRef, Mutation, MutationState, Priority, SyncConfig,
+};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
+use sqlx::{Row, SqlitePool};
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+const KEY_CONFIG: &str = "config";
+const KEY_AUTH: &str = "auth";
+const KEY_ENABLED: &str = "enabled";
+const KEY_LAST_SYNC: &str = "last_sync_at";
+const KEY_LAST_ERROR: &str = "last_error";
+
+/// A validated mutation ready to be written.
+#[derive(Debug, Clone)]
+pub(crate) struct Prepared {
+    pub id: String,
+    pub idempotency_key: String,
+    /// True when the caller chose the key (a repeat enqueue with it is deduplicated).
+    pub caller_key: bool,
+    pub priority: Priority,
+    pub entity: EntityRef,
+    pub method: String,
+    pub path: String,
+    pub headers: BTreeMap<String, String>,
+    pub body: Option<String>,
+    pub temp_id: Option<String>,
+    /// Strings that might be temp-id references (see `idmap::candidates`).
+    pub candidates: Vec<String>,
+}
+
+/// A row claimed for sending, with the temp-id mapping its references resolve to.
+#[derive(Debug, Clone)]
+pub(crate) struct Claimed {
+    pub seq: i64,
+    pub id: String,
+    pub idempotency_key: String,
+    pub priority: Priority,
+    pub method: String,
+    pub path: String,
+    pub headers: BTreeMap<String, String>,
+    pub body: Option<String>,
+    pub temp_id: Option<String>,
+    pub attempts: u32,
+    pub mapping: HashMap<String, String>,
+}
+
+/// Counts for the status snapshot.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Counts {
+    pub pending: u64,
+    pub in_flight: u64,
+    pub dead: u64,
+    pub blocked: u64,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Store {
+    pool: SqlitePool,
+    path: PathBuf,
+}
+
+impl Store {
+    /// Open (creating if needed) and migrate. `durability` overrides the persisted setting.
+    pub(crate) async fn open(path: &Path, durability: Option<Durability>) -> Result<Self> {
+        if path.as_os_str().is_empty() {
+            return Err(Error::invalid("database path is empty"));
+        }
+        let base = SqliteConnectOptions::from_str("sqlite://")
+            .map_err(|e| Error::Internal(e.to_string()))?
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .busy_timeout(Duration::from_secs(5))
+            .foreign_keys(true);
+        // Read the persisted durability on a first connection, so the pool is built right.
+        let durability = match durability {
+            Some(d) => d,
+            None => {
+                let probe = SqlitePoolOptions::new()
+                    .max_connections(1)
+                    .connect_with(base.clone().synchronous(SqliteSynchronous::Full))
+                    .await?;
+                MIGRATOR.run(&probe).await?;
+                let cfg: Option<String> = sqlx::query_scalar("SELECT value FROM settings WHERE key = ?")
+                    .bind(KEY_CONFIG)
+                    .fetch_optional(&probe)
+                    .await?;
+                probe.close().await;
+                cfg.and_then(|c| serde_json::from_str::<SyncConfig>(&c).ok())
+                    .map(|c| c.durability)
+                    .unwrap_or_default()
+            }
+        };
+        let sync = match durability {
+            Durability::Full => SqliteSynchronous::Full,
+            Durability::Relaxed => SqliteSynchronous::Normal,
+        };
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .min_connections(0)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(base.synchronous(sync))
+            .await?;
+        MIGRATOR.run(&pool).await?;
+        Ok(Self {
+            pool,
+            path: path.to_path_buf(),
+        })
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub(crate) async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    // ---- settings -------------------------------------------------------------------------
+
+    async fn get_setting(&self, key: &str) -> Result<Option<String>> {
+        Ok(sqlx::query_scalar("SELECT value FROM settings WHERE key = ?")
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    async fn set_setting(&self, key: &str, value: &str) -> Result<()> {
+        sqlx::query("INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value")
+            .bind(key)
+            .bind(value)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub(crate) async fn load_config(&self) -> Result<Option<SyncConfig>> {
+        match self.get_setting(KEY_CONFIG).await? {
+            None => Ok(None),
+            Some(s) => serde_json::from_str(&s)
+                .map(Some)
+                .map_err(|e| Error::Storage(format!("stored configuration is unreadable: {e}"))),
+        }
+    }
+
+    pub(crate) async fn save_config(&self, cfg: &SyncConfig) -> Result<()> {
+        self.set_setting(KEY_CONFIG, &serde_json::to_string(cfg)?).await
+    }
+
+    pub(crate) async fn load_auth(&self) -> Result<AuthConfig> {
+        Ok(self
+            .get_setting(KEY_AUTH)
+            .await?
+            .and_then(|s| serde_json::from_str(&s).ok())
+            .unwrap_or_default())
+    }
+
+    pub(crate) async fn save_auth(&self, auth: &AuthConfig) -> Result<()> {
+        self.set_setting(KEY_AUTH, &serde_json::to_string(auth)?).await
+    }
+
+    pub(crate) async fn enabled(&self) -> Result<bool> {
+        Ok(self.get_setting(KEY_ENABLED).await?.as_deref() == Some("1"))
+    }
+
+    pub(crate) async fn set_enabled(&self, on: bool) -> Result<()> {
+        self.set_setting(KEY_ENABLED, if on { "1" } else { "0" }).await
+    }
+
+    pub(crate) async fn last_sync(&self) -> Result<(Option<i64>, Option<String>)> {
+        let at = self
+            .get_setting(KEY_LAST_SYNC)
+            .await?
+            .and_then(|s| s.parse().ok());
+        let err = self.get_setting(KEY_LAST_ERROR).await?.filter(|s| !s.is_empty());
+        Ok((at, err))
+    }
+
+    // ---- enqueue --------------------------------------------------------------------------
+
+    /// Write mutations in one transaction: all or none.
+    pub(crate) async fn enqueue(
+        &self,
+        items: &[Prepared],
+        now: i64,
+        max_queue_len: u64,
+    ) -> Result<Vec<Enqueued>> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let open: i64 = sqlx::query_scalar("SELECT open_count FROM queue_stats WHERE id = 1")
+            .fetch_one(&mut *tx)
+            .await?;
+        if open as u64 + items.len() as u64 > max_queue_len {
+            return Err(Error::LimitExceeded(format!(
+                "the outbox holds {open} open mutations; adding {} would exceed maxQueueLen ({max_queue_len})",
+                items.len()
+            )));
+        }
+        let mut out = Vec::with_capacity(items.len());
+        for p in items {
+            if p.caller_key {
+                let existing: Option<(String, i64)> = sqlx::query_as(
+                    "SELECT id, seq FROM outbox WHERE idempotency_key = ?1 \
+                     UNION ALL SELECT id, seq FROM delivered WHERE idempotency_key = ?1 LIMIT 1",
+                )
+                .bind(&p.idempotency_key)
+                .fetch_optional(&mut *tx)
+                .await?;
+                if let Some((id, seq)) = existing {
+                    out.push(Enqueued {
+                        id,
+                        seq,
+                        idempotency_key: p.idempotency_key.clone(),
+                    });
+                    continue;
+                }
+            }
+            let entity_key = format!("{}\u{1f}{}", p.entity.kind, p.entity.id);
+            let headers = if p.headers.is_empty() {
+                None
+            } else {
+                Some(serde_json::to_string(&p.headers)?)
+            };
+            // A later mutation of higher priority lifts the earlier ones of its entity: they
+            // must be delivered first anyway.
+            sqlx::query("UPDATE outbox SET priority = ?1 WHERE entity_key = ?2 AND priority < ?1")
+                .bind(p.priority.rank())
+                .bind(&entity_key)
+                .execute(&mut *tx)
+                .await?;
+            let seq: i64 = sqlx::query_scalar(
+                "INSERT INTO outbox (id, idempotency_key, priority, entity_kind, entity_id, entity_key, method, path, \
+                 headers, body, temp_id, created_at, next_attempt_at) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING seq",
+            )
+            .bind(&p.id)
+            .bind(&p.idempotency_key)
+            .bind(p.priority.rank())
+            .bind(&p.entity.kind)
+            .bind(&p.entity.id)
+            .bind(&entity_key)
+            .bind(&p.method)
+            .bind(&p.path)
+            .bind(headers)
+            .bind(&p.body)
+            .bind(&p.temp_id)
+            .bind(now)
+            .bind(now)
+            .fetch_one(&mut *tx)
+            .await?;
+            // References to temp ids of earlier creates become dependencies.
+            let refs: Vec<String> = p
+                .candidates
+                .iter()
+                .filter(|c| Some(*c) != p.temp_id.as_ref())
+                .cloned()
+                .collect();
+            if !refs.is_empty() {
+                sqlx::query(
+                    "INSERT OR IGNORE INTO mutation_deps (mutation_seq, temp_id) \
+                     SELECT ?1, temp_id FROM id_map WHERE temp_id IN (SELECT value FROM json_each(?2))",
+                )
+                .bind(seq)
+                .bind(serde_json::to_string(&refs)?)
+                .execute(&mut *tx)
+                .await?;
+                let discarded: Option<String> = sqlx::query_scalar(
+                    "SELECT m.temp_id FROM mutation_deps d JOIN id_map m ON m.temp_id = d.temp_id \
+                     WHERE d.mutation_seq = ? AND m.discarded = 1 LIMIT 1",
+                )
+                .bind(seq)
+                .fetch_optional(&mut *tx)
+                .await?;
+                if let Some(t) = discarded {
+                    return Err(Error::Conflict(format!(
+                        "references temp id '{t}' whose create was discarded"
+                    )));
+                }
+            }
+            if let Some(t) = &p.temp_id {
+                let inserted = sqlx::query(
+                    "INSERT INTO id_map (temp_id, entity_kind, created_by) VALUES (?, ?, ?) ON CONFLICT(temp_id) DO NOTHING",
+                )
+                .bind(t)
+                .bind(&p.entity.kind)
+                .bind(seq)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if inserted == 0 {
+                    return Err(Error::Conflict(format!(
+                        "temp id '{t}' is already used by another create"
+                    )));
+                }
+            }
+            out.push(Enqueued {
+                id: p.id.clone(),
+                seq,
+                idempotency_key: p.idempotency_key.clone(),
+            });
+        }
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    // ---- lease ----------------------------------------------------------------------------
+
+    /// Take (or renew) the single-drainer lease. A lease whose expiry is implausibly far in the
+    /// future (the clock jumped backwards) counts as expired.
+    pub(crate) async fn acquire_lease(&self, owner: &str, now: i64, ttl_ms: i64) -> Result<bool> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        sqlx::query(
+            "INSERT INTO drain_lease (id, owner, expires_at) VALUES (1, ?1, ?2) \
+             ON CONFLICT(id) DO UPDATE SET owner = excluded.owner, expires_at = excluded.expires_at \
+             WHERE drain_lease.owner = excluded.owner OR drain_lease.expires_at <= ?3 OR drain_lease.expires_at > ?3 + ?4",
+        )
+        .bind(owner)
+        .bind(now + ttl_ms)
+        .bind(now)
+        .bind(ttl_ms * 2)
+        .execute(&mut *tx)
+        .await?;
+        let holder: String = sqlx::query_scalar("SELECT owner FROM drain_lease WHERE id = 1")
+            .fetch_one(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(holder == owner)
+    }
+
+    pub(crate) async fn renew_lease(&self, owner: &str, now: i64, ttl_ms: i64) -> Result<bool> {
+        let n = sqlx::query("UPDATE drain_lease SET expires_at = ? WHERE id = 1 AND owner = ?")
+            .bind(now + ttl_ms)
+            .bind(owner)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        Ok(n == 1)
+    }
+
+    pub(crate) async fn release_lease(&self, owner: &str) -> Result<()> {
+        sqlx::query("DELETE FROM drain_lease WHERE id = 1 AND owner = ?")
+            .bind(owner)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Rows left in flight by a drainer that died. Only call while holding the lease: then no
+    /// live drainer can own them.
+    pub(crate) async fn recover_in_flight(&self) -> Result<u64> {
+        Ok(
+            sqlx::query("UPDATE outbox SET state = 'pending', claimed_by = NULL WHERE state = 'in_flight'")
+                .execute(&self.pool)
+                .await?
+                .rows_affected(),
+        )
+    }
+
+    /// Put every row this drainer still holds back to pending (cancellation).
+    pub(crate) async fn recover_owned(&self, owner: &str) -> Result<u64> {
+        Ok(sqlx::query("UPDATE outbox SET state = 'pending', claimed_by = NULL WHERE state = 'in_flight' AND claimed_by = ?")
+            .bind(owner)
+            .execute(&self.pool)
+            .await?
+            .rows_affected())
+    }
+
+    // ---- claim and outcomes ---------------------------------------------------------------
+
+    /// Atomically claim up to `limit` sendable rows: each the oldest open row of its entity,
+    /// due, with every referenced temp id resolved; priority first, then enqueue order.
+    pub(crate) async fn claim(
+        &self,
+        owner: &str,
+        now: i64,
+        limit: u32,
+        max_wait_ms: i64,
+    ) -> Result<Vec<Claimed>> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let rows = sqlx::query(
+            "UPDATE outbox SET state = 'in_flight', claimed_by = ?1, claimed_at = ?2 \
+             WHERE seq IN ( \
+               SELECT o.seq FROM outbox o \
+               WHERE o.state = 'pending' \
+                 AND (o.next_attempt_at <= ?2 OR o.next_attempt_at > ?2 + ?4) \
+                 AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.entity_key = o.entity_key AND p.seq < o.seq) \
+                 AND NOT EXISTS (SELECT 1 FROM mutation_deps d JOIN id_map m ON m.temp_id = d.temp_id \
+                                 WHERE d.mutation_seq = o.seq AND m.server_id IS NULL) \
+               ORDER BY o.priority DESC, o.seq ASC LIMIT ?3) \
+             RETURNING seq, id, idempotency_key, priority, method, path, headers, body, temp_id, attempts",
+        )
+        .bind(owner)
+        .bind(now)
+        .bind(limit as i64)
+        .bind(max_wait_ms)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut claimed = Vec::with_capacity(rows.len());
+        for r in rows {
+            let headers: Option<String> = r.get("headers");
+            claimed.push(Claimed {
+                seq: r.get("seq"),
+                id: r.get("id"),
+                idempotency_key: r.get("idempotency_key"),
+                priority: Priority::from_rank(r.get("priority")),
+                method: r.get("method"),
+                path: r.get("path"),
+                headers: headers
+                    .and_then(|h| serde_json::from_str(&h).ok())
+                    .unwrap_or_default(),
+                body: r.get("body"),
+                temp_id: r.get("temp_id"),
+                attempts: r.get::<i64, _>("attempts") as u32,
+                mapping: HashMap::new(),
+            });
+        }
+        if !claimed.is_empty() {
+            let seqs: Vec<i64> = claimed.iter().map(|c| c.seq).collect();
+            let maps = sqlx::query(
+                "SELECT d.mutation_seq, m.temp_id, m.server_id FROM mutation_deps d \
+                 JOIN id_map m ON m.temp_id = d.temp_id \
+                 WHERE d.mutation_seq IN (SELECT value FROM json_each(?)) AND m.server_id IS NOT NULL",
+            )
+            .bind(serde_json::to_string(&seqs)?)
+            .fetch_all(&mut *tx)
+            .await?;
+            for m in maps {
+                let seq: i64 = m.get(0);
+                if let Some(c) = claimed.iter_mut().find(|c| c.seq == seq) {
+                    c.mapping.insert(m.get(1), m.get(2));
+                }
+            }
+        }
+        tx.commit().await?;
+        claimed.sort_by_key(|c| (std::cmp::Reverse(c.priority), c.seq));
+        Ok(claimed)
+    }
+
+    /// Delivered: move the row to `delivered` and record the server id of a create.
+    /// Returns false if the row is no longer ours (the lease was lost and it was re-claimed).
+    pub(crate) async fn complete(
+        &self,
+        seq: i64,
+        owner: &str,
+        status: u16,
+        server_id: Option<&str>,
+        now: i64,
+    ) -> Result<bool> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let row = sqlx::query(
+            "DELETE FROM outbox WHERE seq = ? AND claimed_by = ? AND state = 'in_flight' \
+             RETURNING id, idempotency_key, entity_kind, entity_id, method, path, attempts, created_at, temp_id",
+        )
+        .bind(seq)
+        .bind(owner)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else {
+            return Ok(false);
+        };
+        sqlx::query(
+            "INSERT INTO delivered (seq, id, idempotency_key, entity_kind, entity_id, method, path, status, attempts, \
+             created_at, delivered_at, server_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(seq)
+        .bind(row.get::<String, _>("id"))
+        .bind(row.get::<String, _>("idempotency_key"))
+        .bind(row.get::<String, _>("entity_kind"))
+        .bind(row.get::<String, _>("entity_id"))
+        .bind(row.get::<String, _>("method"))
+        .bind(row.get::<String, _>("path"))
+        .bind(status as i64)
+        .bind(row.get::<i64, _>("attempts") + 1)
+        .bind(row.get::<i64, _>("created_at"))
+        .bind(now)
+        .bind(server_id)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM mutation_deps WHERE mutation_seq = ?")
+            .bind(seq)
+            .execute(&mut *tx)
+            .await?;
+        if let (Some(temp), Some(server)) = (row.get::<Option<String>, _>("temp_id"), server_id) {
+            sqlx::query("UPDATE id_map SET server_id = ?, resolved_at = ? WHERE temp_id = ?")
+                .bind(server)
+                .bind(now)
+                .bind(temp)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Transient failure: back to pending, due at `next_at`.
+    pub(crate) async fn reschedule(
+        &self,
+        seq: i64,
+        owner: &str,
+        attempts: u32,
+        next_at: i64,
+        status: Option<u16>,
+        error: &str,
+    ) -> Result<bool> {
+        let n = sqlx::query(
+            "UPDATE outbox SET state = 'pending', claimed_by = NULL, attempts = ?, next_attempt_at = ?, \
+             last_status = ?, last_error = ? WHERE seq = ? AND claimed_by = ? AND state = 'in_flight'",
+        )
+        .bind(attempts as i64)
+        .bind(next_at)
+        .bind(status.map(i64::from))
+        .bind(error)
+        .bind(seq)
+        .bind(owner)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(n == 1)
+    }
+
+    /// Not attempted after all (deadline, cancellation, auth): back to pending unchanged.
+    pub(crate) async fn release(&self, seq: i64, owner: &str) -> Result<()> {
+        sqlx::query("UPDATE outbox SET state = 'pending', claimed_by = NULL WHERE seq = ? AND claimed_by = ? AND state = 'in_flight'")
+            .bind(seq)
+            .bind(owner)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Permanent failure or retry limit: dead letter. Blocks only its own entity.
+    pub(crate) async fn bury(
+        &self,
+        seq: i64,
+        owner: &str,
+        attempts: u32,
+        status: Option<u16>,
+        error: &str,
+    ) -> Result<bool> {
+        let n = sqlx::query(
+            "UPDATE outbox SET state = 'dead', claimed_by = NULL, attempts = ?, last_status = ?, last_error = ? \
+             WHERE seq = ? AND claimed_by = ? AND state = 'in_flight'",
+        )
+        .bind(attempts as i64)
+        .bind(status.map(i64::from))
+        .bind(error)
+        .bind(seq)
+        .bind(owner)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(n == 1)
+    }
+
+    // ---- queries --------------------------------------------------------------------------
+
+    pub(crate) async fn counts(&self) -> Result<Counts> {
+        let r = sqlx::query(
+            "SELECT \
+               COALESCE(SUM(state = 'pending'), 0), COALESCE(SUM(state = 'in_flight'), 0), COALESCE(SUM(state = 'dead'), 0), \
+               (SELECT COUNT(DISTINCT d.mutation_seq) FROM mutation_deps d JOIN id_map m ON m.temp_id = d.temp_id \
+                  JOIN outbox o2 ON o2.seq = d.mutation_seq WHERE m.server_id IS NULL AND o2.state = 'pending') \
+             FROM outbox",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(Counts {
+            pending: r.get::<i64, _>(0) as u64,
+            in_flight: r.get::<i64, _>(1) as u64,
+            dead: r.get::<i64, _>(2) as u64,
+            blocked: r.get::<i64, _>(3) as u64,
+        })
+    }
+
+    /// Earliest future due time among pending rows.
+    pub(crate) async fn next_due(&self, now: i64) -> Result<Option<i64>> {
+        Ok(sqlx::query_scalar(
+            "SELECT MIN(next_attempt_at) FROM outbox WHERE state = 'pending' AND next_attempt_at > ?",
+        )
+        .bind(now)
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    pub(crate) async fn list(
+        &self,
+        states: &[MutationState],
+        limit: u32,
+        offset: u32,
+    ) -> Result<Vec<Mutation>> {
+        let states: Vec<&str> = states.iter().map(|s| s.as_str()).collect();
+        let rows = sqlx::query(
+            "SELECT o.*, (SELECT json_group_array(m.temp_id) FROM mutation_deps d JOIN id_map m ON m.temp_id = d.temp_id \
+                          WHERE d.mutation_seq = o.seq AND m.server_id IS NULL) AS waiting \
+             FROM outbox o WHERE o.state IN (SELECT value FROM json_each(?)) ORDER BY o.seq LIMIT ? OFFSET ?",
+        )
+        .bind(serde_json::to_string(&states)?)
+        .bind(limit as i64)
+        .bind(offset as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(row_to_mutation).collect()
+    }
+
+    pub(crate) async fn get(&self, id: &str) -> Result<Mutation> {
+        let row = sqlx::query(
+            "SELECT o.*, (SELECT json_group_array(m.temp_id) FROM mutation_deps d JOIN id_map m ON m.temp_id = d.temp_id \
+                          WHERE d.mutation_seq = o.seq AND m.server_id IS NULL) AS waiting \
+             FROM outbox o WHERE o.id = ?",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("no queued mutation with id '{id}'")))?;
+        row_to_mutation(&row)
+    }
+
+    /// Dead letter back to pending with a fresh retry budget.
+    pub(crate) async fn retry(&self, id: &str, now: i64) -> Result<()> {
+        let n = sqlx::query(
+            "UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at = ? WHERE id = ? AND state = 'dead'",
+        )
+        .bind(now)
+        .bind(id)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        if n == 0 {
+            self.get(id).await?;
+            return Err(Error::Conflict(format!("mutation '{id}' is not a dead letter")));
+        }
+        Ok(())
+    }
+
+    /// Replace a dead letter's body (references recomputed) and make it pending again.
+    pub(crate) async fn edit(
+        &self,
+        id: &str,
+        body: Option<String>,
+        candidates: Vec<String>,
+        now: i64,
+    ) -> Result<()> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let row: Option<(i64, Option<String>)> =
+            sqlx::query_as("SELECT seq, temp_id FROM outbox WHERE id = ? AND state = 'dead'")
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some((seq, temp_id)) = row else {
+            drop(tx);
+            self.get(id).await?;
+            return Err(Error::Conflict(format!(
+                "mutation '{id}' is not a dead letter; only dead letters can be edited"
+            )));
+        };
+        sqlx::query(
+            "UPDATE outbox SET body = ?, state = 'pending', attempts = 0, next_attempt_at = ? WHERE seq = ?",
+        )
+        .bind(body)
+        .bind(now)
+        .bind(seq)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM mutation_deps WHERE mutation_seq = ?")
+            .bind(seq)
+            .execute(&mut *tx)
+            .await?;
+        let refs: Vec<String> = candidates
+            .into_iter()
+            .filter(|c| Some(c) != temp_id.as_ref())
+            .collect();
+        sqlx::query(
+            "INSERT OR IGNORE INTO mutation_deps (mutation_seq, temp_id) \
+             SELECT ?1, temp_id FROM id_map WHERE temp_id IN (SELECT value FROM json_each(?2)) AND created_by < ?1",
+        )
+        .bind(seq)
+        .bind(serde_json::to_string(&refs)?)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Delete a queued mutation (not one in flight). Discarding an unresolved create turns the
+    /// mutations that wait for its temp id into dead letters, so they surface for review
+    /// instead of waiting forever.
+    pub(crate) async fn discard(&self, id: &str) -> Result<u64> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let row: Option<(i64, String, Option<String>)> =
+            sqlx::query_as("SELECT seq, state, temp_id FROM outbox WHERE id = ?")
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some((seq, state, temp_id)) = row else {
+            return Err(Error::NotFound(format!("no queued mutation with id '{id}'")));
+        };
+        if state == "in_flight" {
+            return Err(Error::Conflict(format!(
+                "mutation '{id}' is being sent; try again after the drain"
+            )));
+        }
+        sqlx::query("DELETE FROM outbox WHERE seq = ?")
+            .bind(seq)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM mutation_deps WHERE mutation_seq = ?")
+            .bind(seq)
+            .execute(&mut *tx)
+            .await?;
+        let mut orphaned = 0;
+        if let Some(t) = temp_id {
+            let resolved: Option<String> =
+                sqlx::query_scalar("SELECT server_id FROM id_map WHERE temp_id = ?")
+                    .bind(&t)
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .flatten();
+            if resolved.is_none() {
+                sqlx::query("UPDATE id_map SET discarded = 1 WHERE temp_id = ?")
+                    .bind(&t)
+                    .execute(&mut *tx)
+                    .await?;
+                orphaned = sqlx::query(
+                    "UPDATE outbox SET state = 'dead', last_error = ?1 \
+                     WHERE state = 'pending' AND seq IN (SELECT mutation_seq FROM mutation_deps WHERE temp_id = ?2)",
+                )
+                .bind(format!("waits for temp id '{t}' whose create was discarded"))
+                .bind(&t)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            }
+        }
+        tx.commit().await?;
+        Ok(orphaned)
+    }
+
+    // ---- runs -----------------------------------------------------------------------------
+
+    pub(crate) async fn record_run(&self, report: &DrainReport) -> Result<()> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        sqlx::query(
+            "INSERT OR REPLACE INTO drain_runs (run_id, started_at, finished_at, report) VALUES (?, ?, ?, ?)",
+        )
+        .bind(&report.run_id)
+        .bind(report.started_at)
+        .bind(report.finished_at)
+        .bind(serde_json::to_string(report)?)
+        .execute(&mut *tx)
+        .await?;
+        if report.done > 0 {
+            sqlx::query("INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value")
+                .bind(KEY_LAST_SYNC)
+                .bind(report.finished_at.to_string())
+                .execute(&mut *tx)
+                .await?;
+        }
+        sqlx::query("INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value")
+            .bind(KEY_LAST_ERROR)
+            .bind(report.last_error.clone().unwrap_or_default())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub(crate) async fn history(&self, limit: u32) -> Result<Vec<DrainReport>> {
+        let rows: Vec<String> =
+            sqlx::query_scalar("SELECT report FROM drain_runs ORDER BY finished_at DESC, rowid DESC LIMIT ?")
+                .bind(limit as i64)
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows.iter().filter_map(|r| serde_json::from_str(r).ok()).collect())
+    }
+
+    /// Drop delivered rows, old run reports and resolved temp ids past the retention.
+    pub(crate) async fn prune(&self, now: i64, retention_ms: u64) -> Result<u64> {
+        let cutoff = now - retention_ms as i64;
+        let mut n = sqlx::query("DELETE FROM delivered WHERE delivered_at < ?")
+            .bind(cutoff)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        n += sqlx::query(
+            "DELETE FROM drain_runs WHERE finished_at < ? AND run_id NOT IN \
+             (SELECT run_id FROM drain_runs ORDER BY finished_at DESC LIMIT 20)",
+        )
+        .bind(cutoff)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        sqlx::query(
+            "DELETE FROM id_map WHERE server_id IS NOT NULL AND resolved_at < ? \
+             AND NOT EXISTS (SELECT 1 FROM mutation_deps d WHERE d.temp_id = id_map.temp_id)",
+        )
+        .bind(cutoff)
+        .execute(&self.pool)
+        .await?;
+        Ok(n)
+    }
+
+    pub(crate) async fn server_id_for(&self, temp_id: &str) -> Result<Option<String>> {
+        Ok(
+            sqlx::query_scalar("SELECT server_id FROM id_map WHERE temp_id = ?")
+                .bind(temp_id)
+                .fetch_optional(&self.pool)
+                .await?
+                .flatten(),
+        )
+    }
+}
+
+fn row_to_mutation(r: &SqliteRow) -> Result<Mutation> {
+    let headers: Option<String> = r.get("headers");
+    let body: Option<String> = r.get("body");
+    let waiting: Option<String> = r.get("waiting");
+    Ok(Mutation {
+        id: r.get("id"),
+        seq: r.get("seq"),
+        idempotency_key: r.get("idempotency_key"),
+        priority: Priority::from_rank(r.get("priority")),
+        entity: EntityRef {
+            kind: r.get("entity_kind"),
+            id: r.get("entity_id"),
+        },
+        method: r.get("method"),
+        path: r.get("path"),
+        body: body.and_then(|b| serde_json::from_str(&b).ok()),
+        headers: headers
+            .and_then(|h| serde_json::from_str(&h).ok())
+            .unwrap_or_default(),
+        temp_id: r.get("temp_id"),
+        created_at: r.get("created_at"),
+        attempts: r.get::<i64, _>("attempts") as u32,
+        next_attempt_at: r.get("next_attempt_at"),
+        last_status: r.get::<Option<i64>, _>("last_status").map(|s| s as u16),
+        last_error: r.get("last_error"),
+        state: MutationState::parse(&r.get::<String, _>("state")),
+        waiting_for: waiting
+            .and_then(|w| serde_json::from_str(&w).ok())
+            .unwrap_or_default(),
+    })
+}

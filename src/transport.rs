@@ -1,0 +1,268 @@
+//! HTTP transport: builds one request per mutation (or one per batch), sends it with reqwest
+//! over rustls, and reports what it saw. It never decides what to do about an outcome (that is
+//! `policy`), and it can only reach origins allowed by the configuration.
+
+use crate::error::{Error, Result};
+use crate::idmap;
+use crate::models::{AuthConfig, SyncConfig};
+use crate::policy::Observed;
+use crate::store::Claimed;
+use crate::validate::OriginPolicy;
+use serde_json::Value;
+use std::time::Duration;
+
+/// Response bodies are read up to this size (server ids and error excerpts live at the start).
+const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
+/// How much of an error body is kept on a dead letter.
+pub(crate) const EXCERPT_BYTES: usize = 512;
+
+pub(crate) const USER_AGENT: &str = concat!("tauri-plugin-background-sync/", env!("CARGO_PKG_VERSION"));
+
+/// One request's result as seen on the wire.
+#[derive(Debug, Clone)]
+pub(crate) struct Sent {
+    pub observed: Observed,
+    /// The response body (capped), when there was a response.
+    pub body: Option<Vec<u8>>,
+}
+
+/// A mutation after temp-id rewriting, ready for the wire.
+#[derive(Debug, Clone)]
+pub(crate) struct Outgoing {
+    pub method: reqwest::Method,
+    pub path: String,
+    pub body: Option<String>,
+}
+
+impl Outgoing {
+    pub(crate) fn from_claimed(c: &Claimed) -> Result<Self> {
+        let method = reqwest::Method::from_bytes(c.method.as_bytes())
+            .map_err(|_| Error::invalid(format!("stored method '{}' is invalid", c.method)))?;
+        let path = idmap::rewrite_path(&c.path, &c.mapping);
+        let body = match &c.body {
+            None => None,
+            Some(b) if c.mapping.is_empty() => Some(b.clone()),
+            Some(b) => {
+                let mut v: Value = serde_json::from_str(b)?;
+                idmap::rewrite_body(&mut v, &c.mapping);
+                Some(serde_json::to_string(&v)?)
+            }
+        };
+        Ok(Self { method, path, body })
+    }
+}
+
+pub(crate) struct Transport {
+    client: reqwest::Client,
+    policy: OriginPolicy,
+    cfg: SyncConfig,
+}
+
+impl Transport {
+    pub(crate) fn new(cfg: &SyncConfig) -> Result<Self> {
+        let policy = OriginPolicy::new(cfg)?;
+        let client = reqwest::Client::builder()
+            // A redirect could lead outside the allowed origins; the caller's API should not
+            // redirect mutations anyway. A 3xx is therefore a permanent failure.
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(Duration::from_millis(cfg.request_timeout_ms.min(10_000)))
+            .pool_idle_timeout(Duration::from_secs(30))
+            .user_agent(USER_AGENT)
+            .build()
+            .map_err(|e| Error::Network(format!("cannot build HTTP client: {e}")))?;
+        Ok(Self {
+            client,
+            policy,
+            cfg: cfg.clone(),
+        })
+    }
+
+    fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        timeout: Duration,
+        auth: &AuthConfig,
+    ) -> Result<reqwest::RequestBuilder> {
+        let url = self.policy.resolve(path)?;
+        let mut req = self.client.request(method, url).timeout(timeout);
+        for (k, v) in &self.cfg.default_headers {
+            req = req.header(k, v);
+        }
+        if let Some(token) = &auth.access_token {
+            req = req.bearer_auth(token);
+        }
+        Ok(req)
+    }
+
+    /// Send one mutation. `Err` only for a request that cannot be built (e.g. its origin is
+    /// no longer allowed): that is permanent for this mutation.
+    pub(crate) async fn send(
+        &self,
+        c: &Claimed,
+        out: &Outgoing,
+        timeout: Duration,
+        auth: &AuthConfig,
+    ) -> Result<Sent> {
+        let mut req = self
+            .request(out.method.clone(), &out.path, timeout, auth)?
+            .header("Idempotency-Key", &c.idempotency_key);
+        for (k, v) in &c.headers {
+            req = req.header(k, v);
+        }
+        if let Some(b) = &out.body {
+            req = req
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(b.clone());
+        }
+        Ok(execute(req).await)
+    }
+
+    /// Send several mutations through the batch endpoint.
+    pub(crate) async fn send_batch(
+        &self,
+        items: &[(&Claimed, Outgoing)],
+        timeout: Duration,
+        auth: &AuthConfig,
+    ) -> Result<Sent> {
+        let path = self
+            .cfg
+            .batch
+            .as_ref()
+            .map(|b| b.path.clone())
+            .unwrap_or_else(|| "/batch".into());
+        let payload: Vec<Value> = items
+            .iter()
+            .map(|(c, o)| {
+                let body = o.body.as_deref().map(serde_json::from_str::<Value>).transpose()?;
+                Ok(serde_json::json!({
+                    "idempotencyKey": c.idempotency_key,
+                    "method": o.method.as_str(),
+                    "path": o.path,
+                    "body": body,
+                }))
+            })
+            .collect::<Result<_>>()?;
+        let req = self
+            .request(reqwest::Method::POST, &path, timeout, auth)?
+            .json(&serde_json::json!({ "items": payload }));
+        Ok(execute(req).await)
+    }
+
+    /// Exchange the refresh token for a new access token (declarative, works headless).
+    pub(crate) async fn refresh(&self, auth: &AuthConfig, timeout: Duration) -> Result<AuthConfig> {
+        let (Some(url), Some(rt)) = (&auth.refresh_url, &auth.refresh_token) else {
+            return Err(Error::Auth(
+                "the server answered 401 and no refresh token/refreshUrl is set".into(),
+            ));
+        };
+        let req = self
+            .request(reqwest::Method::POST, url, timeout, &AuthConfig::default())?
+            .json(&serde_json::json!({ "refreshToken": rt }));
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| Error::Network(format!("token refresh failed: {}", describe(&e))))?;
+        let status = resp.status();
+        if !status.is_success() {
+            return Err(Error::Auth(format!(
+                "token refresh answered HTTP {}",
+                status.as_u16()
+            )));
+        }
+        let v: Value = resp
+            .json()
+            .await
+            .map_err(|e| Error::Auth(format!("token refresh response is not JSON: {}", describe(&e))))?;
+        let access = v
+            .get("accessToken")
+            .or_else(|| v.get("access_token"))
+            .and_then(Value::as_str)
+            .ok_or_else(|| Error::Auth("token refresh response has no accessToken".into()))?;
+        let rotated = v
+            .get("refreshToken")
+            .or_else(|| v.get("refresh_token"))
+            .and_then(Value::as_str);
+        Ok(AuthConfig {
+            access_token: Some(access.to_string()),
+            refresh_token: rotated.map(str::to_string).or_else(|| auth.refresh_token.clone()),
+            refresh_url: auth.refresh_url.clone(),
+        })
+    }
+}
+
+async fn execute(req: reqwest::RequestBuilder) -> Sent {
+    match req.send().await {
+        Err(e) => Sent {
+            observed: Observed::TransportError(describe(&e)),
+            body: None,
+        },
+        Ok(mut resp) => {
+            let status = resp.status().as_u16();
+            let retry_after = resp
+                .headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            let mut body = Vec::new();
+            loop {
+                match resp.chunk().await {
+                    Ok(Some(chunk)) => {
+                        let room = MAX_RESPONSE_BYTES.saturating_sub(body.len());
+                        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+                        if room == 0 {
+                            break;
+                        }
+                    }
+                    Ok(None) => break,
+                    // The status arrived but the body was cut: we cannot trust what we have
+                    // (a create's id may be missing). Retrying is safe: the key replays it.
+                    Err(e) => {
+                        return Sent {
+                            observed: Observed::TransportError(format!(
+                                "response body interrupted: {}",
+                                describe(&e)
+                            )),
+                            body: None,
+                        }
+                    }
+                }
+            }
+            Sent {
+                observed: Observed::Response { status, retry_after },
+                body: Some(body),
+            }
+        }
+    }
+}
+
+/// reqwest's Display hides the cause; the chain says "connection refused", "timed out"...
+/// URLs carry no credentials (refused at validation), so messages are safe to store and log.
+pub(crate) fn describe(e: &reqwest::Error) -> String {
+    use std::error::Error as _;
+    let mut s = if e.is_timeout() {
+        "timed out".to_string()
+    } else {
+        e.to_string()
+    };
+    let mut src = e.source();
+    while let Some(cause) = src {
+        let c = cause.to_string();
+        if !s.contains(&c) {
+            s.push_str(": ");
+            s.push_str(&c);
+        }
+        src = cause.source();
+    }
+    s
+}
+
+/// The first bytes of a body, as text, for dead-letter messages.
+pub(crate) fn excerpt(body: &[u8]) -> String {
+    let cut = &body[..body.len().min(EXCERPT_BYTES)];
+    let mut s = String::from_utf8_lossy(cut).into_owned();
+    if body.len() > EXCERPT_BYTES {
+        s.push('…');
+    }
+    s
+}
