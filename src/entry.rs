@@ -17,12 +17,25 @@ use tokio_util::sync::CancellationToken;
 /// Longest budget accepted from a background caller (WorkManager stops work at 10 minutes).
 pub const MAX_BUDGET_MS: u64 = 9 * 60_000;
 
-fn block_on<F: Future>(f: F) -> Result<F::Output> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Error::Platform(format!("cannot start the async runtime: {e}")))?;
-    Ok(rt.block_on(f))
+fn block_on<F: Future + Send>(f: F) -> Result<F::Output>
+where
+    F::Output: Send,
+{
+    let run = move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map(|rt| rt.block_on(f))
+            .map_err(|e| Error::Platform(format!("cannot start the async runtime: {e}")))
+    };
+    // Called from inside a runtime (a host that is itself async): a runtime cannot be nested
+    // on one thread, so run on a scoped helper thread.
+    if tokio::runtime::Handle::try_current().is_ok() {
+        std::thread::scope(|s| s.spawn(run).join())
+            .unwrap_or_else(|_| Err(Error::Internal("panic in the headless entry".into())))
+    } else {
+        run()
+    }
 }
 
 fn check_path(db_path: &str) -> Result<&Path> {

@@ -628,12 +628,18 @@ impl Store {
         row_to_mutation(&row)
     }
 
-    /// Dead letter back to pending with a fresh retry budget.
+    /// Dead letter back to pending with a fresh retry budget. A request the server rejected
+    /// (4xx) was not applied, so it gets a new idempotency key (the old one would replay the
+    /// rejection); one that ran out of transient retries keeps its key (it may have been applied).
     pub(crate) async fn retry(&self, id: &str, now: i64) -> Result<()> {
         let n = sqlx::query(
-            "UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at = ? WHERE id = ? AND state = 'dead'",
+            "UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at = ?, \
+             idempotency_key = CASE WHEN last_status BETWEEN 400 AND 499 AND last_status NOT IN (408, 425, 429) \
+                               THEN ? ELSE idempotency_key END \
+             WHERE id = ? AND state = 'dead'",
         )
         .bind(now)
+        .bind(uuid::Uuid::new_v4().to_string())
         .bind(id)
         .execute(&self.pool)
         .await?
@@ -667,10 +673,14 @@ impl Store {
             )));
         };
         sqlx::query(
-            "UPDATE outbox SET body = ?, state = 'pending', attempts = 0, next_attempt_at = ? WHERE seq = ?",
+            // An edited request is a new request: a server that stored the rejected one's
+            // response under the old key would answer "key reused with a different request".
+            "UPDATE outbox SET body = ?, state = 'pending', attempts = 0, next_attempt_at = ?, idempotency_key = ? \
+             WHERE seq = ?",
         )
         .bind(body)
         .bind(now)
+        .bind(uuid::Uuid::new_v4().to_string())
         .bind(seq)
         .execute(&mut *tx)
         .await?;
@@ -779,7 +789,7 @@ impl Store {
 
     pub(crate) async fn history(&self, limit: u32) -> Result<Vec<DrainReport>> {
         let rows: Vec<String> =
-            sqlx::query_scalar("SELECT report FROM drain_runs ORDER BY finished_at DESC, rowid DESC LIMIT ?")
+            sqlx::query_scalar("SELECT report FROM drain_runs ORDER BY finished_at DESC, run_id DESC LIMIT ?")
                 .bind(limit as i64)
                 .fetch_all(&self.pool)
                 .await?;

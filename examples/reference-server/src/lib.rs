@@ -1,0 +1,854 @@
+//! Reference server for the tauri-plugin-background-sync HTTP contract.
+//!
+//! What a backend must do for the plugin's exactly-once promise, in one readable file:
+//! - store the `Idempotency-Key` with the response **in the same transaction** as the change,
+//!   and replay that response for a repeat (`Idempotent-Replayed: true`);
+//! - assign server ids on create and return them in the body (`{"id": ...}`);
+//! - answer 2xx / 4xx / 5xx honestly: the plugin dead-letters 4xx at once and retries 5xx.
+//!
+//! Everything else here (fault injection, admin endpoints) exists for tests and demos.
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, Request, Response, StatusCode};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
+use sqlx::{Row, SqlitePool};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex as StdMutex};
+use std::time::Duration;
+use tokio::sync::Mutex;
+use tower::ServiceExt;
+
+const MAX_BODY: usize = 1024 * 1024;
+
+/// Server settings.
+#[derive(Debug, Clone, Default)]
+pub struct ServerConfig {
+    /// SQLite file; `None` keeps everything in memory.
+    pub db_path: Option<PathBuf>,
+    pub faults: FaultConfig,
+    /// `None`: no auth required.
+    pub auth: Option<AuthSetup>,
+    /// 0 = an ephemeral port.
+    pub port: u16,
+}
+
+/// Bearer tokens accepted at start, and the refresh token that mints new ones.
+#[derive(Debug, Clone, Default)]
+pub struct AuthSetup {
+    pub access_tokens: Vec<String>,
+    pub refresh_token: String,
+}
+
+/// Fault injection. Decisions are drawn from a ChaCha RNG seeded with `seed`, in request
+/// arrival order, so a run is reproducible.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct FaultConfig {
+    pub seed: u64,
+    /// Fraction of mutating requests (and batch items) answered with a transient error
+    /// before anything is applied.
+    pub error_rate: f64,
+    /// Statuses for those errors; empty = [500, 503, 429].
+    pub error_statuses: Vec<u16>,
+    /// `Retry-After` on injected 429/503 (and `fail_next`).
+    pub retry_after_secs: Option<u64>,
+    /// Send `Retry-After` as an HTTP-date.
+    pub retry_after_http_date: bool,
+    /// Latency added before every request.
+    pub delay_ms: u64,
+    /// Close the connection without a response, before applying.
+    pub drop_rate: f64,
+    /// Apply and commit, then close the connection without a response.
+    pub commit_then_drop_rate: f64,
+    /// The next mutating requests get these statuses, in order, before applying.
+    pub fail_next: Vec<u16>,
+    /// Path prefixes answered 422 (permanent).
+    pub reject_paths: Vec<String>,
+}
+
+/// One applied change, in apply order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AppliedEntry {
+    pub seq: i64,
+    pub idempotency_key: String,
+    pub method: String,
+    pub path: String,
+    pub collection: String,
+    pub entity_id: String,
+    pub body: Option<Value>,
+    pub status: u16,
+}
+
+/// Counters.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Stats {
+    pub requests: u64,
+    pub mutating_requests: u64,
+    pub applied: u64,
+    pub replayed: u64,
+    pub injected_errors: u64,
+    pub injected_drops: u64,
+    pub injected_commit_then_drops: u64,
+    pub rejected: u64,
+    pub unauthorized: u64,
+    pub refreshes: u64,
+    pub batch_requests: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    requests: AtomicU64,
+    mutating_requests: AtomicU64,
+    applied: AtomicU64,
+    replayed: AtomicU64,
+    injected_errors: AtomicU64,
+    injected_drops: AtomicU64,
+    injected_commit_then_drops: AtomicU64,
+    rejected: AtomicU64,
+    unauthorized: AtomicU64,
+    refreshes: AtomicU64,
+    batch_requests: AtomicU64,
+}
+
+impl Counters {
+    fn snapshot(&self) -> Stats {
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        Stats {
+            requests: g(&self.requests),
+            mutating_requests: g(&self.mutating_requests),
+            applied: g(&self.applied),
+            replayed: g(&self.replayed),
+            injected_errors: g(&self.injected_errors),
+            injected_drops: g(&self.injected_drops),
+            injected_commit_then_drops: g(&self.injected_commit_then_drops),
+            rejected: g(&self.rejected),
+            unauthorized: g(&self.unauthorized),
+            refreshes: g(&self.refreshes),
+            batch_requests: g(&self.batch_requests),
+        }
+    }
+}
+
+struct Faults {
+    cfg: FaultConfig,
+    rng: ChaCha8Rng,
+}
+
+impl Faults {
+    fn roll(&mut self, p: f64) -> bool {
+        p > 0.0 && self.rng.gen_bool(p.min(1.0))
+    }
+}
+
+struct Auth {
+    valid: Vec<String>,
+    refresh_token: String,
+    minted: u64,
+}
+
+struct App {
+    db: SqlitePool,
+    /// One writer at a time: the simplest way to make "check key, apply, store key" atomic.
+    write: Mutex<()>,
+    faults: StdMutex<Faults>,
+    auth: Option<StdMutex<Auth>>,
+    counters: Counters,
+}
+
+/// A running server.
+pub struct RunningServer {
+    pub addr: SocketAddr,
+    /// `http://127.0.0.1:PORT`
+    pub base_url: String,
+    app: Arc<App>,
+    shutdown: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// Why a connection was cut on purpose (makes hyper close it without a response).
+#[derive(Debug)]
+struct Dropped;
+impl std::fmt::Display for Dropped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("connection dropped by fault injection")
+    }
+}
+impl std::error::Error for Dropped {}
+
+/// Start the server on 127.0.0.1.
+pub async fn spawn(cfg: ServerConfig) -> anyhow::Result<RunningServer> {
+    let opts = match &cfg.db_path {
+        Some(p) => SqliteConnectOptions::from_str("sqlite://")?
+            .filename(p)
+            .create_if_missing(true),
+        None => SqliteConnectOptions::from_str("sqlite::memory:")?,
+    };
+    // One connection: an in-memory database lives per connection, and writes are serialized anyway.
+    let db = SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(opts)
+        .await?;
+    for stmt in SCHEMA.split(';').filter(|s| !s.trim().is_empty()) {
+        sqlx::query(stmt).execute(&db).await?;
+    }
+    let app = Arc::new(App {
+        db,
+        write: Mutex::new(()),
+        faults: StdMutex::new(Faults {
+            rng: ChaCha8Rng::seed_from_u64(cfg.faults.seed),
+            cfg: cfg.faults.clone(),
+        }),
+        auth: cfg.auth.map(|a| {
+            StdMutex::new(Auth {
+                valid: a.access_tokens,
+                refresh_token: a.refresh_token,
+                minted: 0,
+            })
+        }),
+        counters: Counters::default(),
+    });
+    let router = Router::new()
+        .route("/health", get(|| async { "ok" }))
+        .route("/_admin/log", get(admin_log))
+        .route("/_admin/state", get(admin_state))
+        .route("/_admin/stats", get(admin_stats))
+        .route("/_admin/faults", post(admin_faults))
+        .route("/_admin/reset", post(admin_reset))
+        .route("/_admin/revoke-tokens", post(admin_revoke))
+        .route("/auth/refresh", post(refresh))
+        .route("/batch", post(batch))
+        .fallback(resource)
+        .with_state(app.clone());
+
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", cfg.port)).await?;
+    let addr = listener.local_addr()?;
+    let (shutdown, mut rx) = tokio::sync::watch::channel(false);
+    let app2 = app.clone();
+    let task = tokio::spawn(async move {
+        loop {
+            let (stream, _) = tokio::select! {
+                r = listener.accept() => match r { Ok(s) => s, Err(_) => continue },
+                _ = rx.changed() => return,
+            };
+            let router = router.clone();
+            let app = app2.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                    let router = router.clone();
+                    let app = app.clone();
+                    async move { with_faults(app, router, req.map(Body::new)).await }
+                });
+                let io = hyper_util::rt::TokioIo::new(stream);
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(io, svc)
+                    .await;
+            });
+        }
+    });
+    Ok(RunningServer {
+        addr,
+        base_url: format!("http://{addr}"),
+        app,
+        shutdown,
+        task,
+    })
+}
+
+fn is_mutating(method: &Method, path: &str) -> bool {
+    !(method == Method::GET
+        || method == Method::HEAD
+        || path.starts_with("/_admin")
+        || path == "/health"
+        || path == "/auth/refresh")
+}
+
+enum Fault {
+    None,
+    Status(u16),
+    Drop,
+    CommitThenDrop,
+}
+
+/// Connection-level and whole-request faults, decided before routing.
+async fn with_faults(app: Arc<App>, router: Router, req: Request<Body>) -> Result<Response<Body>, Dropped> {
+    app.counters.requests.fetch_add(1, Ordering::Relaxed);
+    let mutating = is_mutating(req.method(), req.uri().path());
+    let batch = req.uri().path() == "/batch";
+    let (delay, fault) = {
+        let mut guard = app.faults.lock().unwrap();
+        let f = &mut *guard;
+        let delay = f.cfg.delay_ms;
+        let fault = if !mutating {
+            Fault::None
+        } else if !f.cfg.fail_next.is_empty() {
+            Fault::Status(f.cfg.fail_next.remove(0))
+        } else if f.roll(f.cfg.drop_rate) {
+            Fault::Drop
+        } else if !batch && f.roll(f.cfg.error_rate) {
+            Fault::Status(pick_status(f))
+        } else if f.roll(f.cfg.commit_then_drop_rate) {
+            Fault::CommitThenDrop
+        } else {
+            Fault::None
+        };
+        (delay, fault)
+    };
+    if delay > 0 {
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
+    if mutating {
+        app.counters.mutating_requests.fetch_add(1, Ordering::Relaxed);
+    }
+    match fault {
+        Fault::Drop => {
+            app.counters.injected_drops.fetch_add(1, Ordering::Relaxed);
+            Err(Dropped)
+        }
+        Fault::Status(s) => {
+            if s == 401 {
+                app.counters.unauthorized.fetch_add(1, Ordering::Relaxed);
+            } else {
+                app.counters.injected_errors.fetch_add(1, Ordering::Relaxed);
+            }
+            let retry_after = app.faults.lock().unwrap().cfg.clone();
+            Ok(error_response(s, &retry_after))
+        }
+        Fault::CommitThenDrop => {
+            let _ = router.oneshot(req).await;
+            app.counters
+                .injected_commit_then_drops
+                .fetch_add(1, Ordering::Relaxed);
+            Err(Dropped)
+        }
+        Fault::None => Ok(router.oneshot(req).await.unwrap_or_else(|e| match e {})),
+    }
+}
+
+fn pick_status(f: &mut Faults) -> u16 {
+    let default = [500, 503, 429];
+    let list: &[u16] = if f.cfg.error_statuses.is_empty() {
+        &default
+    } else {
+        &f.cfg.error_statuses
+    };
+    list[f.rng.gen_range(0..list.len())]
+}
+
+fn retry_after_value(cfg: &FaultConfig) -> Option<String> {
+    let secs = cfg.retry_after_secs?;
+    Some(if cfg.retry_after_http_date {
+        httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(secs))
+    } else {
+        secs.to_string()
+    })
+}
+
+fn error_response(status: u16, cfg: &FaultConfig) -> Response<Body> {
+    let mut b = Response::builder()
+        .status(status)
+        .header("content-type", "application/json");
+    if status == 429 || status == 503 {
+        if let Some(v) = retry_after_value(cfg) {
+            b = b.header("retry-after", v);
+        }
+    }
+    if status == 401 {
+        b = b.header("www-authenticate", "Bearer");
+    }
+    b.body(Body::from(
+        json!({"error": "injected fault", "status": status}).to_string(),
+    ))
+    .unwrap()
+}
+
+fn json_response(status: u16, body: &Value, replayed: bool) -> Response<Body> {
+    let mut b = Response::builder()
+        .status(status)
+        .header("content-type", "application/json");
+    if replayed {
+        b = b.header("idempotent-replayed", "true");
+    }
+    let text = if body.is_null() {
+        String::new()
+    } else {
+        body.to_string()
+    };
+    b.body(Body::from(text)).unwrap()
+}
+
+fn authorized(app: &App, headers: &HeaderMap) -> bool {
+    let Some(auth) = &app.auth else { return true };
+    let token = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let ok = token.is_some_and(|t| auth.lock().unwrap().valid.iter().any(|v| v == t));
+    if !ok {
+        app.counters.unauthorized.fetch_add(1, Ordering::Relaxed);
+    }
+    ok
+}
+
+fn unauthorized() -> Response<Body> {
+    Response::builder()
+        .status(401)
+        .header("www-authenticate", "Bearer")
+        .header("content-type", "application/json")
+        .body(Body::from(r#"{"error":"unauthorized"}"#))
+        .unwrap()
+}
+
+/// The outcome of one mutation (single request or batch item).
+struct Outcome {
+    status: u16,
+    body: Value,
+    replayed: bool,
+}
+
+/// Apply one mutation exactly once per idempotency key.
+async fn apply(app: &App, key: Option<&str>, method: &str, path: &str, body: Option<Value>) -> Outcome {
+    let Some(key) = key.filter(|k| !k.is_empty()) else {
+        return Outcome {
+            status: 400,
+            body: json!({"error": "missing Idempotency-Key"}),
+            replayed: false,
+        };
+    };
+    let fingerprint = format!(
+        "{method} {path} {}",
+        body.as_ref().map(|b| b.to_string()).unwrap_or_default()
+    );
+    let _w = app.write.lock().await;
+    let mut tx = match app.db.begin().await {
+        Ok(t) => t,
+        Err(e) => {
+            return Outcome {
+                status: 500,
+                body: json!({"error": e.to_string()}),
+                replayed: false,
+            }
+        }
+    };
+    if let Ok(Some(row)) = sqlx::query("SELECT fingerprint, status, body FROM idempotency WHERE key = ?")
+        .bind(key)
+        .fetch_optional(&mut *tx)
+        .await
+    {
+        let fp: String = row.get(0);
+        if fp != fingerprint {
+            return Outcome {
+                status: 422,
+                body: json!({"error": "idempotency key reused with a different request"}),
+                replayed: false,
+            };
+        }
+        app.counters.replayed.fetch_add(1, Ordering::Relaxed);
+        let stored: String = row.get(2);
+        return Outcome {
+            status: row.get::<i64, _>(1) as u16,
+            body: serde_json::from_str(&stored).unwrap_or(Value::Null),
+            replayed: true,
+        };
+    }
+    let (status, resp, applied) = execute(&mut tx, app, method, path, body.as_ref()).await;
+    if let Some((collection, id)) = &applied {
+        let seq: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) + 1 FROM applied")
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap_or(1);
+        let _ = sqlx::query(
+            "INSERT INTO applied (seq, key, method, path, collection, entity_id, body, status) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(seq)
+        .bind(key)
+        .bind(method)
+        .bind(path)
+        .bind(collection)
+        .bind(id)
+        .bind(body.as_ref().map(|b| b.to_string()))
+        .bind(status as i64)
+        .execute(&mut *tx)
+        .await;
+    }
+    // 5xx are not stored: a retry must be able to succeed.
+    if status < 500 {
+        let _ = sqlx::query("INSERT INTO idempotency (key, fingerprint, status, body) VALUES (?, ?, ?, ?)")
+            .bind(key)
+            .bind(&fingerprint)
+            .bind(status as i64)
+            .bind(resp.to_string())
+            .execute(&mut *tx)
+            .await;
+    }
+    if let Err(e) = tx.commit().await {
+        return Outcome {
+            status: 500,
+            body: json!({"error": e.to_string()}),
+            replayed: false,
+        };
+    }
+    if applied.is_some() {
+        app.counters.applied.fetch_add(1, Ordering::Relaxed);
+    }
+    Outcome {
+        status,
+        body: resp,
+        replayed: false,
+    }
+}
+
+/// The REST semantics: `POST /{c}` create, `PUT /{c}/{id}` upsert, `PATCH /{c}/{id}` merge,
+/// `DELETE /{c}/{id}`. Returns (status, body, applied (collection, id)).
+async fn execute(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    app: &App,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+) -> (u16, Value, Option<(String, String)>) {
+    let segs: Vec<&str> = path
+        .split('?')
+        .next()
+        .unwrap_or("")
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .collect();
+    let reject = {
+        let f = app.faults.lock().unwrap();
+        f.cfg.reject_paths.iter().any(|p| path.starts_with(p.as_str()))
+    };
+    if reject || body.and_then(|b| b.get("__reject")).and_then(Value::as_bool) == Some(true) {
+        app.counters.rejected.fetch_add(1, Ordering::Relaxed);
+        return (
+            422,
+            json!({"error": "validation failed", "detail": "__reject flag set"}),
+            None,
+        );
+    }
+    if let Some(b) = body {
+        if !b.is_object() {
+            return (400, json!({"error": "body must be a JSON object"}), None);
+        }
+    }
+    let obj = || body.and_then(Value::as_object).cloned().unwrap_or_default();
+    match (method, segs.as_slice()) {
+        ("POST", [c]) => {
+            let n: i64 =
+                sqlx::query_scalar("UPDATE counters SET value = value + 1 WHERE name = 'id' RETURNING value")
+                    .fetch_one(&mut **tx)
+                    .await
+                    .unwrap_or(0);
+            let id = format!("srv_{n}");
+            let mut data = obj();
+            data.insert("id".into(), Value::String(id.clone()));
+            store(tx, c, &id, &data).await;
+            (201, Value::Object(data), Some((c.to_string(), id)))
+        }
+        ("PUT", [c, id]) => {
+            let mut data = obj();
+            data.insert("id".into(), Value::String(id.to_string()));
+            store(tx, c, id, &data).await;
+            (200, Value::Object(data), Some((c.to_string(), id.to_string())))
+        }
+        ("PATCH", [c, id]) => {
+            let Some(mut data) = fetch(tx, c, id).await else {
+                return (404, json!({"error": format!("{c}/{id} not found")}), None);
+            };
+            for (k, v) in obj() {
+                if k != "id" {
+                    data.insert(k, v);
+                }
+            }
+            store(tx, c, id, &data).await;
+            (200, Value::Object(data), Some((c.to_string(), id.to_string())))
+        }
+        ("DELETE", [c, id]) => {
+            let n = sqlx::query("DELETE FROM entities WHERE collection = ? AND id = ?")
+                .bind(c)
+                .bind(id)
+                .execute(&mut **tx)
+                .await
+                .map(|r| r.rows_affected())
+                .unwrap_or(0);
+            if n == 0 {
+                return (404, json!({"error": format!("{c}/{id} not found")}), None);
+            }
+            (204, Value::Null, Some((c.to_string(), id.to_string())))
+        }
+        _ => (
+            405,
+            json!({"error": format!("{method} {path} is not a resource operation")}),
+            None,
+        ),
+    }
+}
+
+async fn fetch(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    c: &str,
+    id: &str,
+) -> Option<Map<String, Value>> {
+    sqlx::query_scalar::<_, String>("SELECT data FROM entities WHERE collection = ? AND id = ?")
+        .bind(c)
+        .bind(id)
+        .fetch_optional(&mut **tx)
+        .await
+        .ok()
+        .flatten()
+        .and_then(|s| serde_json::from_str(&s).ok())
+}
+
+async fn store(tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>, c: &str, id: &str, data: &Map<String, Value>) {
+    let _ = sqlx::query(
+        "INSERT INTO entities (collection, id, data) VALUES (?, ?, ?) \
+         ON CONFLICT(collection, id) DO UPDATE SET data = excluded.data",
+    )
+    .bind(c)
+    .bind(id)
+    .bind(Value::Object(data.clone()).to_string())
+    .execute(&mut **tx)
+    .await;
+}
+
+/// Fallback: every resource path.
+async fn resource(State(app): State<Arc<App>>, req: Request<Body>) -> Response<Body> {
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    if method == Method::GET {
+        return json_response(
+            405,
+            &json!({"error": "this server only accepts mutations"}),
+            false,
+        );
+    }
+    if !authorized(&app, req.headers()) {
+        return unauthorized();
+    }
+    let key = req
+        .headers()
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let bytes = match axum::body::to_bytes(req.into_body(), MAX_BODY).await {
+        Ok(b) => b,
+        Err(_) => return json_response(413, &json!({"error": "body too large (1 MiB max)"}), false),
+    };
+    let body = if bytes.is_empty() {
+        None
+    } else {
+        match serde_json::from_slice::<Value>(&bytes) {
+            Ok(v) => Some(v),
+            Err(e) => return json_response(400, &json!({"error": format!("invalid JSON: {e}")}), false),
+        }
+    };
+    let o = apply(&app, key.as_deref(), method.as_str(), &path, body).await;
+    json_response(o.status, &o.body, o.replayed)
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct BatchItem {
+    idempotency_key: Option<String>,
+    method: String,
+    path: String,
+    #[serde(default)]
+    body: Option<Value>,
+}
+
+#[derive(Deserialize)]
+struct BatchRequest {
+    items: Vec<BatchItem>,
+}
+
+/// `POST /batch`: items applied in order, each with its own idempotency; one failing item does
+/// not abort the others.
+async fn batch(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Json(req): Json<BatchRequest>,
+) -> Response<Body> {
+    app.counters.batch_requests.fetch_add(1, Ordering::Relaxed);
+    if !authorized(&app, &headers) {
+        return unauthorized();
+    }
+    let mut out = Vec::with_capacity(req.items.len());
+    for item in req.items {
+        let injected = {
+            let mut guard = app.faults.lock().unwrap();
+            let f = &mut *guard;
+            if f.roll(f.cfg.error_rate) {
+                Some(pick_status(f))
+            } else {
+                None
+            }
+        };
+        let key = item.idempotency_key.clone();
+        let r = match injected {
+            Some(s) => {
+                app.counters.injected_errors.fetch_add(1, Ordering::Relaxed);
+                json!({"idempotencyKey": key, "status": s, "body": {"error": "injected fault"}})
+            }
+            None => {
+                let o = apply(
+                    &app,
+                    key.as_deref(),
+                    &item.method.to_uppercase(),
+                    &item.path,
+                    item.body,
+                )
+                .await;
+                json!({"idempotencyKey": key, "status": o.status, "body": o.body, "replayed": o.replayed})
+            }
+        };
+        out.push(r);
+    }
+    json_response(200, &json!({ "items": out }), false)
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RefreshRequest {
+    refresh_token: String,
+}
+
+async fn refresh(State(app): State<Arc<App>>, Json(req): Json<RefreshRequest>) -> Response<Body> {
+    let Some(auth) = &app.auth else {
+        return json_response(404, &json!({"error": "auth is not enabled"}), false);
+    };
+    let mut a = auth.lock().unwrap();
+    if req.refresh_token != a.refresh_token {
+        return unauthorized();
+    }
+    a.minted += 1;
+    let token = format!("access-{}-{}", a.minted, rand::thread_rng().gen::<u64>());
+    a.valid.push(token.clone());
+    app.counters.refreshes.fetch_add(1, Ordering::Relaxed);
+    json_response(
+        200,
+        &json!({"accessToken": token, "refreshToken": a.refresh_token, "expiresIn": 3600}),
+        false,
+    )
+}
+
+async fn admin_log(State(app): State<Arc<App>>) -> Json<Vec<AppliedEntry>> {
+    Json(read_log(&app).await)
+}
+
+async fn admin_state(State(app): State<Arc<App>>) -> Json<Value> {
+    Json(read_state(&app).await)
+}
+
+async fn admin_stats(State(app): State<Arc<App>>) -> Json<Stats> {
+    Json(app.counters.snapshot())
+}
+
+async fn admin_faults(State(app): State<Arc<App>>, Json(f): Json<FaultConfig>) -> StatusCode {
+    set_faults(&app, f);
+    StatusCode::NO_CONTENT
+}
+
+async fn admin_reset(State(app): State<Arc<App>>) -> StatusCode {
+    let _w = app.write.lock().await;
+    for t in ["entities", "idempotency", "applied"] {
+        let _ = sqlx::query(&format!("DELETE FROM {t}")).execute(&app.db).await;
+    }
+    StatusCode::NO_CONTENT
+}
+
+async fn admin_revoke(State(app): State<Arc<App>>) -> StatusCode {
+    revoke(&app);
+    StatusCode::NO_CONTENT
+}
+
+fn set_faults(app: &App, f: FaultConfig) {
+    let mut g = app.faults.lock().unwrap();
+    g.rng = ChaCha8Rng::seed_from_u64(f.seed);
+    g.cfg = f;
+}
+
+fn revoke(app: &App) {
+    if let Some(a) = &app.auth {
+        a.lock().unwrap().valid.clear();
+    }
+}
+
+async fn read_log(app: &App) -> Vec<AppliedEntry> {
+    let rows = sqlx::query(
+        "SELECT seq, key, method, path, collection, entity_id, body, status FROM applied ORDER BY seq",
+    )
+    .fetch_all(&app.db)
+    .await
+    .unwrap_or_default();
+    rows.iter()
+        .map(|r| AppliedEntry {
+            seq: r.get(0),
+            idempotency_key: r.get(1),
+            method: r.get(2),
+            path: r.get(3),
+            collection: r.get(4),
+            entity_id: r.get(5),
+            body: r
+                .get::<Option<String>, _>(6)
+                .and_then(|b| serde_json::from_str(&b).ok()),
+            status: r.get::<i64, _>(7) as u16,
+        })
+        .collect()
+}
+
+async fn read_state(app: &App) -> Value {
+    let rows = sqlx::query("SELECT collection, id, data FROM entities ORDER BY collection, id")
+        .fetch_all(&app.db)
+        .await
+        .unwrap_or_default();
+    let mut out = Map::new();
+    for r in rows {
+        let c: String = r.get(0);
+        let id: String = r.get(1);
+        let data: Value = serde_json::from_str(&r.get::<String, _>(2)).unwrap_or(Value::Null);
+        out.entry(c).or_insert_with(|| Value::Object(Map::new()))[id.as_str()] = data;
+    }
+    Value::Object(out)
+}
+
+impl RunningServer {
+    pub fn set_faults(&self, f: FaultConfig) {
+        set_faults(&self.app, f);
+    }
+    pub async fn applied_log(&self) -> Vec<AppliedEntry> {
+        read_log(&self.app).await
+    }
+    pub async fn state(&self) -> Value {
+        read_state(&self.app).await
+    }
+    pub fn stats(&self) -> Stats {
+        self.app.counters.snapshot()
+    }
+    /// Every access token stops working (a 401 storm); refresh still works.
+    pub fn revoke_tokens(&self) {
+        revoke(&self.app);
+    }
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        let _ = self.task.await;
+    }
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS entities (collection TEXT NOT NULL, id TEXT NOT NULL, data TEXT NOT NULL, PRIMARY KEY (collection, id));
+CREATE TABLE IF NOT EXISTS idempotency (key TEXT PRIMARY KEY, fingerprint TEXT NOT NULL, status INTEGER NOT NULL, body TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS applied (seq INTEGER PRIMARY KEY, key TEXT NOT NULL, method TEXT NOT NULL, path TEXT NOT NULL, collection TEXT NOT NULL, entity_id TEXT NOT NULL, body TEXT, status INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+INSERT OR IGNORE INTO counters (name, value) VALUES ('id', 0);
+";

@@ -1,0 +1,242 @@
+//! Every bad input gets a typed error with a clear message; nothing panics; queued rows survive.
+
+mod common;
+
+use common::*;
+use serde_json::json;
+use tauri_plugin_background_sync::{entry, BackgroundSync, Error};
+
+async fn setup() -> (tempfile::TempDir, BackgroundSync) {
+    let dir = tempfile::tempdir().unwrap();
+    let bs = engine(&dir, config("http://127.0.0.1:9")).await;
+    bs.enqueue(mutation(
+        "PUT",
+        "/visits/keep",
+        Some(json!({"v": 1})),
+        "visit",
+        "keep",
+    ))
+    .await
+    .unwrap();
+    (dir, bs)
+}
+
+async fn still_has_the_row(bs: &BackgroundSync) {
+    let p = bs.pending(10, 0).await.unwrap();
+    assert_eq!(p.len(), 1);
+    assert_eq!(p[0].entity.id, "keep");
+}
+
+#[tokio::test]
+async fn invalid_mutations_are_typed_errors() {
+    let (_d, bs) = setup().await;
+    let cases: Vec<(tauri_plugin_background_sync::NewMutation, &str, &str)> = vec![
+        (mutation("GET", "/v/1", None, "v", "1"), "invalidInput", "method"),
+        (
+            mutation("POST", "v/1", None, "v", "1"),
+            "invalidInput",
+            "path must start",
+        ),
+        (
+            mutation("POST", "https://evil.example.com/x", None, "v", "1"),
+            "originNotAllowed",
+            "evil.example.com",
+        ),
+        (
+            mutation("POST", "http://10.0.0.1/x", None, "v", "1"),
+            "originNotAllowed",
+            "not the configured",
+        ),
+        (
+            mutation("POST", "/v\r\nHost: evil", None, "v", "1"),
+            "invalidInput",
+            "control",
+        ),
+        (
+            mutation("POST", "/v", Some(json!({"x": "y".repeat(2 << 20)})), "v", "1"),
+            "limitExceeded",
+            "maxPayloadBytes",
+        ),
+        (
+            mutation("POST", "/v", None, "", "1"),
+            "invalidInput",
+            "entity.kind",
+        ),
+    ];
+    for (m, kind, needle) in cases {
+        let e = bs
+            .enqueue(m.clone())
+            .await
+            .expect_err(&format!("{m:?} should fail"));
+        assert_eq!(e.kind(), kind, "{m:?}: {e}");
+        assert!(e.to_string().contains(needle), "{e} should mention {needle}");
+    }
+    let mut h = mutation("POST", "/v", None, "v", "1");
+    h.headers.insert("Authorization".into(), "Bearer stolen".into());
+    assert!(matches!(bs.enqueue(h).await, Err(Error::InvalidInput(_))));
+    still_has_the_row(&bs).await;
+}
+
+#[tokio::test]
+async fn malformed_json_and_unknown_priority_through_the_json_entry() {
+    let (dir, bs) = setup().await;
+    let db = bs.path().to_str().unwrap().to_string();
+    bs.close().await;
+    let cases = [
+        ("{\"method\": \"POST\", ", "invalidInput"),
+        ("[]", "invalidInput"),
+        (
+            r#"{"method":"POST","path":"/v","entity":{"kind":"v","id":"1"},"priority":"urgent"}"#,
+            "invalidInput",
+        ),
+        (
+            r#"{"method":"POST","path":"/v","entity":{"kind":"v","id":"1"},"bogus":1}"#,
+            "invalidInput",
+        ),
+        (r#"{"method":"POST","path":"/v"}"#, "invalidInput"),
+    ];
+    for (input, kind) in cases {
+        let out: serde_json::Value = serde_json::from_str(&entry::enqueue_json(&db, input)).unwrap();
+        assert_eq!(out["ok"], false, "{input}");
+        assert_eq!(out["error"]["kind"], kind, "{input}: {out}");
+        assert!(out["error"]["message"].as_str().unwrap().len() > 10);
+    }
+    let out: serde_json::Value =
+        serde_json::from_str(&entry::configure_json(&db, r#"{"baseUrl": 5}"#)).unwrap();
+    assert_eq!(out["error"]["kind"], "invalidInput");
+    let out: serde_json::Value = serde_json::from_str(&entry::configure_json(
+        &db,
+        r#"{"baseUrl": "http://api.example.com"}"#,
+    ))
+    .unwrap();
+    assert_eq!(out["error"]["kind"], "invalidInput");
+    assert!(
+        out["error"]["message"].as_str().unwrap().contains("loopback"),
+        "{out}"
+    );
+    let bs = BackgroundSync::open(dir.path().join("outbox.db")).await.unwrap();
+    still_has_the_row(&bs).await;
+}
+
+#[tokio::test]
+async fn enqueue_before_configure_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let bs = BackgroundSync::open(dir.path().join("x.db")).await.unwrap();
+    let e = bs
+        .enqueue(mutation("POST", "/v", None, "v", "1"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), "notConfigured");
+}
+
+#[tokio::test]
+async fn corrupt_database_file_is_a_storage_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("corrupt.db");
+    std::fs::write(
+        &path,
+        b"this is not a sqlite database, just some bytes...............".repeat(100),
+    )
+    .unwrap();
+    let e = BackgroundSync::open(&path)
+        .await
+        .err()
+        .expect("corrupt file must not open");
+    assert_eq!(e.kind(), "storage", "{e}");
+    assert!(
+        e.to_string().contains("corrupt") || e.to_string().contains("not a database"),
+        "{e}"
+    );
+    // The same through the C-ABI-facing JSON entry.
+    let out: serde_json::Value = serde_json::from_str(&entry::status_json(path.to_str().unwrap())).unwrap();
+    assert_eq!(out["error"]["kind"], "storage");
+}
+
+#[tokio::test]
+async fn unopenable_path_is_a_storage_error() {
+    let dir = tempfile::tempdir().unwrap();
+    // A directory where the file should be.
+    let path = dir.path().join("adir");
+    std::fs::create_dir(&path).unwrap();
+    let e = BackgroundSync::open(&path)
+        .await
+        .err()
+        .expect("a directory is not a database");
+    assert_eq!(e.kind(), "storage", "{e}");
+    let out: serde_json::Value = serde_json::from_str(&entry::status_json("")).unwrap();
+    assert_eq!(out["error"]["kind"], "invalidInput");
+}
+
+#[tokio::test]
+async fn read_only_database_is_a_storage_error_and_rows_survive() {
+    let (dir, bs) = setup().await;
+    let path = bs.path().to_path_buf();
+    bs.close().await;
+    // Root ignores file modes; the immutable attribute binds root too (ext4 here).
+    let immutable =
+        matches!(std::process::Command::new("chattr").arg("+i").arg(&path).status(), Ok(s) if s.success());
+    if !immutable {
+        let mut perm = std::fs::metadata(&path).unwrap().permissions();
+        perm.set_readonly(true);
+        std::fs::set_permissions(&path, perm).unwrap();
+        assert!(
+            unsafe { libc::geteuid() } != 0,
+            "need chattr (e2fsprogs) to make a file read-only for root"
+        );
+    }
+    let r = async {
+        let bs = BackgroundSync::open(&path).await?;
+        bs.enqueue(mutation("PUT", "/visits/new", None, "visit", "new"))
+            .await
+    }
+    .await;
+    let _ = std::process::Command::new("chattr").arg("-i").arg(&path).status();
+    let e = r.expect_err("writing to a read-only database must fail");
+    assert_eq!(e.kind(), "storage", "{e}");
+    let bs = BackgroundSync::open(dir.path().join("outbox.db")).await.unwrap();
+    still_has_the_row(&bs).await;
+}
+
+#[tokio::test]
+async fn queue_limit_is_enforced() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config("http://127.0.0.1:9");
+    cfg.max_queue_len = 3;
+    let bs = engine(&dir, cfg).await;
+    let many: Vec<_> = (0..3)
+        .map(|i| mutation("PUT", &format!("/v/{i}"), None, "v", &i.to_string()))
+        .collect();
+    bs.enqueue_many(many).await.unwrap();
+    let e = bs
+        .enqueue(mutation("PUT", "/v/x", None, "v", "x"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), "limitExceeded");
+    assert_eq!(bs.status().await.unwrap().pending, 3);
+}
+
+#[tokio::test]
+async fn enqueue_many_is_all_or_nothing() {
+    let (_d, bs) = setup().await;
+    let mut batch = vec![
+        mutation("PUT", "/v/1", None, "v", "1"),
+        mutation("PUT", "/v/2", None, "v", "2"),
+    ];
+    let mut dup = mutation("POST", "/v", None, "v", "t");
+    dup.temp_id = Some("tmp-1".into());
+    batch.push(dup.clone());
+    batch.push(dup);
+    assert!(bs.enqueue_many(batch).await.is_err());
+    still_has_the_row(&bs).await;
+}
+
+#[tokio::test]
+async fn caller_idempotency_key_dedupes_enqueue() {
+    let (_d, bs) = setup().await;
+    let mut m = mutation("PUT", "/v/1", None, "v", "1");
+    m.idempotency_key = Some("form-42-submit".into());
+    let a = bs.enqueue(m.clone()).await.unwrap();
+    let b = bs.enqueue(m).await.unwrap();
+    assert_eq!(a, b);
+    assert_eq!(bs.status().await.unwrap().pending, 2);
+}
