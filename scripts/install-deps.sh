@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Installs what the demo and the test suite need on a fresh Debian/Ubuntu machine.
+# Idempotent: skips what is already there. Needs root (or sudo) for apt-get.
+set -euo pipefail
+
+need_apt=()
+want() { dpkg -s "$1" >/dev/null 2>&1 || need_apt+=("$1"); }
+
+# Tauri's Linux build (even with default features off, the tauri crate links GTK).
+want pkg-config
+want build-essential
+want libgtk-3-dev
+want libwebkit2gtk-4.1-dev
+want libsoup-3.0-dev
+want libjavascriptcoregtk-4.1-dev
+want librsvg2-dev
+want libayatana-appindicator3-dev
+# End-to-end test of the example app: a real WebKitGTK window under Xvfb.
+want xvfb
+want xauth
+want webkit2gtk-driver
+# chattr (read-only database test as root), python3 (C ABI test), a JDK (JNI test).
+want e2fsprogs
+want python3
+want default-jdk-headless
+want maven
+
+if [ ${#need_apt[@]} -gt 0 ]; then
+  SUDO=""
+  if [ "$(id -u)" != "0" ]; then SUDO="sudo"; fi
+  echo "installing: ${need_apt[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "error: a Rust toolchain (cargo, rustc >= 1.80) is required: https://rustup.rs" >&2
+  exit 1
+fi
+if ! command -v npm >/dev/null 2>&1; then
+  echo "error: Node.js >= 18 with npm is required" >&2
+  exit 1
+fi
