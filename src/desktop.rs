@@ -5,7 +5,7 @@
 
 use crate::engine::BackgroundSync;
 use crate::error::Result;
-use crate::scheduler::Connectivity;
+use crate::scheduler::ConnectivityFactory;
 use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
 use tauri::{plugin::PluginApi, AppHandle, Runtime};
@@ -28,8 +28,8 @@ impl<R: Runtime> Platform<R> {
     }
 
     /// A signal each time an interface gains an address (a network came up).
-    pub(crate) fn connectivity(&self) -> Connectivity {
-        match if_watch::tokio::IfWatcher::new() {
+    pub(crate) fn connectivity(&self) -> ConnectivityFactory {
+        Box::new(|| match if_watch::tokio::IfWatcher::new() {
             Ok(w) => Some(
                 w.filter_map(|e| async move { matches!(e, Ok(if_watch::IfEvent::Up(_))).then_some(()) })
                     .boxed(),
@@ -38,6 +38,6 @@ impl<R: Runtime> Platform<R> {
                 tracing::warn!(error = %e, "cannot watch network interfaces; relying on the timer");
                 None
             }
-        }
+        })
     }
 }

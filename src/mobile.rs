@@ -4,7 +4,7 @@
 
 use crate::engine::BackgroundSync;
 use crate::error::Result;
-use crate::scheduler::Connectivity;
+use crate::scheduler::ConnectivityFactory;
 use serde::{de::DeserializeOwned, Serialize};
 use tauri::{
     plugin::{PluginApi, PluginHandle},
@@ -73,7 +73,7 @@ impl<R: Runtime> Platform<R> {
 
     /// Connectivity on mobile is watched natively (NetworkCallback / NWPathMonitor), which
     /// schedules a drain through the OS work.
-    pub(crate) fn connectivity(&self) -> Connectivity {
-        None
+    pub(crate) fn connectivity(&self) -> ConnectivityFactory {
+        Box::new(|| None)
     }
 }

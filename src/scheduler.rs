@@ -25,6 +25,8 @@ const KICK_NOW: u8 = 2;
 
 /// Stream of "the network may have come back" signals.
 pub(crate) type Connectivity = Option<BoxStream<'static, ()>>;
+/// Built inside the runtime (OS watchers need its reactor; plugin setup runs outside it).
+pub(crate) type ConnectivityFactory = Box<dyn FnOnce() -> Connectivity + Send>;
 
 /// Handle on the scheduler task.
 #[derive(Clone)]
@@ -40,7 +42,7 @@ struct Shared {
 }
 
 impl Scheduler {
-    pub(crate) fn start(engine: BackgroundSync, connectivity: Connectivity) -> Self {
+    pub(crate) fn start(engine: BackgroundSync, connectivity: ConnectivityFactory) -> Self {
         let inner = Arc::new(Shared {
             engine,
             wake: Notify::new(),
@@ -48,7 +50,7 @@ impl Scheduler {
             shutdown: CancellationToken::new(),
         });
         let task = inner.clone();
-        tauri::async_runtime::spawn(async move { task.run(connectivity).await });
+        tauri::async_runtime::spawn(async move { task.run(connectivity()).await });
         Self { inner }
     }
 

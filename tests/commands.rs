@@ -1,0 +1,197 @@
+//! The IPC surface with Tauri's MockRuntime: commands through the real invoke path, the
+//! permission system (granted and denied), errors serialized as `{ kind, message }`, and the
+//! shipped default permission set.
+
+use serde_json::{json, Value};
+use tauri::ipc::{CallbackFn, InvokeBody};
+use tauri::test::{get_ipc_response, mock_builder, mock_context, noop_assets, INVOKE_KEY};
+use tauri::utils::acl::ExecutionContext;
+use tauri::webview::InvokeRequest;
+use tauri::WebviewWindowBuilder;
+
+const ALL: &[&str] = &[
+    "enable",
+    "disable",
+    "is_enabled",
+    "configure",
+    "set_auth",
+    "clear_auth",
+    "enqueue",
+    "enqueue_many",
+    "sync_now",
+    "status",
+    "pending",
+    "dead_letters",
+    "retry",
+    "discard",
+    "edit",
+    "subscribe",
+    "unsubscribe",
+    "history",
+];
+
+fn app(dir: &tempfile::TempDir, base_url: &str, allowed: &[&str]) -> tauri::App<tauri::test::MockRuntime> {
+    let mut ctx = mock_context(noop_assets());
+    ctx.config_mut().plugins.0.insert(
+        "background-sync".into(),
+        json!({ "database": dir.path().join("ipc.db"), "baseUrl": base_url }),
+    );
+    for c in allowed {
+        ctx.runtime_authority_mut()
+            .__allow_command(format!("plugin:background-sync|{c}"), ExecutionContext::Local);
+    }
+    mock_builder()
+        .plugin(tauri_plugin_background_sync::init())
+        .build(ctx)
+        .expect("app builds")
+}
+
+fn invoke(
+    w: &tauri::WebviewWindow<tauri::test::MockRuntime>,
+    cmd: &str,
+    args: Value,
+) -> Result<Value, Value> {
+    get_ipc_response(
+        w,
+        InvokeRequest {
+            cmd: format!("plugin:background-sync|{cmd}"),
+            callback: CallbackFn(0),
+            error: CallbackFn(1),
+            url: "tauri://localhost".parse().unwrap(),
+            body: InvokeBody::Json(args),
+            headers: Default::default(),
+            invoke_key: INVOKE_KEY.to_string(),
+        },
+    )
+    .map(|b| b.deserialize::<Value>().unwrap())
+}
+
+#[test]
+fn enqueue_then_status_through_ipc() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = app(&dir, "http://127.0.0.1:9", ALL);
+    let w = WebviewWindowBuilder::new(&app, "main", Default::default())
+        .build()
+        .unwrap();
+    assert_eq!(
+        invoke(&w, "is_enabled", json!({})).unwrap(),
+        json!(false),
+        "off by default, as in the seeds"
+    );
+    let r = invoke(
+        &w,
+        "enqueue",
+        json!({ "mutation": { "method": "POST", "path": "/visits", "body": {"site": "A"},
+                              "entity": {"kind": "visit", "id": "tmp-1"}, "tempId": "tmp-1", "priority": "high" } }),
+    )
+    .unwrap();
+    assert!(r["id"].is_string() && r["idempotencyKey"].is_string(), "{r}");
+    let st = invoke(&w, "status", json!({})).unwrap();
+    assert_eq!(st["pending"], 1);
+    assert_eq!(st["configured"], true);
+    let p = invoke(&w, "pending", json!({ "limit": 10 })).unwrap();
+    assert_eq!(p[0]["priority"], "high");
+    assert_eq!(p[0]["tempId"], "tmp-1");
+    invoke(&w, "enable", json!({})).unwrap();
+    assert_eq!(invoke(&w, "is_enabled", json!({})).unwrap(), json!(true));
+    // Server down (port 9): the foreground drain reports it, the row stays pending.
+    let rep = invoke(&w, "sync_now", json!({ "budgetMs": 2000 })).unwrap();
+    assert_eq!(rep["done"], 0);
+    assert_eq!(invoke(&w, "status", json!({})).unwrap()["pending"], 1);
+    invoke(&w, "disable", json!({})).unwrap();
+}
+
+#[test]
+fn errors_reach_js_as_kind_and_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = app(&dir, "http://127.0.0.1:9", ALL);
+    let w = WebviewWindowBuilder::new(&app, "main", Default::default())
+        .build()
+        .unwrap();
+    let e = invoke(
+        &w,
+        "enqueue",
+        json!({ "mutation": { "method": "POST", "path": "https://evil.example.com/x", "entity": {"kind": "v", "id": "1"} } }),
+    )
+    .unwrap_err();
+    assert_eq!(e["kind"], "originNotAllowed", "{e}");
+    assert!(e["message"].as_str().unwrap().contains("evil.example.com"));
+    let e = invoke(&w, "retry", json!({ "id": "nope" })).unwrap_err();
+    assert_eq!(e["kind"], "notFound", "{e}");
+    let e = invoke(
+        &w,
+        "configure",
+        json!({ "config": { "baseUrl": "http://api.example.com" } }),
+    )
+    .unwrap_err();
+    assert_eq!(e["kind"], "invalidInput", "{e}");
+}
+
+#[test]
+fn tokens_go_in_and_never_come_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = app(&dir, "http://127.0.0.1:9", ALL);
+    let w = WebviewWindowBuilder::new(&app, "main", Default::default())
+        .build()
+        .unwrap();
+    invoke(&w, "set_auth", json!({ "auth": { "accessToken": "SECRET-ACCESS", "refreshToken": "SECRET-REFRESH", "refreshUrl": "/auth/refresh" } }))
+        .unwrap();
+    for (cmd, args) in [
+        ("status", json!({})),
+        ("pending", json!({})),
+        ("history", json!({})),
+        ("dead_letters", json!({})),
+    ] {
+        let out = invoke(&w, cmd, args).unwrap().to_string();
+        assert!(!out.contains("SECRET"), "{cmd} leaked a token: {out}");
+    }
+}
+
+#[test]
+fn a_command_without_its_permission_is_denied() {
+    let dir = tempfile::tempdir().unwrap();
+    // Only the read-only commands are granted.
+    let app = app(&dir, "http://127.0.0.1:9", &["status", "pending"]);
+    let w = WebviewWindowBuilder::new(&app, "main", Default::default())
+        .build()
+        .unwrap();
+    assert!(invoke(&w, "status", json!({})).is_ok());
+    for cmd in ["enqueue", "configure", "set_auth", "sync_now", "enable"] {
+        let e = invoke(&w, cmd, json!({})).unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            msg.contains("not allowed"),
+            "{cmd} should be denied by the ACL, got {msg}"
+        );
+    }
+}
+
+#[test]
+fn default_permission_set_is_least_privilege_and_complete() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let default: toml::Value =
+        toml::from_str(&std::fs::read_to_string(format!("{root}/permissions/default.toml")).unwrap())
+            .unwrap();
+    let perms: Vec<String> = default["default"]["permissions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap().to_string())
+        .collect();
+    for cmd in ALL {
+        let allow = format!("allow-{}", cmd.replace('_', "-"));
+        let generated = format!("{root}/permissions/autogenerated/commands/{cmd}.toml");
+        assert!(
+            std::path::Path::new(&generated).exists(),
+            "no autogenerated permission for {cmd}"
+        );
+        if *cmd == "configure" {
+            assert!(
+                !perms.contains(&allow),
+                "configure can change the API origin: not in default"
+            );
+        } else {
+            assert!(perms.contains(&allow), "{allow} missing from the default set");
+        }
+    }
+}
