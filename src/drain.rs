@@ -152,11 +152,13 @@ pub(crate) fn decide(
 }
 
 type Flight = Pin<Box<dyn Future<Output = FlightResult> + Send>>;
+/// One (observed, body) per row of a request.
+type RowOutcomes = Vec<(Observed, Option<Vec<u8>>)>;
 
 struct FlightResult {
     rows: Vec<Claimed>,
     /// One (observed, body) per row, or one for the whole batch.
-    outcome: std::result::Result<Vec<(Observed, Option<Vec<u8>>)>, Error>,
+    outcome: std::result::Result<RowOutcomes, Error>,
     /// The request was cut by the deadline clamp rather than the configured timeout.
     clamped: bool,
     elapsed: Duration,
@@ -554,7 +556,7 @@ async fn send_rows(
     timeout: Duration,
     auth: &AuthConfig,
     batch: bool,
-) -> std::result::Result<Vec<(Observed, Option<Vec<u8>>)>, Error> {
+) -> std::result::Result<RowOutcomes, Error> {
     let outgoing: Vec<Outgoing> = rows.iter().map(Outgoing::from_claimed).collect::<Result<_>>()?;
     if !batch {
         let mut out = Vec::with_capacity(rows.len());

@@ -213,6 +213,14 @@ macro_rules! export_native_entries {
     };
 }
 
+/// Without the JNI entry (non-Android builds), the JNI half of the export macro is empty.
+#[cfg(not(any(target_os = "android", feature = "jni-host")))]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __bgsync_jni_exports {
+    () => {};
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -245,10 +253,3 @@ mod tests {
     }
 }
 
-/// Without the JNI entry (non-Android builds), the JNI half of the export macro is empty.
-#[cfg(not(any(target_os = "android", feature = "jni-host")))]
-#[doc(hidden)]
-#[macro_export]
-macro_rules! __bgsync_jni_exports {
-    () => {};
-}

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Every suite, in order of cost. Exits non-zero on the first failing suite.
+# Knobs for long runs: BGSYNC_CRASH_CYCLES, BGSYNC_SOAK_MUTATIONS, PROPTEST_CASES (see README).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export RUST_BACKTRACE=0
+export CARGO_TERM_COLOR=never
+
+step() { echo; echo "=== $* ==="; }
+
+step "Rust: unit, integration, crash, fault, property, environment, security, IPC suites"
+cargo test --workspace --all-targets --exclude bgsync-example-app 2>&1
+
+step "guest-js (vitest + @tauri-apps/api/mocks)"
+if [ -f package-lock.json ]; then npm ci --no-audit --no-fund; else npm install --no-audit --no-fund; fi
+npm run build
+npm test
+
+if [ -x tests/native/run_all.sh ]; then
+  step "native: C ABI (ctypes), JNI (host JVM), Kotlin shim compile, exported symbols"
+  tests/native/run_all.sh
+fi
+
+if [ -x scripts/test-e2e.sh ]; then
+  step "example app end-to-end (WebKitGTK under Xvfb, tauri-driver)"
+  scripts/test-e2e.sh
+fi
+
+if [ -x scripts/bench-smoke.sh ]; then
+  step "benchmark smoke run"
+  scripts/bench-smoke.sh
+fi
+echo
+echo "all suites passed"
