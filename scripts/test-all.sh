@@ -9,7 +9,7 @@ export CARGO_TERM_COLOR=never
 step() { echo; echo "=== $* ==="; }
 
 step "Rust: unit, integration, crash, fault, property, environment, security, IPC suites"
-cargo test --workspace --all-targets --exclude bgsync-example-app 2>&1
+cargo test --workspace --exclude bgsync-example-app 2>&1
 
 step "guest-js (vitest + @tauri-apps/api/mocks)"
 if [ -f package-lock.json ]; then npm ci --no-audit --no-fund; else npm install --no-audit --no-fund; fi

@@ -27,17 +27,44 @@ impl<R: Runtime> Platform<R> {
         Ok(())
     }
 
-    /// A signal each time an interface gains an address (a network came up).
+    /// A signal each time a non-loopback interface gains a new address (a network came up).
+    /// The watcher first reports every existing address; those are the baseline, not a
+    /// reconnect.
     pub(crate) fn connectivity(&self) -> ConnectivityFactory {
-        Box::new(|| match if_watch::tokio::IfWatcher::new() {
-            Ok(w) => Some(
-                w.filter_map(|e| async move { matches!(e, Ok(if_watch::IfEvent::Up(_))).then_some(()) })
+        Box::new(|| {
+            let watcher = match if_watch::tokio::IfWatcher::new() {
+                Ok(w) => w,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot watch network interfaces; relying on the timer");
+                    return None;
+                }
+            };
+            let started = std::time::Instant::now();
+            let known = std::sync::Arc::new(std::sync::Mutex::new(std::collections::HashSet::new()));
+            Some(
+                watcher
+                    .filter_map(move |e| {
+                        let known = known.clone();
+                        async move {
+                            let mut known = known.lock().unwrap_or_else(|p| p.into_inner());
+                            match e {
+                                Ok(if_watch::IfEvent::Up(net)) if !net.addr().is_loopback() => {
+                                    let new = known.insert(net);
+                                    (new && started.elapsed() > BASELINE_WINDOW).then_some(())
+                                }
+                                Ok(if_watch::IfEvent::Down(net)) => {
+                                    known.remove(&net);
+                                    None
+                                }
+                                _ => None,
+                            }
+                        }
+                    })
                     .boxed(),
-            ),
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot watch network interfaces; relying on the timer");
-                None
-            }
+            )
         })
     }
 }
+
+/// Addresses reported this soon after the watcher starts are the initial enumeration.
+const BASELINE_WINDOW: std::time::Duration = std::time::Duration::from_secs(2);

@@ -149,9 +149,11 @@ impl Shared {
                     }
                 }
                 Some(()) = next_signal(&mut connectivity) => {
+                    // A wake (e.g. an urgent enqueue) cuts the settling delay short.
                     tokio::select! {
                         _ = self.shutdown.cancelled() => return,
                         _ = tokio::time::sleep(RECONNECT_DELAY) => {}
+                        _ = self.wake.notified() => {}
                     }
                     "reconnect"
                 }
