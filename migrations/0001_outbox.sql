@@ -20,10 +20,21 @@ CREATE TABLE outbox (
     last_error      TEXT,
     state           TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'in_flight', 'dead')),
     claimed_by      TEXT,
-    claimed_at      INTEGER
+    claimed_at      INTEGER,
+    -- 1 for the oldest open row of its entity: the only one that may be sent. Set at insert
+    -- (rows are only appended to a lane) and moved on by a trigger when the head is deleted.
+    is_head         INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX outbox_lane ON outbox (entity_key, seq);
-CREATE INDEX outbox_ready ON outbox (state, priority DESC, seq);
+CREATE INDEX outbox_state ON outbox (state, next_attempt_at);
+-- The claim walks only sendable heads, in priority then enqueue order: its cost does not grow
+-- with the backlog behind them.
+CREATE INDEX outbox_heads ON outbox (priority DESC, seq) WHERE is_head = 1 AND state = 'pending';
+CREATE TRIGGER outbox_next_head AFTER DELETE ON outbox WHEN OLD.is_head = 1
+BEGIN
+    UPDATE outbox SET is_head = 1
+    WHERE seq = (SELECT MIN(seq) FROM outbox WHERE entity_key = OLD.entity_key);
+END;
 
 CREATE TABLE delivered (
     seq             INTEGER PRIMARY KEY,

@@ -534,13 +534,11 @@ impl Run<'_> {
     }
 
     async fn progress(&self) {
-        let remaining = self
-            .inner
-            .store
-            .counts()
-            .await
-            .map(|c| c.pending + c.in_flight)
-            .unwrap_or(0);
+        if !self.inner.has_listeners() {
+            return;
+        }
+        // Cheap: a counter row and an index range count, not a table scan per mutation.
+        let remaining = self.inner.store.open_not_dead().await.unwrap_or(0);
         self.inner.emit(StatusEvent::Progress {
             run_id: self.owner.clone(),
             done: self.report.done,

@@ -330,6 +330,10 @@ impl Inner {
         self.clock.now_ms()
     }
 
+    pub(crate) fn has_listeners(&self) -> bool {
+        self.events.receiver_count() > 0
+    }
+
     pub(crate) fn emit(&self, e: StatusEvent) {
         // No receivers is fine (headless runs).
         let _ = self.events.send(e);
