@@ -7,7 +7,7 @@ deps:
 	./scripts/install-deps.sh
 
 demo: deps
-	cargo run -p bgsync-demo --release
+	cargo run -p bgsync-demo
 
 test: deps
 	./scripts/test-all.sh

@@ -1,6 +1,6 @@
 //! Headless demo: a field worker's offline day, drained to the bundled reference server.
 //!
-//! `cargo run -p bgsync-demo --release [-- --mutations N --faults 0.2]`
+//! `cargo run -p bgsync-demo [-- --mutations N --faults 0.2]`
 //!
 //! It starts the reference server on 127.0.0.1 with fault injection, queues a realistic offline
 //! backlog (visits created offline with temp ids, updates, notes that reference the visits,
