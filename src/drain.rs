@@ -67,6 +67,8 @@ pub(crate) enum Effect {
     },
     /// Unconfirmed but not the mutation's fault (deadline, cancellation): pending, unchanged.
     Release,
+    /// The API is unreachable: pending, unchanged, and the drain stops.
+    Offline(String),
     Unauthorized,
 }
 
@@ -82,7 +84,7 @@ pub(crate) fn decide(
     let class = policy::classify(observed, now);
     let status = match observed {
         Observed::Response { status, .. } => Some(*status),
-        Observed::TransportError(_) => None,
+        Observed::TransportError(_) | Observed::Unreachable(_) => None,
     };
     let describe = || match observed {
         Observed::Response { status, .. } => {
@@ -93,7 +95,7 @@ pub(crate) fn decide(
                 format!("HTTP {status}: {ex}")
             }
         }
-        Observed::TransportError(e) => e.clone(),
+        Observed::TransportError(e) | Observed::Unreachable(e) => e.clone(),
     };
     match class {
         Class::Done => {
@@ -125,6 +127,7 @@ pub(crate) fn decide(
             }
         }
         Class::Unauthorized => Effect::Unauthorized,
+        Class::Unreachable => Effect::Offline(describe()),
         Class::Permanent => Effect::Bury {
             attempts: row.attempts + 1,
             status,
@@ -502,6 +505,11 @@ impl Run<'_> {
                 Effect::Release => {
                     self.inner.store.release(row.seq, &self.owner).await?;
                 }
+                Effect::Offline(error) => {
+                    self.inner.store.release(row.seq, &self.owner).await?;
+                    self.report.last_error = Some(format!("cannot reach the API: {error}"));
+                    stop = Some(StopReason::NoNetwork);
+                }
                 Effect::Unauthorized => {
                     self.inner.store.release(row.seq, &self.owner).await?;
                     if r.auth_generation < self.auth_generation {
@@ -580,7 +588,7 @@ pub(crate) fn split_batch(
     let all =
         |o: Observed, b: Option<Vec<u8>>| rows.iter().map(|_| (o.clone(), b.clone())).collect::<Vec<_>>();
     let status = match &observed {
-        Observed::TransportError(_) => return all(observed, None),
+        Observed::TransportError(_) | Observed::Unreachable(_) => return all(observed, None),
         Observed::Response { status, .. } => *status,
     };
     if !(200..300).contains(&status) {
@@ -748,6 +756,13 @@ mod tests {
             matches!(e, Effect::Bury { attempts: 3, status: None, ref error } if error.contains("gave up after 3")),
             "{e:?}"
         );
+    }
+
+    #[test]
+    fn unreachable_costs_no_attempt() {
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        let o = Observed::Unreachable("tcp connect error: Connection refused".into());
+        assert!(matches!(decide(&row(None, 9), &o, None, &cfg(), 0, &mut rng), Effect::Offline(_)));
     }
 
     #[test]

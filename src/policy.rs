@@ -16,8 +16,11 @@ pub(crate) enum Observed {
         status: u16,
         retry_after: Option<String>,
     },
-    /// Timed out, refused, reset, TLS failure, body cut short...
+    /// Timed out, reset, TLS failure, body cut short... after the connection was made.
     TransportError(String),
+    /// No connection could be made (no network, DNS failure, refused). Says nothing about the
+    /// mutation, so it costs no attempt: a day offline must not turn the queue into dead letters.
+    Unreachable(String),
 }
 
 /// What the drain does about it.
@@ -31,6 +34,8 @@ pub(crate) enum Class {
     Unauthorized,
     /// Any other 4xx (and unexpected 1xx/3xx): the request itself is wrong; dead letter at once.
     Permanent,
+    /// The API cannot be reached at all: stop the drain, keep everything pending.
+    Unreachable,
 }
 
 impl Class {
@@ -45,6 +50,7 @@ impl Class {
 pub(crate) fn classify(observed: &Observed, now_ms: i64) -> Class {
     match observed {
         Observed::TransportError(_) => Class::Transient { retry_after_ms: None },
+        Observed::Unreachable(_) => Class::Unreachable,
         Observed::Response { status, retry_after } => match *status {
             200..=299 => Class::Done,
             401 => Class::Unauthorized,
@@ -166,6 +172,9 @@ mod tests {
         }
         let err = Observed::TransportError("connection reset".into());
         assert_eq!(classify(&err, now), Class::Transient { retry_after_ms: None });
+        let off = Observed::Unreachable("connection refused".into());
+        assert_eq!(classify(&off, now), Class::Unreachable);
+        assert!(Class::Unreachable.can_retry());
     }
 
     #[test]

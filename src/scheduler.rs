@@ -19,6 +19,9 @@ const ENQUEUE_DEBOUNCE: Duration = Duration::from_millis(1_500);
 /// Give a new network a moment (DHCP, captive portal checks) before draining.
 const RECONNECT_DELAY: Duration = Duration::from_millis(1_000);
 
+/// First re-probe after the API was unreachable.
+const OFFLINE_PROBE: Duration = Duration::from_secs(30);
+
 const KICK_NONE: u8 = 0;
 const KICK_SOON: u8 = 1;
 const KICK_NOW: u8 = 2;
@@ -95,6 +98,7 @@ impl Scheduler {
 impl Shared {
     async fn run(self: Arc<Self>, mut connectivity: Connectivity) {
         let mut trigger = "startup";
+        let mut offline_streak = 0u32;
         loop {
             let enabled = self.engine.is_enabled().await.unwrap_or(false);
             let cfg = self.engine.config().await.ok().flatten();
@@ -120,6 +124,14 @@ impl Shared {
                             || r.stop_reason == StopReason::AlreadyRunning
                         {
                             sleep_for = sleep_for.min(Duration::from_secs(1));
+                        }
+                        // API unreachable: probe again on a growing delay (30 s, 1 min, ... up to
+                        // the interval); a network-up signal from the OS cuts it short.
+                        if r.stop_reason == StopReason::NoNetwork {
+                            offline_streak = (offline_streak + 1).min(8);
+                            sleep_for = sleep_for.min(OFFLINE_PROBE * 2u32.pow(offline_streak - 1));
+                        } else {
+                            offline_streak = 0;
                         }
                     }
                     Err(e) => tracing::warn!(error = %e, "scheduled drain failed"),

@@ -579,3 +579,24 @@ async fn status_events_stream_progress_and_report() {
     assert_eq!(bs.history(5).await.unwrap().len(), 1);
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offline_costs_no_attempts_and_says_no_network() {
+    // Nothing listens on this port: every connect is refused, as when the device is offline.
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config("http://127.0.0.1:9");
+    cfg.max_attempts = 2;
+    let bs = engine(&dir, cfg).await;
+    for i in 0..5 {
+        bs.enqueue(mutation("PUT", &format!("/v/{i}"), Some(json!({})), "v", &i.to_string())).await.unwrap();
+    }
+    for _ in 0..5 {
+        let r = bs.drain(opts(5)).await.unwrap();
+        assert_eq!(r.stop_reason, StopReason::NoNetwork, "{r:?}");
+        assert!(r.last_error.as_deref().unwrap().contains("cannot reach the API"), "{r:?}");
+        assert!(r.sent <= 4, "stops after the first refusals, not one per row: {r:?}");
+    }
+    let st = bs.status().await.unwrap();
+    assert_eq!((st.pending, st.dead), (5, 0), "a long offline spell must not dead-letter anything");
+    assert!(bs.pending(10, 0).await.unwrap().iter().all(|m| m.attempts == 0));
+}

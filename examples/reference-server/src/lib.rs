@@ -160,6 +160,8 @@ struct Auth {
 
 struct App {
     db: SqlitePool,
+    /// Keeps the scratch database alive for the server's lifetime.
+    _scratch: Option<tempfile::TempDir>,
     /// One writer at a time: the simplest way to make "check key, apply, store key" atomic.
     write: Mutex<()>,
     faults: StdMutex<Faults>,
@@ -189,15 +191,28 @@ impl std::error::Error for Dropped {}
 
 /// Start the server on 127.0.0.1.
 pub async fn spawn(cfg: ServerConfig) -> anyhow::Result<RunningServer> {
-    let opts = match &cfg.db_path {
-        Some(p) => SqliteConnectOptions::from_str("sqlite://")?
-            .filename(p)
-            .create_if_missing(true),
-        None => SqliteConnectOptions::from_str("sqlite::memory:")?,
+    // "In memory" is a file in a private temp dir: an sqlite :memory: database lives and dies
+    // with one connection, and a request cancelled mid-query (client gone) can cost the pool
+    // that connection, and with it every table.
+    let scratch = match &cfg.db_path {
+        Some(_) => None,
+        None => Some(tempfile::tempdir()?),
     };
-    // One connection: an in-memory database lives per connection, and writes are serialized anyway.
+    let path = match (&cfg.db_path, &scratch) {
+        (Some(p), _) => p.clone(),
+        (None, Some(d)) => d.path().join("reference-server.db"),
+        (None, None) => unreachable!(),
+    };
+    let opts = SqliteConnectOptions::from_str("sqlite://")?
+        .filename(&path)
+        .create_if_missing(true)
+        .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
+        .synchronous(sqlx::sqlite::SqliteSynchronous::Normal);
+    // One connection: writes are serialized anyway, and reads see every commit.
     let db = SqlitePoolOptions::new()
         .max_connections(1)
+        .idle_timeout(None)
+        .max_lifetime(None)
         .connect_with(opts)
         .await?;
     for stmt in SCHEMA.split(';').filter(|s| !s.trim().is_empty()) {
@@ -205,6 +220,7 @@ pub async fn spawn(cfg: ServerConfig) -> anyhow::Result<RunningServer> {
     }
     let app = Arc::new(App {
         db,
+        _scratch: scratch,
         write: Mutex::new(()),
         faults: StdMutex::new(Faults {
             rng: ChaCha8Rng::seed_from_u64(cfg.faults.seed),
@@ -545,11 +561,10 @@ async fn execute(
     let obj = || body.and_then(Value::as_object).cloned().unwrap_or_default();
     match (method, segs.as_slice()) {
         ("POST", [c]) => {
-            let n: i64 =
-                sqlx::query_scalar("UPDATE counters SET value = value + 1 WHERE name = 'id' RETURNING value")
-                    .fetch_one(&mut **tx)
-                    .await
-                    .unwrap_or(0);
+            let n: i64 = match next_id(tx).await {
+                Ok(n) => n,
+                Err(e) => return (500, json!({"error": format!("id assignment failed: {e}")}), None),
+            };
             let id = format!("srv_{n}");
             let mut data = obj();
             data.insert("id".into(), Value::String(id.clone()));
@@ -852,3 +867,9 @@ CREATE TABLE IF NOT EXISTS applied (seq INTEGER PRIMARY KEY, key TEXT NOT NULL, 
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 INSERT OR IGNORE INTO counters (name, value) VALUES ('id', 0);
 ";
+
+/// Server ids come from a persisted counter, so they are never reused across restarts.
+async fn next_id(tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>) -> Result<i64, sqlx::Error> {
+    sqlx::query("UPDATE counters SET value = value + 1 WHERE name = 'id'").execute(&mut **tx).await?;
+    sqlx::query_scalar("SELECT value FROM counters WHERE name = 'id'").fetch_one(&mut **tx).await
+}
