@@ -1,0 +1,906 @@
+// Copyright 2025 the tauri-plugin-background-sync authors
+// SPDX-License-Identifier: Apache-2.0
+// SPDX-License-Identifier: MIT
+
+/**
+ * Durable mutation outbox for offline-first Tauri apps.
+ *
+ * Mutations (`POST`/`PUT`/`PATCH`/`DELETE` requests to your REST API) are committed to a
+ * SQLite outbox on the device, then drained push-only in the background: by a foreground
+ * timer, on reconnect, by Android WorkManager and by iOS BGTaskScheduler. Mutations of one
+ * entity are delivered strictly in order; entities created offline get a temporary id that
+ * later mutations may reference and that is rewritten with the server id once the create is
+ * delivered.
+ *
+ * @example
+ * ```ts
+ * import { configure, setAuth, enable, enqueue, tempId, onStatus } from 'tauri-plugin-background-sync-api'
+ *
+ * await configure({ baseUrl: 'https://api.example.com/v1' })
+ * await setAuth({ accessToken: token, refreshToken, refreshUrl: '/auth/refresh' })
+ * await enable()
+ *
+ * const id = tempId('visit')
+ * await enqueue({ method: 'POST', path: '/visits', body: { id, note: 'hi' }, entity: { kind: 'visit', id }, tempId: id })
+ * await enqueue({ method: 'PATCH', path: `/visits/${id}`, body: { note: 'hello' }, entity: { kind: 'visit', id } })
+ *
+ * const unlisten = await onStatus((e) => console.log(e.type, e))
+ * ```
+ *
+ * @module
+ */
+
+import { invoke, Channel } from '@tauri-apps/api/core'
+import type { UnlistenFn } from '@tauri-apps/api/event'
+
+export type { UnlistenFn }
+
+/**
+ * Stops a status subscription (see {@link onStatus}). Assignable to Tauri's `UnlistenFn`;
+ * the returned promise settles once the plugin has dropped the subscription.
+ */
+export type StatusUnlistenFn = () => Promise<void>
+
+// ---------------------------------------------------------------------------------------------
+// Types (mirror the Rust `models.rs`, serialized in camelCase)
+// ---------------------------------------------------------------------------------------------
+
+/** All priorities, lowest first. */
+export const PRIORITIES = ['low', 'normal', 'high', 'critical'] as const
+
+/**
+ * Delivery priority across entities: higher priorities drain first. Within one entity,
+ * enqueue order always wins.
+ */
+export type Priority = (typeof PRIORITIES)[number]
+
+/** HTTP methods a mutation may use. */
+export const METHODS = ['POST', 'PUT', 'PATCH', 'DELETE'] as const
+
+/** HTTP method of a mutation. */
+export type Method = (typeof METHODS)[number]
+
+/** The entity a mutation changes. Mutations of one entity are delivered strictly in order. */
+export interface EntityRef {
+  /** Entity type, e.g. `"visit"`. */
+  kind: string
+  /** Entity id: a server id, or the temporary id of an entity created offline. */
+  id: string
+}
+
+/** A mutation to enqueue. */
+export interface NewMutation {
+  /** `POST`, `PUT`, `PATCH` or `DELETE`. */
+  method: Method
+  /**
+   * Path relative to the configured base URL (`/visits/tmp-1`), or an absolute URL on an
+   * allowed origin.
+   */
+  path: string
+  /** JSON body; omit (or `null`) for none. */
+  body?: unknown
+  /** Extra request headers (no hop-by-hop, `Host`, `Authorization` or `Idempotency-Key`). */
+  headers?: Record<string, string>
+  /** Delivery priority across entities. @defaultValue `'normal'` */
+  priority?: Priority
+  /** The entity this mutation changes. */
+  entity: EntityRef
+  /**
+   * Set on a create (`POST` or `PUT`) of an entity made offline: the temporary id the server
+   * id will replace. Later mutations that contain this exact string as a path segment or JSON
+   * string value wait for the create and are rewritten with the server id. See {@link tempId}.
+   */
+  tempId?: string
+  /**
+   * Caller-chosen idempotency key (e.g. to dedupe a retried enqueue), 1..255 visible ASCII
+   * characters; generated if absent. Sent as the `Idempotency-Key` header.
+   */
+  idempotencyKey?: string
+}
+
+/** Lifecycle of a queued mutation. */
+export type MutationState = 'pending' | 'inFlight' | 'dead'
+
+/** A queued (not yet delivered) mutation as stored in the outbox. */
+export interface Mutation {
+  /** Unique id of the queued mutation. */
+  id: string
+  /** Global enqueue order. */
+  seq: number
+  /** Idempotency key sent with every attempt. */
+  idempotencyKey: string
+  /** Delivery priority across entities. */
+  priority: Priority
+  /** The entity this mutation changes. */
+  entity: EntityRef
+  /** HTTP method (normalized to upper case). */
+  method: string
+  /** Path relative to the base URL, or an absolute URL on an allowed origin. */
+  path: string
+  /** JSON body; absent for none. */
+  body?: unknown
+  /** Extra request headers; absent for none. */
+  headers?: Record<string, string>
+  /** Temporary id this mutation creates, if it is an offline create. */
+  tempId?: string
+  /** When it was enqueued, in milliseconds since the Unix epoch. */
+  createdAt: number
+  /** Delivery attempts made so far. */
+  attempts: number
+  /** Earliest time of the next attempt, in milliseconds since the Unix epoch. */
+  nextAttemptAt: number
+  /** HTTP status of the last attempt, if any. */
+  lastStatus: number | null
+  /** Error of the last attempt, if any. */
+  lastError: string | null
+  /** Lifecycle state. */
+  state: MutationState
+  /** Temp ids this mutation waits for (unresolved creates); absent when none. */
+  waitingFor?: string[]
+}
+
+/** What {@link enqueue} returns. */
+export interface Enqueued {
+  /** Id of the queued mutation (for {@link retry}, {@link discard}, {@link editDeadLetter}). */
+  id: string
+  /** Global enqueue order. */
+  seq: number
+  /** Idempotency key that will be sent (the caller's, or a generated one). */
+  idempotencyKey: string
+}
+
+/**
+ * Exponential backoff with full jitter: attempt `n` (0-based) waits a uniform random time in
+ * `[0, min(maxMs, initialMs * multiplier^n)]`, never less than a server's `Retry-After`.
+ */
+export interface BackoffConfig {
+  /** Base delay of the first retry, in ms. @defaultValue `1000` */
+  initialMs: number
+  /** Largest delay, in ms. @defaultValue `300000` (5 minutes) */
+  maxMs: number
+  /** Growth factor per attempt. @defaultValue `2` */
+  multiplier: number
+}
+
+/** Optional batch endpoint: several mutations in one request with per-item results. */
+export interface BatchConfig {
+  /** Path of the batch endpoint on the base URL. @defaultValue `'/batch'` */
+  path: string
+  /** Most mutations per request. @defaultValue `50` */
+  maxItems: number
+}
+
+/** OS background work settings (Android WorkManager constraints, iOS BGTask kinds, desktop timer). */
+export interface BackgroundConfig {
+  /** Minutes between periodic runs (Android and iOS clamp to >= 15). @defaultValue `15` */
+  intervalMinutes: number
+  /** Run only with network connectivity. @defaultValue `true` */
+  requiresNetwork: boolean
+  /** Run only while charging. @defaultValue `false` */
+  requiresCharging: boolean
+  /** Skip runs while the battery is low. @defaultValue `true` */
+  requiresBatteryNotLow: boolean
+  /** Budget of one background drain, in ms (iOS app refresh gives about 30 s). @defaultValue `25000` */
+  budgetMs: number
+}
+
+/**
+ * Durability of a committed enqueue.
+ *
+ * - `full`: WAL + `synchronous=FULL`: an acknowledged enqueue survives power loss.
+ * - `relaxed`: WAL + `synchronous=NORMAL`: survives an app crash; a power cut may lose the
+ *   last commits.
+ */
+export type Durability = 'full' | 'relaxed'
+
+/** Sync configuration, persisted in the outbox database so a cold background process can drain. */
+export interface SyncConfig {
+  /** Base URL of the app's REST API, e.g. `https://api.example.com/v1`. @defaultValue `''` */
+  baseUrl: string
+  /**
+   * Further origins mutations may target (`scheme://host[:port]`); the base URL's origin is
+   * always allowed. @defaultValue `[]`
+   */
+  allowedOrigins: string[]
+  /** Allow plain `http://` to non-loopback hosts (never needed in production). @defaultValue `false` */
+  allowInsecureHttp: boolean
+  /** JSON pointer to the server id in a create's response body. @defaultValue `'/id'` */
+  idPointer: string
+  /** Per-request timeout, in ms. @defaultValue `10000` */
+  requestTimeoutMs: number
+  /** Attempts before a transiently failing mutation goes to the dead letter. @defaultValue `10` */
+  maxAttempts: number
+  /** Retry backoff. */
+  backoff: BackoffConfig
+  /** Independent entities sent at once. @defaultValue `4` */
+  concurrency: number
+  /** When set, mutations are sent through the batch endpoint. @defaultValue `null` */
+  batch: BatchConfig | null
+  /** Delivered rows are kept this long (for history), then pruned, in ms. @defaultValue `604800000` (7 days) */
+  retentionMs: number
+  /** Largest accepted body (serialized JSON bytes). @defaultValue `1048576` */
+  maxPayloadBytes: number
+  /** Most open (pending + dead) mutations; further enqueues fail with `limitExceeded`. @defaultValue `100000` */
+  maxQueueLen: number
+  /** Headers added to every request (e.g. an API version). @defaultValue `{}` */
+  defaultHeaders: Record<string, string>
+  /** OS background work settings. */
+  background: BackgroundConfig
+  /** Durability of a committed enqueue. @defaultValue `'full'` */
+  durability: Durability
+  /** How long the single-drainer lease lasts without renewal, in ms. @defaultValue `30000` */
+  leaseTtlMs: number
+}
+
+/** Keys of {@link SyncConfig} whose values are nested objects merged field by field. */
+type NestedConfigKey = 'backoff' | 'batch' | 'background'
+
+/**
+ * What {@link configure} accepts: any subset of {@link SyncConfig}. Nested objects
+ * (`backoff`, `batch`, `background`) are merged field by field over the stored configuration;
+ * `null` resets a field to its default.
+ */
+export type SyncConfigInput = {
+  [K in keyof SyncConfig]?:
+    | (K extends NestedConfigKey
+        ? Partial<NonNullable<SyncConfig[K]>>
+        : SyncConfig[K])
+    | null
+}
+
+/** Credentials. Stored in the outbox database, never logged, never returned to JS. */
+export interface AuthConfig {
+  /** Sent as `Authorization: Bearer <token>`. */
+  accessToken?: string | null
+  /** Exchanged at `refreshUrl` on a 401 (once per drain), headless. */
+  refreshToken?: string | null
+  /**
+   * Path on the base URL (or absolute URL on an allowed origin). The plugin POSTs
+   * `{"refreshToken": "..."}` and reads `accessToken` (and optional `refreshToken`) back.
+   */
+  refreshUrl?: string | null
+}
+
+/**
+ * Why a drain stopped.
+ *
+ * - `empty`: nothing left to send.
+ * - `waiting`: everything left is waiting (backoff, dead letter ahead in its entity, unresolved temp id).
+ * - `deadline`: the budget ran out; no request was started that could not finish in time.
+ * - `cancelled`: cancelled by the caller (iOS expiration, WorkManager stop, app exit).
+ * - `disabled`: background sync is disabled (background entries only).
+ * - `noNetwork`: the device reported no network.
+ * - `authFailed`: a 401 persisted after a refresh, or no credentials to refresh with.
+ * - `alreadyRunning`: another drain holds the lease.
+ * - `notConfigured`: {@link configure} was never called.
+ * - `error`: storage failed mid-drain; see `lastError`.
+ */
+export type StopReason =
+  | 'empty'
+  | 'waiting'
+  | 'deadline'
+  | 'cancelled'
+  | 'disabled'
+  | 'noNetwork'
+  | 'authFailed'
+  | 'alreadyRunning'
+  | 'notConfigured'
+  | 'error'
+
+/** Result of one drain run. */
+export interface DrainReport {
+  /** Unique id of the run. */
+  runId: string
+  /** What started the run: `foreground`, `timer`, `reconnect`, `android-worker`, `ios-refresh`... */
+  trigger: string
+  /** Start, in milliseconds since the Unix epoch. */
+  startedAt: number
+  /** End, in milliseconds since the Unix epoch. */
+  finishedAt: number
+  /** HTTP requests started (a batch counts once). */
+  requests: number
+  /** Mutation sends attempted. */
+  sent: number
+  /** Delivered (2xx). */
+  done: number
+  /** Transient failures rescheduled with backoff. */
+  retried: number
+  /** Moved to the dead letter in this run. */
+  dead: number
+  /** Pending mutations left. */
+  remaining: number
+  /** Dead letters in the queue after the run. */
+  deadTotal: number
+  /** Why the run stopped. */
+  stopReason: StopReason
+  /** Earliest time a remaining mutation becomes eligible, if any (ms since the Unix epoch). */
+  nextAttemptAt: number | null
+  /** Last error of the run, if any. */
+  lastError: string | null
+}
+
+/** Coarse state of the sync engine. */
+export type SyncState =
+  'idle' | 'scheduled' | 'running' | 'completed' | 'failed'
+
+/** Snapshot of the outbox and the engine. */
+export interface SyncStatus {
+  /** Coarse state of the engine. */
+  state: SyncState
+  /** Whether background sync is enabled. */
+  enabled: boolean
+  /** Whether {@link configure} has been called on this database. */
+  configured: boolean
+  /** Pending mutations. */
+  pending: number
+  /** Mutations being sent right now. */
+  inFlight: number
+  /** Dead letters. */
+  dead: number
+  /** Pending mutations waiting for an unresolved temp id. */
+  blocked: number
+  /** End of the last drain, if any (ms since the Unix epoch). */
+  lastSyncAt: number | null
+  /** Last error, if any. */
+  lastError: string | null
+  /** Earliest time a pending mutation becomes eligible, if any (ms since the Unix epoch). */
+  nextAttemptAt: number | null
+  /** Report of the last drain, if any. */
+  lastReport: DrainReport | null
+}
+
+/** State or counts changed. */
+export type StatusChangedEvent = { type: 'status' } & SyncStatus
+
+/** One mutation finished (delivered or dead-lettered) during a drain. */
+export interface ProgressEvent {
+  type: 'progress'
+  /** Id of the running drain. */
+  runId: string
+  /** Delivered so far in this run. */
+  done: number
+  /** Dead-lettered so far in this run. */
+  dead: number
+  /** Pending mutations left. */
+  remaining: number
+}
+
+/** A drain ended. */
+export type ReportEvent = { type: 'report' } & DrainReport
+
+/** Events of the status stream, tagged by `type`. See {@link onStatus}. */
+export type StatusEvent = StatusChangedEvent | ProgressEvent | ReportEvent
+
+// ---------------------------------------------------------------------------------------------
+// Errors
+// ---------------------------------------------------------------------------------------------
+
+/** Every error kind the plugin reports. */
+export const ERROR_KINDS = [
+  'invalidInput',
+  'originNotAllowed',
+  'limitExceeded',
+  'notConfigured',
+  'notFound',
+  'conflict',
+  'storage',
+  'migration',
+  'network',
+  'auth',
+  'alreadyRunning',
+  'platform',
+  'internal'
+] as const
+
+/**
+ * Stable machine-readable error kind.
+ *
+ * - `invalidInput`: bad method, path, priority, JSON, id...
+ * - `originNotAllowed`: a URL outside the configured API origins, or plain http to a non-loopback host.
+ * - `limitExceeded`: a payload or the queue is over its configured limit.
+ * - `notConfigured`: {@link configure} was never called on this database.
+ * - `notFound`: no mutation (or dead letter) with that id.
+ * - `conflict`: the row is not in the state the operation needs (e.g. editing a row that is not dead).
+ * - `storage`: the database is corrupt, read-only, locked, or the disk is full.
+ * - `migration`: the database schema is newer or older than this build can migrate.
+ * - `network`: a network-level failure outside a drain (e.g. token refresh).
+ * - `auth`: authentication missing or refused.
+ * - `alreadyRunning`: another drain holds the lease on this database.
+ * - `platform`: the host (Tauri, OS scheduler) failed.
+ * - `internal`: a bug.
+ */
+export type BackgroundSyncErrorKind = (typeof ERROR_KINDS)[number]
+
+/**
+ * What every function of this module rejects with when the plugin refuses or fails.
+ *
+ * Failures of Tauri itself (e.g. a command not allowed by the app's capabilities) reject with
+ * Tauri's own error (a string) instead; use {@link isBackgroundSyncError} to tell them apart.
+ */
+export interface BackgroundSyncError {
+  /** Stable machine-readable kind to branch on. */
+  kind: BackgroundSyncErrorKind
+  /** Human-readable description (not stable; do not parse). */
+  message: string
+}
+
+/**
+ * Whether `e` is an error reported by this plugin.
+ *
+ * @example
+ * ```ts
+ * import { enqueue, isBackgroundSyncError } from 'tauri-plugin-background-sync-api'
+ *
+ * try {
+ *   await enqueue(mutation)
+ * } catch (e) {
+ *   if (isBackgroundSyncError(e) && e.kind === 'limitExceeded') showQueueFull()
+ *   else throw e
+ * }
+ * ```
+ */
+export function isBackgroundSyncError(e: unknown): e is BackgroundSyncError {
+  if (typeof e !== 'object' || e === null) return false
+  const { kind, message } = e as Record<string, unknown>
+  return (
+    typeof kind === 'string' &&
+    typeof message === 'string' &&
+    (ERROR_KINDS as readonly string[]).includes(kind)
+  )
+}
+
+function invalidInput(message: string): BackgroundSyncError {
+  return { kind: 'invalidInput', message: `invalid input: ${message}` }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Client-side checks (the Rust side re-validates everything; these only catch obvious misuse
+// early with the same error shape)
+// ---------------------------------------------------------------------------------------------
+
+function isObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v)
+}
+
+function checkMutation(m: unknown, where = 'mutation'): string | null {
+  if (!isObject(m)) return `${where} must be an object`
+  const { method, path, priority, entity, headers } = m
+  if (
+    typeof method !== 'string' ||
+    !(METHODS as readonly string[]).includes(method.trim().toUpperCase())
+  ) {
+    return `${where}.method ${JSON.stringify(method)} is not one of ${METHODS.join(', ')}`
+  }
+  if (typeof path !== 'string' || path.length === 0) {
+    return `${where}.path must be a non-empty string`
+  }
+  if (
+    priority !== undefined &&
+    !(PRIORITIES as readonly unknown[]).includes(priority)
+  ) {
+    return `${where}.priority ${JSON.stringify(priority)} is not one of ${PRIORITIES.join(', ')}`
+  }
+  if (
+    !isObject(entity) ||
+    typeof entity.kind !== 'string' ||
+    entity.kind.length === 0 ||
+    typeof entity.id !== 'string' ||
+    entity.id.length === 0
+  ) {
+    return `${where}.entity must be { kind: string, id: string } with non-empty strings`
+  }
+  if (
+    headers !== undefined &&
+    (!isObject(headers) ||
+      Object.values(headers).some((v) => typeof v !== 'string'))
+  ) {
+    return `${where}.headers must be an object of string values`
+  }
+  return null
+}
+
+function checkCount(v: unknown, name: string): string | null {
+  if (v === undefined) return null
+  if (
+    typeof v !== 'number' ||
+    !Number.isSafeInteger(v) ||
+    v < 0 ||
+    v > 0xffffffff
+  ) {
+    return `${name} must be a non-negative integer`
+  }
+  return null
+}
+
+function checkId(id: unknown): string | null {
+  return typeof id === 'string' && id.length > 0
+    ? null
+    : 'id must be a non-empty string'
+}
+
+/** Copy of `o` without its `undefined` values (keeps the IPC payload minimal). */
+function defined<T extends Record<string, unknown>>(o: T): Partial<T> {
+  const out: Partial<T> = {}
+  for (const k of Object.keys(o) as (keyof T)[]) {
+    if (o[k] !== undefined) out[k] = o[k]
+  }
+  return out
+}
+
+const PLUGIN = 'plugin:background-sync|'
+
+async function call<T>(
+  command: string,
+  args: Record<string, unknown> = {},
+  problem: string | null = null
+): Promise<T> {
+  if (problem !== null) throw invalidInput(problem)
+  return await invoke<T>(PLUGIN + command, args)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Commands
+// ---------------------------------------------------------------------------------------------
+
+/**
+ * Enable background sync: schedules the OS background work (WorkManager, BGTaskScheduler,
+ * desktop timer) and drains when mutations are enqueued or the network comes back.
+ *
+ * @example
+ * ```ts
+ * import { enable } from 'tauri-plugin-background-sync-api'
+ * await enable()
+ * ```
+ */
+export async function enable(): Promise<void> {
+  await call<null>('enable')
+}
+
+/**
+ * Disable background sync. Queued mutations stay in the outbox; {@link syncNow} still works.
+ *
+ * @example
+ * ```ts
+ * import { disable } from 'tauri-plugin-background-sync-api'
+ * await disable()
+ * ```
+ */
+export async function disable(): Promise<void> {
+  await call<null>('disable')
+}
+
+/**
+ * Whether background sync is enabled.
+ *
+ * @example
+ * ```ts
+ * import { isEnabled } from 'tauri-plugin-background-sync-api'
+ * if (!(await isEnabled())) showSyncOffBanner()
+ * ```
+ */
+export async function isEnabled(): Promise<boolean> {
+  return await call<boolean>('is_enabled')
+}
+
+/**
+ * Set (part of) the sync configuration. Fields not given keep their stored value (or default);
+ * nested objects are merged field by field; `null` resets a field to its default. The
+ * configuration is persisted so a cold background process can drain.
+ *
+ * @example
+ * ```ts
+ * import { configure } from 'tauri-plugin-background-sync-api'
+ * await configure({
+ *   baseUrl: 'https://api.example.com/v1',
+ *   defaultHeaders: { 'X-Api-Version': '3' },
+ *   backoff: { maxMs: 60_000 },
+ *   batch: { path: '/batch', maxItems: 25 }
+ * })
+ * ```
+ */
+export async function configure(config: SyncConfigInput): Promise<void> {
+  await call<null>(
+    'configure',
+    { config },
+    isObject(config) ? null : 'config must be an object'
+  )
+}
+
+/**
+ * Store the credentials used for delivery. Tokens go in; nothing ever returns them.
+ *
+ * @example
+ * ```ts
+ * import { setAuth } from 'tauri-plugin-background-sync-api'
+ * await setAuth({ accessToken, refreshToken, refreshUrl: '/auth/refresh' })
+ * ```
+ */
+export async function setAuth(auth: AuthConfig): Promise<void> {
+  await call<null>(
+    'set_auth',
+    { auth },
+    isObject(auth) ? null : 'auth must be an object'
+  )
+}
+
+/**
+ * Forget the stored credentials (e.g. on logout).
+ *
+ * @example
+ * ```ts
+ * import { clearAuth } from 'tauri-plugin-background-sync-api'
+ * await clearAuth()
+ * ```
+ */
+export async function clearAuth(): Promise<void> {
+  await call<null>('clear_auth')
+}
+
+/**
+ * Durably queue one mutation. When the promise resolves the mutation is committed to the
+ * outbox and will be delivered, even if the app is killed right after.
+ *
+ * @example
+ * ```ts
+ * import { enqueue } from 'tauri-plugin-background-sync-api'
+ * const { id } = await enqueue({
+ *   method: 'PATCH',
+ *   path: '/visits/42',
+ *   body: { note: 'updated offline' },
+ *   entity: { kind: 'visit', id: '42' },
+ *   priority: 'high'
+ * })
+ * ```
+ */
+export async function enqueue(mutation: NewMutation): Promise<Enqueued> {
+  return await call<Enqueued>('enqueue', { mutation }, checkMutation(mutation))
+}
+
+/**
+ * Durably queue several mutations in one transaction: all or none are queued, in order.
+ *
+ * @example
+ * ```ts
+ * import { enqueueMany, tempId } from 'tauri-plugin-background-sync-api'
+ * const id = tempId('visit')
+ * const [create, update] = await enqueueMany([
+ *   { method: 'POST', path: '/visits', body: { id }, entity: { kind: 'visit', id }, tempId: id },
+ *   { method: 'PATCH', path: `/visits/${id}`, body: { done: true }, entity: { kind: 'visit', id } }
+ * ])
+ * ```
+ */
+export async function enqueueMany(
+  mutations: NewMutation[]
+): Promise<Enqueued[]> {
+  let problem: string | null = null
+  if (!Array.isArray(mutations)) {
+    problem = 'mutations must be an array'
+  } else {
+    for (let i = 0; i < mutations.length && problem === null; i++) {
+      problem = checkMutation(mutations[i], `mutations[${i}]`)
+    }
+  }
+  return await call<Enqueued[]>('enqueue_many', { mutations }, problem)
+}
+
+/** Options of {@link syncNow}. */
+export interface SyncNowOptions {
+  /** Time budget of the drain in ms (capped at 9 minutes by the plugin). */
+  budgetMs?: number
+}
+
+/**
+ * Drain the outbox now, in the foreground, and wait for the result.
+ *
+ * @example
+ * ```ts
+ * import { syncNow } from 'tauri-plugin-background-sync-api'
+ * const report = await syncNow({ budgetMs: 10_000 })
+ * if (report.stopReason === 'authFailed') await promptLogin()
+ * ```
+ */
+export async function syncNow(options?: SyncNowOptions): Promise<DrainReport> {
+  return await call<DrainReport>(
+    'sync_now',
+    defined({ budgetMs: options?.budgetMs }),
+    checkCount(options?.budgetMs, 'budgetMs')
+  )
+}
+
+/**
+ * Snapshot of the outbox and the engine.
+ *
+ * @example
+ * ```ts
+ * import { status } from 'tauri-plugin-background-sync-api'
+ * const { pending, dead } = await status()
+ * ```
+ */
+export async function status(): Promise<SyncStatus> {
+  return await call<SyncStatus>('status')
+}
+
+/** Paging options of {@link pending} and {@link deadLetters}. */
+export interface PageOptions {
+  /** Most rows to return (the plugin defaults to 100 and caps at 1000). */
+  limit?: number
+  /** Rows to skip. @defaultValue `0` */
+  offset?: number
+}
+
+function page(
+  command: string,
+  options: PageOptions | undefined
+): Promise<Mutation[]> {
+  return call<Mutation[]>(
+    command,
+    defined({ limit: options?.limit, offset: options?.offset }),
+    checkCount(options?.limit, 'limit') ?? checkCount(options?.offset, 'offset')
+  )
+}
+
+/**
+ * Queued mutations not yet delivered (pending and in flight), in delivery order.
+ *
+ * @example
+ * ```ts
+ * import { pending } from 'tauri-plugin-background-sync-api'
+ * const firstPage = await pending({ limit: 50 })
+ * const secondPage = await pending({ limit: 50, offset: 50 })
+ * ```
+ */
+export async function pending(options?: PageOptions): Promise<Mutation[]> {
+  return await page('pending', options)
+}
+
+/**
+ * Dead letters: mutations the server refused permanently (4xx) or that failed `maxAttempts`
+ * times. They block later mutations of the same entity until retried, edited or discarded.
+ *
+ * @example
+ * ```ts
+ * import { deadLetters } from 'tauri-plugin-background-sync-api'
+ * for (const m of await deadLetters()) console.warn(m.path, m.lastStatus, m.lastError)
+ * ```
+ */
+export async function deadLetters(options?: PageOptions): Promise<Mutation[]> {
+  return await page('dead_letters', options)
+}
+
+/**
+ * Move a dead letter back to pending, with its attempts reset.
+ *
+ * @example
+ * ```ts
+ * import { deadLetters, retry } from 'tauri-plugin-background-sync-api'
+ * for (const m of await deadLetters()) await retry(m.id)
+ * ```
+ */
+export async function retry(id: string): Promise<void> {
+  await call<null>('retry', { id }, checkId(id))
+}
+
+/**
+ * Delete a dead or pending mutation for good.
+ *
+ * @example
+ * ```ts
+ * import { discard } from 'tauri-plugin-background-sync-api'
+ * await discard(deadLetter.id)
+ * ```
+ */
+export async function discard(id: string): Promise<void> {
+  await call<null>('discard', { id }, checkId(id))
+}
+
+/**
+ * Replace a dead letter's body and make it pending again (e.g. after fixing what the server
+ * rejected). Fails with `conflict` if the mutation is not dead.
+ *
+ * @example
+ * ```ts
+ * import { editDeadLetter } from 'tauri-plugin-background-sync-api'
+ * await editDeadLetter(deadLetter.id, { ...deadLetter.body as object, email: fixedEmail })
+ * ```
+ */
+export async function editDeadLetter(id: string, body: unknown): Promise<void> {
+  await call<null>('edit', { id, body }, checkId(id))
+}
+
+/** Options of {@link history}. */
+export interface HistoryOptions {
+  /** Most reports to return (the plugin defaults to 20 and caps at 1000). */
+  limit?: number
+}
+
+/**
+ * Reports of past drain runs, newest first.
+ *
+ * @example
+ * ```ts
+ * import { history } from 'tauri-plugin-background-sync-api'
+ * const runs = await history({ limit: 10 })
+ * ```
+ */
+export async function history(
+  options?: HistoryOptions
+): Promise<DrainReport[]> {
+  return await call<DrainReport[]>(
+    'history',
+    defined({ limit: options?.limit }),
+    checkCount(options?.limit, 'limit')
+  )
+}
+
+/**
+ * Listen to the status stream. The first event is the current status, so a UI renders at
+ * once; then `status` events on every change, `progress` events during drains and a `report`
+ * event when a drain ends.
+ *
+ * Resolves to a function that stops the subscription (it invokes `unsubscribe` and can be
+ * awaited; calling it again does nothing).
+ *
+ * @example
+ * ```ts
+ * import { onStatus } from 'tauri-plugin-background-sync-api'
+ * const unlisten = await onStatus((e) => {
+ *   if (e.type === 'status') badge.textContent = String(e.pending + e.dead)
+ *   else if (e.type === 'report' && e.dead > 0) toast(`${e.dead} changes were rejected`)
+ * })
+ * // later
+ * await unlisten()
+ * ```
+ */
+export async function onStatus(
+  cb: (event: StatusEvent) => void
+): Promise<StatusUnlistenFn> {
+  if (typeof cb !== 'function') throw invalidInput('cb must be a function')
+  const onEvent = new Channel<StatusEvent>(cb)
+  let id: number
+  try {
+    id = await invoke<number>(PLUGIN + 'subscribe', { onEvent })
+  } catch (e) {
+    onEvent.onmessage = () => {}
+    throw e
+  }
+  let active = true
+  return async () => {
+    if (!active) return
+    active = false
+    onEvent.onmessage = () => {}
+    await invoke<null>(PLUGIN + 'unsubscribe', { id })
+  }
+}
+
+/**
+ * A fresh temporary id for an entity created offline: `${prefix}-${uuid}`. Pass it as the
+ * create's `tempId` and use it anywhere later mutations refer to the entity (paths, bodies);
+ * the plugin rewrites it with the server id once the create is delivered.
+ *
+ * @param prefix Readable prefix; must not contain `/`, `?`, `&` or `=`. @defaultValue `'tmp'`
+ *
+ * @example
+ * ```ts
+ * import { tempId } from 'tauri-plugin-background-sync-api'
+ * const id = tempId('visit') // "visit-1b9d6bcd-bbfd-4b2d-9b5d-ab8dfbbd4bed"
+ * ```
+ */
+export function tempId(prefix = 'tmp'): string {
+  if (typeof prefix !== 'string' || /[/?&=\p{Cc}]/u.test(prefix)) {
+    throw invalidInput(
+      "tempId prefix must be a string without '/', '?', '&', '=' or control characters"
+    )
+  }
+  return `${prefix}-${uuid()}`
+}
+
+function uuid(): string {
+  const c = globalThis.crypto
+  if (typeof c.randomUUID === 'function') return c.randomUUID()
+  // Older WebViews (e.g. iOS < 15.4) lack randomUUID: build a v4 UUID by hand.
+  const b = c.getRandomValues(new Uint8Array(16))
+  b[6] = (b[6] & 0x0f) | 0x40
+  b[8] = (b[8] & 0x3f) | 0x80
+  const h = Array.from(b, (x) => x.toString(16).padStart(2, '0')).join('')
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`
+}
