@@ -762,7 +762,10 @@ mod tests {
     fn unreachable_costs_no_attempt() {
         let mut rng = ChaCha8Rng::seed_from_u64(1);
         let o = Observed::Unreachable("tcp connect error: Connection refused".into());
-        assert!(matches!(decide(&row(None, 9), &o, None, &cfg(), 0, &mut rng), Effect::Offline(_)));
+        assert!(matches!(
+            decide(&row(None, 9), &o, None, &cfg(), 0, &mut rng),
+            Effect::Offline(_)
+        ));
     }
 
     #[test]

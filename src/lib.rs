@@ -166,13 +166,18 @@ pub fn init<R: Runtime>() -> TauriPlugin<R, Option<PluginConfig>> {
         ])
         .setup(|app, api| {
             let conf = api.config().as_ref();
-            let file = conf.and_then(|c| c.database.clone()).unwrap_or_else(|| DEFAULT_DATABASE.into());
+            let file = conf
+                .and_then(|c| c.database.clone())
+                .unwrap_or_else(|| DEFAULT_DATABASE.into());
             let dir = app.path().app_data_dir()?;
             let path = dir.join(file);
             let engine = tauri::async_runtime::block_on(async {
                 let engine = BackgroundSync::open(&path).await?;
                 if let Some(c) = conf.filter(|c| !c.sync.is_empty()) {
-                    let merged = models::merge_config(engine.config().await?, serde_json::Value::Object(c.sync.clone()))?;
+                    let merged = models::merge_config(
+                        engine.config().await?,
+                        serde_json::Value::Object(c.sync.clone()),
+                    )?;
                     engine.configure(merged).await?;
                 }
                 Ok::<_, Error>(engine)

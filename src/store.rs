@@ -798,11 +798,12 @@ impl Store {
     }
 
     pub(crate) async fn history(&self, limit: u32) -> Result<Vec<DrainReport>> {
-        let rows: Vec<String> =
-            sqlx::query_scalar("SELECT report FROM drain_runs ORDER BY finished_at DESC, run_id DESC LIMIT ?")
-                .bind(limit as i64)
-                .fetch_all(&self.pool)
-                .await?;
+        let rows: Vec<String> = sqlx::query_scalar(
+            "SELECT report FROM drain_runs ORDER BY finished_at DESC, run_id DESC LIMIT ?",
+        )
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await?;
         Ok(rows.iter().filter_map(|r| serde_json::from_str(r).ok()).collect())
     }
 
@@ -899,7 +900,10 @@ mod tests {
             idempotency_key: uuid::Uuid::new_v4().to_string(),
             caller_key: false,
             priority: prio,
-            entity: EntityRef { kind: "k".into(), id: entity.into() },
+            entity: EntityRef {
+                kind: "k".into(),
+                id: entity.into(),
+            },
             method: "POST".into(),
             path: "/x".into(),
             headers: BTreeMap::new(),
@@ -927,7 +931,10 @@ mod tests {
         let seqs: Vec<i64> = got.iter().map(|c| c.seq).collect();
         // c (high), b, d (normal, FIFO), a's head (low); a's second row waits for its head.
         assert_eq!(seqs, vec![e[3].seq, e[2].seq, e[4].seq, e[0].seq]);
-        assert!(s.claim("me", T0, 10, MAX_WAIT).await.unwrap().is_empty(), "nothing else is sendable");
+        assert!(
+            s.claim("me", T0, 10, MAX_WAIT).await.unwrap().is_empty(),
+            "nothing else is sendable"
+        );
         // Delivering a's head makes its successor the head.
         assert!(s.complete(e[0].seq, "me", 200, None, T0).await.unwrap());
         let got = s.claim("me", T0, 10, MAX_WAIT).await.unwrap();
@@ -939,7 +946,11 @@ mod tests {
         let (_d, s) = store().await;
         let e = s
             .enqueue(
-                &[p("a", Priority::Low, None, None), p("b", Priority::Normal, None, None), p("a", Priority::Critical, None, None)],
+                &[
+                    p("a", Priority::Low, None, None),
+                    p("b", Priority::Normal, None, None),
+                    p("a", Priority::Critical, None, None),
+                ],
                 T0,
                 100,
             )
@@ -953,16 +964,36 @@ mod tests {
     async fn backoff_dead_letters_and_clock_jumps() {
         let (_d, s) = store().await;
         let e = s
-            .enqueue(&[p("a", Priority::Normal, None, None), p("a", Priority::Normal, None, None), p("b", Priority::Normal, None, None)], T0, 100)
+            .enqueue(
+                &[
+                    p("a", Priority::Normal, None, None),
+                    p("a", Priority::Normal, None, None),
+                    p("b", Priority::Normal, None, None),
+                ],
+                T0,
+                100,
+            )
             .await
             .unwrap();
         let got = s.claim("me", T0, 10, MAX_WAIT).await.unwrap();
         assert_eq!(got.len(), 2);
-        assert!(s.reschedule(e[0].seq, "me", 1, T0 + 5_000, Some(503), "HTTP 503").await.unwrap());
+        assert!(s
+            .reschedule(e[0].seq, "me", 1, T0 + 5_000, Some(503), "HTTP 503")
+            .await
+            .unwrap());
         assert!(s.bury(e[2].seq, "me", 1, Some(422), "HTTP 422").await.unwrap());
-        assert!(s.claim("me", T0 + 4_999, 10, MAX_WAIT).await.unwrap().is_empty(), "not due yet; b is dead");
-        assert_eq!(s.claim("me", T0 + 5_000, 10, MAX_WAIT).await.unwrap()[0].seq, e[0].seq);
-        assert!(s.reschedule(e[0].seq, "me", 2, T0 + 5_000_000_000, Some(503), "x").await.unwrap());
+        assert!(
+            s.claim("me", T0 + 4_999, 10, MAX_WAIT).await.unwrap().is_empty(),
+            "not due yet; b is dead"
+        );
+        assert_eq!(
+            s.claim("me", T0 + 5_000, 10, MAX_WAIT).await.unwrap()[0].seq,
+            e[0].seq
+        );
+        assert!(s
+            .reschedule(e[0].seq, "me", 2, T0 + 5_000_000_000, Some(503), "x")
+            .await
+            .unwrap());
         // The wall clock jumped back: a due time beyond any wait we schedule counts as due.
         assert_eq!(s.claim("me", T0, 10, MAX_WAIT).await.unwrap()[0].seq, e[0].seq);
         let c = s.counts().await.unwrap();
@@ -975,7 +1006,10 @@ mod tests {
         let (_d, s) = store().await;
         let e = s
             .enqueue(
-                &[p("v1", Priority::Low, Some(r#"{"a":1}"#), Some("tmp-1")), p("n1", Priority::Critical, Some(r#"{"v":"tmp-1"}"#), None)],
+                &[
+                    p("v1", Priority::Low, Some(r#"{"a":1}"#), Some("tmp-1")),
+                    p("n1", Priority::Critical, Some(r#"{"v":"tmp-1"}"#), None),
+                ],
                 T0,
                 100,
             )
@@ -994,7 +1028,16 @@ mod tests {
     #[tokio::test]
     async fn crash_recovery_and_lease() {
         let (_d, s) = store().await;
-        s.enqueue(&[p("a", Priority::Normal, None, None), p("b", Priority::Normal, None, None)], T0, 100).await.unwrap();
+        s.enqueue(
+            &[
+                p("a", Priority::Normal, None, None),
+                p("b", Priority::Normal, None, None),
+            ],
+            T0,
+            100,
+        )
+        .await
+        .unwrap();
         assert!(s.acquire_lease("dead-drainer", T0, 1_000).await.unwrap());
         assert_eq!(s.claim("dead-drainer", T0, 10, MAX_WAIT).await.unwrap().len(), 2);
         // Another drainer cannot take a live lease...
@@ -1002,7 +1045,10 @@ mod tests {
         // ...but can once it expired, and then recovers the orphaned rows.
         assert!(s.acquire_lease("next", T0 + 1_000, 1_000).await.unwrap());
         assert_eq!(s.recover_in_flight().await.unwrap(), 2);
-        assert!(!s.complete(1, "dead-drainer", 200, None, T0).await.unwrap(), "the old owner's late answer is ignored");
+        assert!(
+            !s.complete(1, "dead-drainer", 200, None, T0).await.unwrap(),
+            "the old owner's late answer is ignored"
+        );
         assert_eq!(s.claim("next", T0 + 1_000, 10, MAX_WAIT).await.unwrap().len(), 2);
         // A lease expiring implausibly far ahead (clock jumped back) is treated as expired.
         s.release_lease("next").await.unwrap();
@@ -1015,12 +1061,25 @@ mod tests {
     #[tokio::test]
     async fn prune_drops_old_delivered_rows_only() {
         let (_d, s) = store().await;
-        let e = s.enqueue(&[p("a", Priority::Normal, None, None), p("b", Priority::Normal, None, None)], T0, 100).await.unwrap();
+        let e = s
+            .enqueue(
+                &[
+                    p("a", Priority::Normal, None, None),
+                    p("b", Priority::Normal, None, None),
+                ],
+                T0,
+                100,
+            )
+            .await
+            .unwrap();
         s.claim("me", T0, 10, MAX_WAIT).await.unwrap();
         s.complete(e[0].seq, "me", 200, None, T0).await.unwrap();
         s.complete(e[1].seq, "me", 200, None, T0 + 10_000).await.unwrap();
         assert_eq!(s.prune(T0 + 10_001, 5_000).await.unwrap(), 1);
-        let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM delivered").fetch_one(&s.pool).await.unwrap();
+        let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM delivered")
+            .fetch_one(&s.pool)
+            .await
+            .unwrap();
         assert_eq!(left, 1);
     }
 
@@ -1029,12 +1088,25 @@ mod tests {
         let (_d, s) = store().await;
         let c = p("v1", Priority::Normal, None, Some("tmp-1"));
         let id = c.id.clone();
-        s.enqueue(&[c, p("n1", Priority::Normal, Some(r#"{"v":"tmp-1"}"#), None)], T0, 100).await.unwrap();
+        s.enqueue(
+            &[c, p("n1", Priority::Normal, Some(r#"{"v":"tmp-1"}"#), None)],
+            T0,
+            100,
+        )
+        .await
+        .unwrap();
         assert_eq!(s.discard(&id).await.unwrap(), 1);
         let c = s.counts().await.unwrap();
         assert_eq!((c.pending, c.dead), (0, 1));
         // A new reference to the discarded temp id is refused.
-        let e = s.enqueue(&[p("n2", Priority::Normal, Some(r#"{"v":"tmp-1"}"#), None)], T0, 100).await.unwrap_err();
+        let e = s
+            .enqueue(
+                &[p("n2", Priority::Normal, Some(r#"{"v":"tmp-1"}"#), None)],
+                T0,
+                100,
+            )
+            .await
+            .unwrap_err();
         assert_eq!(e.kind(), "conflict");
     }
 }

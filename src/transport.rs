@@ -193,7 +193,10 @@ impl Transport {
 
 async fn execute(req: reqwest::RequestBuilder) -> Sent {
     match req.send().await {
-        Err(e) if e.is_connect() => Sent { observed: Observed::Unreachable(describe(&e)), body: None },
+        Err(e) if e.is_connect() => Sent {
+            observed: Observed::Unreachable(describe(&e)),
+            body: None,
+        },
         Err(e) => Sent {
             observed: Observed::TransportError(describe(&e)),
             body: None,

@@ -202,25 +202,37 @@ mod common;
 /// within moments, with no explicit syncNow; a normal one after the debounce.
 #[test]
 fn scheduler_drains_after_enqueue_only_when_enabled() {
-    let _ = tracing_subscriber::fmt().with_env_filter("tauri_plugin_background_sync=info").with_test_writer().try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("tauri_plugin_background_sync=info")
+        .with_test_writer()
+        .try_init();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let server = rt.block_on(common::server(common::FaultConfig::default()));
     let dir = tempfile::tempdir().unwrap();
     let app = app(&dir, &server.base_url, ALL);
-    let w = WebviewWindowBuilder::new(&app, "main", Default::default()).build().unwrap();
+    let w = WebviewWindowBuilder::new(&app, "main", Default::default())
+        .build()
+        .unwrap();
     let visit = |id: &str, prio: &str| {
         json!({ "mutation": { "method": "PUT", "path": format!("/visits/{id}"), "body": {"v": 1},
                               "entity": {"kind": "visit", "id": id}, "priority": prio } })
     };
     invoke(&w, "enqueue", visit("a", "critical")).unwrap();
     std::thread::sleep(std::time::Duration::from_millis(1_000));
-    assert_eq!(rt.block_on(server.applied_log()).len(), 0, "disabled: the scheduler must not send");
+    assert_eq!(
+        rt.block_on(server.applied_log()).len(),
+        0,
+        "disabled: the scheduler must not send"
+    );
 
     invoke(&w, "enable", json!({})).unwrap();
     let wait_for = |n: usize, max_ms: u64| {
         let t = std::time::Instant::now();
         while rt.block_on(server.applied_log()).len() < n {
-            assert!(t.elapsed().as_millis() < max_ms as u128, "scheduler did not deliver {n} within {max_ms} ms");
+            assert!(
+                t.elapsed().as_millis() < max_ms as u128,
+                "scheduler did not deliver {n} within {max_ms} ms"
+            );
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
         t.elapsed()
@@ -233,7 +245,10 @@ fn scheduler_drains_after_enqueue_only_when_enabled() {
     invoke(&w, "enqueue", visit("c", "low")).unwrap();
     let took = wait_for(3, 6_000);
     eprintln!("low enqueue → delivered in {took:?} (debounced)");
-    assert!(took.as_millis() >= 1_200, "normal-priority writes are coalesced for ~1.5 s");
+    assert!(
+        took.as_millis() >= 1_200,
+        "normal-priority writes are coalesced for ~1.5 s"
+    );
     assert_eq!(invoke(&w, "status", json!({})).unwrap()["pending"], 0);
     rt.block_on(server.shutdown());
 }

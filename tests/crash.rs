@@ -148,7 +148,8 @@ async fn sigkill_at_random_points_loses_and_duplicates_nothing() {
         if r.stop_reason == StopReason::Empty {
             break;
         }
-        if Instant::now() >= deadline || (r.stop_reason == StopReason::Waiting && r.next_attempt_at.is_none()) {
+        if Instant::now() >= deadline || (r.stop_reason == StopReason::Waiting && r.next_attempt_at.is_none())
+        {
             let dead = bs.dead_letters(5, 0).await.unwrap();
             let pending = bs.pending(3, 0).await.unwrap();
             panic!("could not drain after the crashes: {r:?}\ndead: {dead:#?}\npending: {pending:#?}");

@@ -588,15 +588,33 @@ async fn offline_costs_no_attempts_and_says_no_network() {
     cfg.max_attempts = 2;
     let bs = engine(&dir, cfg).await;
     for i in 0..5 {
-        bs.enqueue(mutation("PUT", &format!("/v/{i}"), Some(json!({})), "v", &i.to_string())).await.unwrap();
+        bs.enqueue(mutation(
+            "PUT",
+            &format!("/v/{i}"),
+            Some(json!({})),
+            "v",
+            &i.to_string(),
+        ))
+        .await
+        .unwrap();
     }
     for _ in 0..5 {
         let r = bs.drain(opts(5)).await.unwrap();
         assert_eq!(r.stop_reason, StopReason::NoNetwork, "{r:?}");
-        assert!(r.last_error.as_deref().unwrap().contains("cannot reach the API"), "{r:?}");
-        assert!(r.sent <= 4, "stops after the first refusals, not one per row: {r:?}");
+        assert!(
+            r.last_error.as_deref().unwrap().contains("cannot reach the API"),
+            "{r:?}"
+        );
+        assert!(
+            r.sent <= 4,
+            "stops after the first refusals, not one per row: {r:?}"
+        );
     }
     let st = bs.status().await.unwrap();
-    assert_eq!((st.pending, st.dead), (5, 0), "a long offline spell must not dead-letter anything");
+    assert_eq!(
+        (st.pending, st.dead),
+        (5, 0),
+        "a long offline spell must not dead-letter anything"
+    );
     assert!(bs.pending(10, 0).await.unwrap().iter().all(|m| m.attempts == 0));
 }

@@ -870,6 +870,10 @@ INSERT OR IGNORE INTO counters (name, value) VALUES ('id', 0);
 
 /// Server ids come from a persisted counter, so they are never reused across restarts.
 async fn next_id(tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>) -> Result<i64, sqlx::Error> {
-    sqlx::query("UPDATE counters SET value = value + 1 WHERE name = 'id'").execute(&mut **tx).await?;
-    sqlx::query_scalar("SELECT value FROM counters WHERE name = 'id'").fetch_one(&mut **tx).await
+    sqlx::query("UPDATE counters SET value = value + 1 WHERE name = 'id'")
+        .execute(&mut **tx)
+        .await?;
+    sqlx::query_scalar("SELECT value FROM counters WHERE name = 'id'")
+        .fetch_one(&mut **tx)
+        .await
 }
