@@ -664,6 +664,7 @@ async fn resource(State(app): State<Arc<App>>, req: Request<Body>) -> Response<B
         None
     } else {
         match serde_json::from_slice::<Value>(&bytes) {
+            Ok(Value::Null) => None,
             Ok(v) => Some(v),
             Err(e) => return json_response(400, &json!({"error": format!("invalid JSON: {e}")}), false),
         }
