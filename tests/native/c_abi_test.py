@@ -1,0 +1,124 @@
+#!/usr/bin/env python3
+"""Drives the C ABI (include/bgsync.h) through ctypes, as Swift does: configure → enqueue →
+drain → status against the reference server, typed errors for bad input, and cancellation of a
+drain mid-flight through the int32 flag. Exits non-zero on failure."""
+import ctypes, json, os, subprocess, sys, tempfile, threading, time, urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+LIB = os.path.join(ROOT, "target", "debug", "libbgsync_ffi_host.so")
+SERVER = os.path.join(ROOT, "target", "debug", "bgsync-reference-server")
+
+lib = ctypes.CDLL(LIB)
+for name in ["bgsync_configure", "bgsync_enqueue"]:
+    getattr(lib, name).argtypes = [ctypes.c_char_p, ctypes.c_char_p]
+    getattr(lib, name).restype = ctypes.c_void_p
+lib.bgsync_drain.argtypes = [ctypes.c_char_p, ctypes.c_uint64, ctypes.POINTER(ctypes.c_int32)]
+lib.bgsync_drain.restype = ctypes.c_void_p
+lib.bgsync_drain_with_trigger.argtypes = [ctypes.c_char_p, ctypes.c_uint64, ctypes.c_char_p, ctypes.POINTER(ctypes.c_int32)]
+lib.bgsync_drain_with_trigger.restype = ctypes.c_void_p
+lib.bgsync_status.argtypes = [ctypes.c_char_p]
+lib.bgsync_status.restype = ctypes.c_void_p
+lib.bgsync_set_enabled.argtypes = [ctypes.c_char_p, ctypes.c_int32]
+lib.bgsync_set_enabled.restype = ctypes.c_void_p
+lib.bgsync_free.argtypes = [ctypes.c_void_p]
+
+def call(fn, *args):
+    p = fn(*args)
+    assert p, "NULL returned"
+    s = ctypes.string_at(p).decode()
+    lib.bgsync_free(p)
+    return json.loads(s)
+
+passed = failed = 0
+def check(name, cond, detail=""):
+    global passed, failed
+    if cond:
+        passed += 1
+        print(f"ok   {name}")
+    else:
+        failed += 1
+        print(f"FAIL {name} {detail}")
+
+def start_server(faults=None):
+    args = [SERVER, "--port", "0"]
+    if faults:
+        args += ["--faults", json.dumps(faults)]
+    p = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
+    line = p.stdout.readline().strip()
+    assert line.startswith("listening on "), line
+    return p, line.split(" ")[-1]
+
+def admin_log(base):
+    with urllib.request.urlopen(base + "/_admin/log", timeout=10) as r:
+        return json.load(r)
+
+def mutation(i):
+    return json.dumps({"method": "PUT", "path": f"/visits/{i}", "body": {"n": i},
+                       "entity": {"kind": "visit", "id": str(i)}, "priority": "high"}).encode()
+
+tmp = tempfile.mkdtemp()
+server, base = start_server()
+try:
+    db = os.path.join(tmp, "outbox.db").encode()
+    r = call(lib.bgsync_configure, db, json.dumps({"baseUrl": base, "concurrency": 4}).encode())
+    check("configure", r.get("ok") is True, r)
+    for i in range(50):
+        r = call(lib.bgsync_enqueue, db, mutation(i))
+        if not r.get("ok"):
+            break
+    check("enqueue x50", r.get("ok") is True and r["enqueued"]["idempotencyKey"], r)
+    r = call(lib.bgsync_drain, db, 10_000, None)
+    check("background drain is a no-op while disabled", r["ok"] and r["report"]["stopReason"] == "disabled", r)
+    r = call(lib.bgsync_set_enabled, db, 1)
+    check("set_enabled", r.get("ok") is True, r)
+    r = call(lib.bgsync_drain, db, 10_000, None)
+    check("drain delivers", r["ok"] and r["report"]["done"] == 50 and r["report"]["stopReason"] == "empty", r)
+    log = admin_log(base)
+    check("server applied each once", len(log) == 50 and len({e["idempotencyKey"] for e in log}) == 50, len(log))
+    r = call(lib.bgsync_status, db)
+    check("status", r["ok"] and r["status"]["pending"] == 0 and r["status"]["enabled"] is True, r)
+    # Bad input: typed errors, no crash.
+    r = call(lib.bgsync_enqueue, db, b"{not json")
+    check("garbage JSON -> invalidInput", r["ok"] is False and r["error"]["kind"] == "invalidInput", r)
+    r = call(lib.bgsync_enqueue, None, mutation(1))
+    check("NULL db_path -> invalidInput", r["ok"] is False and r["error"]["kind"] == "invalidInput", r)
+    r = call(lib.bgsync_enqueue, db, json.dumps({"method": "POST", "path": "https://evil.example/x",
+                                                 "entity": {"kind": "v", "id": "1"}}).encode())
+    check("foreign origin -> originNotAllowed", r["error"]["kind"] == "originNotAllowed", r)
+    r = call(lib.bgsync_status, os.path.join(tmp, "nodir", "x", "..", "..").encode())
+    check("directory as db -> storage error", r["ok"] is False and r["error"]["kind"] in ("storage", "invalidInput"), r)
+finally:
+    server.terminate()
+    server.wait()
+
+# Cancellation mid-drain: 200 ms per request, cancel after ~300 ms.
+server, base = start_server({"delayMs": 200})
+try:
+    db = os.path.join(tmp, "cancel.db").encode()
+    call(lib.bgsync_configure, db, json.dumps({"baseUrl": base, "concurrency": 2}).encode())
+    call(lib.bgsync_set_enabled, db, 1)
+    for i in range(40):
+        call(lib.bgsync_enqueue, db, mutation(i))
+    flag = ctypes.c_int32(0)
+    result = {}
+    def run():
+        result["r"] = call(lib.bgsync_drain_with_trigger, db, 30_000, b"ios-refresh", ctypes.byref(flag))
+    t0 = time.time()
+    th = threading.Thread(target=run)
+    th.start()
+    time.sleep(0.3)
+    flag.value = 1
+    th.join(10)
+    took = time.time() - t0
+    rep = result["r"]["report"]
+    check("cancel flag stops the drain", rep["stopReason"] == "cancelled" and rep["trigger"] == "ios-refresh", rep)
+    check("cancel is prompt (< 1.5 s)", took < 1.5, took)
+    r = call(lib.bgsync_status, db)
+    st = r["status"]
+    check("unconfirmed rows stay pending", st["inFlight"] == 0 and st["pending"] + rep["done"] == 40, st)
+finally:
+    server.terminate()
+    server.wait()
+
+print(f"{passed} passed, {failed} failed")
+sys.exit(1 if failed else 0)

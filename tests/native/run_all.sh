@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Native checks that can run on Linux (no Android SDK, no Xcode): see README "verified where".
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+cargo build -p bgsync-ffi-host -p bgsync-reference-server
+total_fail=0
+run() { echo "--- $1"; shift; if "$@"; then :; else total_fail=$((total_fail+1)); fi; }
+run "exported symbols (nm -D)" bash tests/native/symbols.sh
+run "C ABI through ctypes" python3 tests/native/c_abi_test.py
+run "JNI on the host JVM" bash tests/native/jni_host_test.sh
+if [ -x tests/native/kotlin_compile.sh ]; then
+  run "Kotlin shim compile + unit tests" bash tests/native/kotlin_compile.sh
+fi
+[ "$total_fail" = 0 ]
