@@ -1,0 +1,70 @@
+package app.tauri.backgroundsync
+
+import org.json.JSONObject
+
+/** What the foreground hands over (persisted, because the worker may run in a cold process). */
+data class RegisterArgs(
+    val dbPath: String,
+    val libraryName: String?,
+    val intervalMinutes: Int,
+    val requiresNetwork: Boolean,
+    val requiresCharging: Boolean,
+    val requiresBatteryNotLow: Boolean,
+    val budgetMs: Long,
+    val runNow: Boolean,
+)
+
+/** The WorkManager requests derived from [RegisterArgs], free of Android types so it is unit-tested on the JVM. */
+data class WorkPlan(
+    val periodMinutes: Long,
+    val flexMinutes: Long,
+    val requireConnected: Boolean,
+    val requireCharging: Boolean,
+    val requireBatteryNotLow: Boolean,
+    val workerBudgetMs: Long,
+)
+
+/** What the worker reports back to WorkManager. */
+enum class WorkOutcome { SUCCESS, RETRY }
+
+object WorkPlanner {
+    /** WorkManager's floor for periodic work. */
+    const val MIN_PERIOD_MINUTES = 15L
+    /** WorkManager stops a worker after 10 minutes; leave a margin to record the report. */
+    const val MAX_BUDGET_MS = 9L * 60_000L
+
+    fun plan(a: RegisterArgs): WorkPlan {
+        val period = maxOf(MIN_PERIOD_MINUTES, a.intervalMinutes.toLong())
+        return WorkPlan(
+            periodMinutes = period,
+            // Let the OS batch the run within the last third of the period.
+            flexMinutes = maxOf(5L, period / 3),
+            requireConnected = a.requiresNetwork,
+            requireCharging = a.requiresCharging,
+            requireBatteryNotLow = a.requiresBatteryNotLow,
+            workerBudgetMs = a.budgetMs.coerceIn(1_000L, MAX_BUDGET_MS),
+        )
+    }
+
+    /**
+     * Map a drain report to a WorkManager result. Nothing to do, disabled, not configured or
+     * auth failing are successes (retrying soon would not help; the seeds' "graceful skip");
+     * a run cut short with work left is retried with WorkManager's backoff.
+     */
+    fun outcome(reportJson: String): WorkOutcome {
+        val env = try { JSONObject(reportJson) } catch (e: Exception) { return WorkOutcome.RETRY }
+        if (!env.optBoolean("ok", false)) {
+            val kind = env.optJSONObject("error")?.optString("kind") ?: ""
+            // A corrupt or missing database will not heal by retrying in 30 s.
+            return if (kind == "storage" || kind == "invalidInput") WorkOutcome.SUCCESS else WorkOutcome.RETRY
+        }
+        val report = env.optJSONObject("report") ?: return WorkOutcome.RETRY
+        val remaining = report.optLong("remaining", 0)
+        return when (report.optString("stopReason")) {
+            "empty", "waiting", "disabled", "notConfigured", "authFailed" -> WorkOutcome.SUCCESS
+            "deadline", "cancelled", "noNetwork", "alreadyRunning", "error" ->
+                if (remaining > 0) WorkOutcome.RETRY else WorkOutcome.SUCCESS
+            else -> WorkOutcome.SUCCESS
+        }
+    }
+}

@@ -1,0 +1,166 @@
+import BackgroundTasks
+import BackgroundSyncFFI
+import Foundation
+import Network
+import Tauri
+import UIKit
+import os.log
+
+private let log = OSLog(subsystem: "app.tauri.backgroundsync", category: "BackgroundSync")
+
+struct RegisterArgs: Decodable {
+    let dbPath: String
+    var intervalMinutes: Int = 15
+    var requiresNetwork: Bool = true
+    var requiresCharging: Bool = false
+    var budgetMs: UInt64 = 25_000
+    var runNow: Bool = false
+}
+
+/// Registers BGTaskScheduler handlers that run the Rust drain through the C ABI. Handlers must be
+/// registered before the app finishes launching: the plugin object is created during Tauri's
+/// `Builder::build`, before `UIApplicationMain`, which is early enough.
+class BackgroundSyncPlugin: Plugin {
+    static let defaultsKey = "app.tauri.backgroundsync.register"
+    let refreshId: String
+    let processingId: String
+    private let monitor = NWPathMonitor()
+    private var wasSatisfied = true
+
+    override init() {
+        let bundle = Bundle.main.bundleIdentifier ?? "app"
+        refreshId = "\(bundle).background-sync.refresh"
+        processingId = "\(bundle).background-sync.processing"
+        super.init()
+        registerHandlers()
+        watchNetwork()
+    }
+
+    /// The identifiers must be listed in Info.plist or `register` traps at runtime; say so loudly
+    /// instead (the most reported failure with BGTaskScheduler wrappers).
+    private func permitted() -> Set<String> {
+        let ids = Bundle.main.object(forInfoDictionaryKey: "BGTaskSchedulerPermittedIdentifiers") as? [String] ?? []
+        return Set(ids)
+    }
+
+    private func registerHandlers() {
+        let ids = permitted()
+        for id in [refreshId, processingId] where !ids.contains(id) {
+            os_log("background sync disabled: add %{public}@ to BGTaskSchedulerPermittedIdentifiers in Info.plist (see Info.ios.plist)", log: log, type: .error, id)
+        }
+        if ids.contains(refreshId) {
+            BGTaskScheduler.shared.register(forTaskWithIdentifier: refreshId, using: nil) { task in
+                self.run(task: task, trigger: "ios-refresh", budgetMs: 25_000)
+            }
+        }
+        if ids.contains(processingId) {
+            BGTaskScheduler.shared.register(forTaskWithIdentifier: processingId, using: nil) { task in
+                self.run(task: task, trigger: "ios-processing", budgetMs: 5 * 60_000)
+            }
+        }
+    }
+
+    private func savedArgs() -> RegisterArgs? {
+        guard let data = UserDefaults.standard.data(forKey: Self.defaultsKey) else { return nil }
+        return try? JSONDecoder().decode(RegisterArgs.self, from: data)
+    }
+
+    /// Runs the drain on a background queue; the expiration handler raises the cancel flag,
+    /// which Rust polls, and the task completes from the report.
+    private func run(task: BGTask, trigger: String, budgetMs: UInt64) {
+        guard let args = savedArgs() else {
+            task.setTaskCompleted(success: true)
+            return
+        }
+        schedule(args) // always ask for the next run first
+        let flag = UnsafeMutablePointer<Int32>.allocate(capacity: 1)
+        flag.initialize(to: 0)
+        task.expirationHandler = { flag.pointee = 1 }
+        DispatchQueue.global(qos: .utility).async {
+            let report = Self.drain(args.dbPath, min(budgetMs, args.budgetMs), trigger, flag)
+            flag.deallocate()
+            let reason = report?["stopReason"] as? String ?? "error"
+            os_log("drain %{public}@: %{public}@", log: log, type: .info, trigger, reason)
+            task.setTaskCompleted(success: reason != "error" && reason != "cancelled")
+        }
+    }
+
+    static func drain(_ db: String, _ budgetMs: UInt64, _ trigger: String, _ flag: UnsafeMutablePointer<Int32>?) -> [String: Any]? {
+        guard let raw = bgsync_drain_with_trigger(db, budgetMs, trigger, flag) else { return nil }
+        defer { bgsync_free(raw) }
+        let json = String(cString: raw)
+        guard let obj = try? JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any] else { return nil }
+        return obj["report"] as? [String: Any]
+    }
+
+    private func schedule(_ args: RegisterArgs) {
+        let ids = permitted()
+        if ids.contains(refreshId) {
+            let r = BGAppRefreshTaskRequest(identifier: refreshId)
+            r.earliestBeginDate = Date(timeIntervalSinceNow: TimeInterval(max(15, args.intervalMinutes) * 60))
+            do { try BGTaskScheduler.shared.submit(r) } catch {
+                os_log("cannot schedule app refresh: %{public}@", log: log, type: .error, error.localizedDescription)
+            }
+        }
+        if ids.contains(processingId) {
+            let p = BGProcessingTaskRequest(identifier: processingId)
+            p.requiresNetworkConnectivity = args.requiresNetwork
+            p.requiresExternalPower = args.requiresCharging
+            do { try BGTaskScheduler.shared.submit(p) } catch {
+                os_log("cannot schedule processing: %{public}@", log: log, type: .error, error.localizedDescription)
+            }
+        }
+    }
+
+    /// A network that becomes usable again triggers a foreground drain (the app is running).
+    private func watchNetwork() {
+        monitor.pathUpdateHandler = { [weak self] path in
+            guard let self = self else { return }
+            let satisfied = path.status == .satisfied
+            defer { self.wasSatisfied = satisfied }
+            guard satisfied, !self.wasSatisfied, let args = self.savedArgs() else { return }
+            DispatchQueue.global(qos: .utility).async {
+                _ = Self.drain(args.dbPath, args.budgetMs, "reconnect", nil)
+            }
+        }
+        monitor.start(queue: DispatchQueue(label: "app.tauri.backgroundsync.path"))
+    }
+
+    @objc public func register(_ invoke: Invoke) throws {
+        let args = try invoke.parseArgs(RegisterArgs.self)
+        if let data = try? JSONEncoder().encode(EncodableArgs(args)) {
+            UserDefaults.standard.set(data, forKey: Self.defaultsKey)
+        }
+        schedule(args)
+        if args.runNow {
+            DispatchQueue.global(qos: .utility).async { _ = Self.drain(args.dbPath, args.budgetMs, "ios-enable", nil) }
+        }
+        invoke.resolve()
+    }
+
+    @objc public func unregister(_ invoke: Invoke) throws {
+        BGTaskScheduler.shared.cancel(taskRequestWithIdentifier: refreshId)
+        BGTaskScheduler.shared.cancel(taskRequestWithIdentifier: processingId)
+        invoke.resolve()
+    }
+
+    @objc public func runNow(_ invoke: Invoke) throws {
+        guard let args = savedArgs() else { return invoke.reject("register first") }
+        DispatchQueue.global(qos: .utility).async { _ = Self.drain(args.dbPath, args.budgetMs, "ios-run-now", nil) }
+        invoke.resolve()
+    }
+}
+
+/// RegisterArgs round-trips through UserDefaults.
+private struct EncodableArgs: Encodable {
+    let dbPath: String, intervalMinutes: Int, requiresNetwork: Bool, requiresCharging: Bool, budgetMs: UInt64, runNow: Bool
+    init(_ a: RegisterArgs) {
+        dbPath = a.dbPath; intervalMinutes = a.intervalMinutes; requiresNetwork = a.requiresNetwork
+        requiresCharging = a.requiresCharging; budgetMs = a.budgetMs; runNow = false
+    }
+}
+
+@_cdecl("init_plugin_background_sync")
+func initPlugin() -> Plugin {
+    return BackgroundSyncPlugin()
+}
