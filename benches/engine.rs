@@ -1,1 +1,341 @@
-fn main() {}
+//! Side-by-side benchmark: the engine against the physical limits measured in the same run
+//! (a bare SQLite insert loop with the same pragmas, a bare reqwest loop to the same server),
+//! reported as ratios. Absolute numbers on shared machines are noise; ratios are the result.
+//!
+//! `cargo bench --bench engine` (full) or `cargo bench --bench engine -- --smoke` (seconds).
+//! Writes bench-results/benchmarks.{json,md}.
+
+use bgsync_reference_server::{spawn, FaultConfig, ServerConfig};
+use serde_json::{json, Value};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+use tauri_plugin_background_sync::{
+    BackgroundSync, BatchConfig, DrainOptions, EntityRef, NewMutation, Priority, StopReason, SyncConfig,
+};
+
+struct Row {
+    section: &'static str,
+    case: String,
+    engine: f64,
+    limit: Option<f64>,
+    unit: &'static str,
+    note: String,
+}
+
+fn m(i: usize, entities: usize) -> NewMutation {
+    let e = (i % entities).to_string();
+    NewMutation {
+        method: "PUT".into(),
+        path: format!("/items/{e}"),
+        body: Some(json!({ "n": i, "text": "field note with a little realistic payload text" })),
+        headers: Default::default(),
+        priority: Priority::Normal,
+        entity: EntityRef { kind: "item".into(), id: e },
+        temp_id: None,
+        idempotency_key: None,
+    }
+}
+
+async fn engine_at(dir: &std::path::Path, name: &str, base: &str, f: impl FnOnce(&mut SyncConfig)) -> BackgroundSync {
+    let bs = BackgroundSync::open(dir.join(name)).await.unwrap();
+    let mut c = SyncConfig { base_url: base.into(), max_queue_len: 10_000_000, ..Default::default() };
+    f(&mut c);
+    bs.configure(c).await.unwrap();
+    bs
+}
+
+/// The physical limit for enqueue: the same durability, a plain row insert per commit.
+async fn bare_sqlite(dir: &std::path::Path, n: usize, per_tx: usize) -> f64 {
+    let opts = SqliteConnectOptions::from_str("sqlite://")
+        .unwrap()
+        .filename(dir.join(format!("bare-{n}-{per_tx}.db")))
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Full);
+    let pool = SqlitePoolOptions::new().max_connections(1).connect_with(opts).await.unwrap();
+    sqlx::query(
+        "CREATE TABLE q (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT UNIQUE, key TEXT UNIQUE, prio INTEGER, \
+         entity TEXT, method TEXT, path TEXT, body TEXT, created INTEGER)",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let body = json!({ "n": 0, "text": "field note with a little realistic payload text" }).to_string();
+    let t = Instant::now();
+    for chunk in 0..n / per_tx {
+        let mut tx = pool.begin().await.unwrap();
+        for j in 0..per_tx {
+            let i = chunk * per_tx + j;
+            sqlx::query("INSERT INTO q (id, key, prio, entity, method, path, body, created) VALUES (?, ?, 1, ?, 'PUT', ?, ?, 0)")
+                .bind(uuid::Uuid::now_v7().to_string())
+                .bind(uuid::Uuid::new_v4().to_string())
+                .bind(format!("item\u{1f}{}", i % 50))
+                .bind(format!("/items/{}", i % 50))
+                .bind(&body)
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+        }
+        tx.commit().await.unwrap();
+    }
+    n as f64 / t.elapsed().as_secs_f64()
+}
+
+/// The physical limit for delivery: the same PUTs with reqwest, `conc` at a time.
+async fn bare_http(base: &str, n: usize, conc: usize) -> f64 {
+    let client = reqwest::Client::new();
+    let t = Instant::now();
+    let per = n / conc;
+    let mut tasks = Vec::new();
+    for w in 0..conc {
+        let client = client.clone();
+        let base = base.to_string();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..per {
+                let r = client
+                    .put(format!("{base}/bare/{w}"))
+                    .header("Idempotency-Key", uuid::Uuid::new_v4().to_string())
+                    .json(&json!({ "n": i, "text": "field note with a little realistic payload text" }))
+                    .send()
+                    .await
+                    .unwrap();
+                assert!(r.status().is_success());
+                r.bytes().await.unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    (per * conc) as f64 / t.elapsed().as_secs_f64()
+}
+
+async fn drain_rate(bs: &BackgroundSync, n: usize, entities: usize) -> f64 {
+    let batch: Vec<_> = (0..n).map(|i| m(i, entities)).collect();
+    for c in batch.chunks(1_000) {
+        bs.enqueue_many(c.to_vec()).await.unwrap();
+    }
+    let t = Instant::now();
+    let r = bs.drain(DrainOptions { budget: Duration::from_secs(600), ..Default::default() }).await.unwrap();
+    assert_eq!(r.stop_reason, StopReason::Empty, "{r:?}");
+    n as f64 / t.elapsed().as_secs_f64()
+}
+
+fn vm_hwm_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).map(str::to_string))
+        .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        .unwrap_or(0)
+}
+
+/// Child process: enqueue a backlog of n, drain it, print JSON figures (own process so the
+/// peak RSS belongs to this backlog alone).
+async fn scale_child(n: usize, base: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let bs = engine_at(dir.path(), "scale.db", base, |c| c.concurrency = 8).await;
+    let rss0 = vm_hwm_kib();
+    let t = Instant::now();
+    for chunk in (0..n).collect::<Vec<_>>().chunks(1_000) {
+        bs.enqueue_many(chunk.iter().map(|&i| m(i, 1_000)).collect()).await.unwrap();
+    }
+    let enq_us = t.elapsed().as_secs_f64() * 1e6 / n as f64;
+    let db_bytes: u64 = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().metadata().unwrap().len()).sum();
+    let rss_enq = vm_hwm_kib();
+    let t = Instant::now();
+    let r = bs.drain(DrainOptions { budget: Duration::from_secs(900), ..Default::default() }).await.unwrap();
+    assert_eq!(r.stop_reason, StopReason::Empty, "{r:?}");
+    let drain_us = t.elapsed().as_secs_f64() * 1e6 / n as f64;
+    println!(
+        "{}",
+        json!({ "n": n, "enqueue_us": enq_us, "drain_us": drain_us, "db_bytes_per": db_bytes as f64 / n as f64,
+                "rss_base_kib": rss0, "rss_enqueue_kib": rss_enq, "rss_peak_kib": vm_hwm_kib() })
+    );
+}
+
+/// Child process for the cold start: open the outbox and drain once (the OS-wake path).
+fn cold_child(db: &str) {
+    // "foreground" skips the enabled toggle (a background trigger on a disabled outbox sends nothing).
+    let _ = tauri_plugin_background_sync::entry::drain(db, 5_000, "foreground", Default::default());
+}
+
+#[tokio::main]
+async fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--scale-child") {
+        return scale_child(args[i + 1].parse().unwrap(), &args[i + 2]).await;
+    }
+    if let Some(i) = args.iter().position(|a| a == "--cold-child") {
+        return cold_child(&args[i + 1]);
+    }
+    let smoke = args.iter().any(|a| a == "--smoke") || std::env::var("BGSYNC_BENCH_SMOKE").is_ok();
+    let k = if smoke { 1 } else { 10 };
+    let dir = tempfile::tempdir().unwrap();
+    let server = spawn(ServerConfig::default()).await.unwrap();
+    let base = server.base_url.clone();
+    let mut rows: Vec<Row> = Vec::new();
+    let started = Instant::now();
+
+    // 1. Enqueue.
+    let n1 = 200 * k;
+    let bs = engine_at(dir.path(), "enq1.db", &base, |_| {}).await;
+    let t = Instant::now();
+    for i in 0..n1 {
+        bs.enqueue(m(i, 50)).await.unwrap();
+    }
+    let eng1 = n1 as f64 / t.elapsed().as_secs_f64();
+    let bare1 = bare_sqlite(dir.path(), n1, 1).await;
+    rows.push(Row { section: "enqueue", case: "single durable enqueue (FULL)".into(), engine: eng1, limit: Some(bare1), unit: "ops/s", note: "bare: one INSERT per commit, same pragmas".into() });
+    let nb = 2_000 * k;
+    let bs = engine_at(dir.path(), "enqb.db", &base, |_| {}).await;
+    let batch: Vec<_> = (0..nb).map(|i| m(i, 50)).collect();
+    let t = Instant::now();
+    for c in batch.chunks(100) {
+        bs.enqueue_many(c.to_vec()).await.unwrap();
+    }
+    let engb = nb as f64 / t.elapsed().as_secs_f64();
+    let bareb = bare_sqlite(dir.path(), nb, 100).await;
+    rows.push(Row { section: "enqueue", case: "enqueue_many of 100".into(), engine: engb, limit: Some(bareb), unit: "mutations/s", note: "bare: 100 INSERTs per commit".into() });
+
+    // 2. Drain on loopback.
+    let nd = 500 * k;
+    let seq = drain_rate(&engine_at(dir.path(), "d1.db", &base, |c| c.concurrency = 1).await, nd, 50).await;
+    let bare_seq = bare_http(&base, nd, 1).await;
+    rows.push(Row { section: "drain", case: "sequential (concurrency 1)".into(), engine: seq, limit: Some(bare_seq), unit: "mutations/s", note: "bare: reqwest PUT loop".into() });
+    let conc = drain_rate(&engine_at(dir.path(), "d8.db", &base, |c| c.concurrency = 8).await, nd, 50).await;
+    let bare_conc = bare_http(&base, nd, 8).await;
+    rows.push(Row { section: "drain", case: "concurrent lanes (8)".into(), engine: conc, limit: Some(bare_conc), unit: "mutations/s", note: "bare: 8 reqwest loops".into() });
+    let batch = drain_rate(
+        &engine_at(dir.path(), "db.db", &base, |c| c.batch = Some(BatchConfig { path: "/batch".into(), max_items: 50 })).await,
+        nd,
+        500,
+    )
+    .await;
+    rows.push(Row { section: "drain", case: "batch endpoint (50/request)".into(), engine: batch, limit: Some(bare_seq), unit: "mutations/s", note: "vs bare sequential single requests".into() });
+
+    // 3. The iOS window: 100 ms per request.
+    let slow = spawn(ServerConfig { faults: FaultConfig { delay_ms: 100, ..Default::default() }, ..Default::default() }).await.unwrap();
+    let window = if smoke { Duration::from_secs(3) } else { Duration::from_secs(30) };
+    for (case, f) in [
+        ("sequential", Box::new(|c: &mut SyncConfig| c.concurrency = 1) as Box<dyn Fn(&mut SyncConfig)>),
+        ("concurrent 8", Box::new(|c: &mut SyncConfig| c.concurrency = 8)),
+        ("concurrent 32", Box::new(|c: &mut SyncConfig| c.concurrency = 32)),
+        ("batch 50 x 8", Box::new(|c: &mut SyncConfig| {
+            c.concurrency = 8;
+            c.batch = Some(BatchConfig { path: "/batch".into(), max_items: 50 });
+        })),
+    ] {
+        let bs = engine_at(dir.path(), &format!("ios-{}.db", case.replace(' ', "-")), &slow.base_url, |c| f(c)).await;
+        let backlog: Vec<_> = (0..10_000).map(|i| m(i, 2_000)).collect();
+        for c in backlog.chunks(1_000) {
+            bs.enqueue_many(c.to_vec()).await.unwrap();
+        }
+        let t = Instant::now();
+        let r = bs.drain(DrainOptions { budget: window, ..Default::default() }).await.unwrap();
+        let took = t.elapsed();
+        let per_30s = r.done as f64 * 30.0 / window.as_secs_f64();
+        rows.push(Row {
+            section: "ios-window",
+            case: format!("{case}, 100 ms RTT"),
+            engine: per_30s,
+            limit: None,
+            unit: "delivered per 30 s",
+            note: format!(
+                "{} in {:.1} s budget (stopped after {:.2} s, {:?}){}",
+                r.done,
+                window.as_secs_f64(),
+                took.as_secs_f64(),
+                r.stop_reason,
+                if smoke { "; scaled ×10 from a 3 s smoke window" } else { "" }
+            ),
+        });
+    }
+
+    // 4. Scale, each backlog in its own process.
+    let exe = std::env::current_exe().unwrap();
+    let sizes: &[usize] = if smoke { &[1_000, 5_000] } else { &[1_000, 10_000, 100_000] };
+    for &n in sizes {
+        let out = std::process::Command::new(&exe).args(["--scale-child", &n.to_string(), &base]).output().unwrap();
+        let line = String::from_utf8_lossy(&out.stdout);
+        let v: Value = serde_json::from_str(line.lines().last().unwrap_or("{}")).unwrap_or(Value::Null);
+        assert!(out.status.success() && v.is_object(), "scale child failed: {}", String::from_utf8_lossy(&out.stderr));
+        rows.push(Row { section: "scale", case: format!("{n}: enqueue per item"), engine: v["enqueue_us"].as_f64().unwrap(), limit: None, unit: "µs", note: "enqueue_many in chunks of 1000".into() });
+        rows.push(Row { section: "scale", case: format!("{n}: claim + send per item"), engine: v["drain_us"].as_f64().unwrap(), limit: None, unit: "µs", note: "concurrency 8, 1000 entities, loopback".into() });
+        rows.push(Row { section: "scale", case: format!("{n}: peak RSS"), engine: v["rss_peak_kib"].as_f64().unwrap() / 1024.0, limit: None, unit: "MiB", note: format!("after enqueue {:.1} MiB", v["rss_enqueue_kib"].as_f64().unwrap() / 1024.0) });
+        rows.push(Row { section: "scale", case: format!("{n}: database size per mutation"), engine: v["db_bytes_per"].as_f64().unwrap(), limit: None, unit: "bytes", note: "db + WAL after enqueue".into() });
+    }
+
+    // 5. Cold start: process spawn → first HTTP request of a headless drain.
+    let cold_dir = tempfile::tempdir().unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let cold_db = cold_dir.path().join("cold.db");
+    {
+        let bs = engine_at(cold_dir.path(), "cold.db", &url, |_| {}).await;
+        bs.enqueue(m(0, 1)).await.unwrap();
+        bs.close().await;
+    }
+    let mut samples = Vec::new();
+    for _ in 0..(if smoke { 3 } else { 10 }) {
+        let t0 = Instant::now();
+        let mut child = std::process::Command::new(&exe).args(["--cold-child", cold_db.to_str().unwrap()]).spawn().unwrap();
+        let (mut sock, _) = tokio::time::timeout(Duration::from_secs(30), listener.accept())
+            .await
+            .expect("the cold-start child never sent a request")
+            .unwrap();
+        samples.push(t0.elapsed().as_secs_f64() * 1000.0);
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut buf = [0u8; 4096];
+        let _ = sock.read(&mut buf).await;
+        // 401 with no refresh configured: the drain stops at once (authFailed) and the row stays
+        // queued, so the next sample measures the same path with no retry in flight.
+        let _ = sock.write_all(b"HTTP/1.1 401 Unauthorized\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").await;
+        drop(sock);
+        let _ = child.wait();
+    }
+    samples.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let median = samples[samples.len() / 2];
+    rows.push(Row { section: "cold-start", case: "spawn → first request (median)".into(), engine: median, limit: None, unit: "ms", note: format!("{} runs, min {:.1} ms; includes exec, runtime, SQLite open + migration check, claim, TCP connect", samples.len(), samples[0]) });
+
+    // Report.
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+        .unwrap_or_default();
+    let machine = format!(
+        "{} × {cpu}, {}",
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim()
+    );
+    let mut md = format!(
+        "Machine: {machine}. Mode: {}. Total {:.0} s.\n\n| section | case | engine | limit (same run) | ratio | unit | note |\n|---|---|---:|---:|---:|---|---|\n",
+        if smoke { "smoke" } else { "full" },
+        started.elapsed().as_secs_f64()
+    );
+    let mut js = Vec::new();
+    for r in &rows {
+        let ratio = r.limit.map(|l| r.engine / l);
+        md.push_str(&format!(
+            "| {} | {} | {:.1} | {} | {} | {} | {} |\n",
+            r.section,
+            r.case,
+            r.engine,
+            r.limit.map(|l| format!("{l:.1}")).unwrap_or_else(|| "—".into()),
+            ratio.map(|x| format!("{:.0}%", x * 100.0)).unwrap_or_else(|| "—".into()),
+            r.unit,
+            r.note
+        ));
+        js.push(json!({"section": r.section, "case": r.case, "engine": r.engine, "limit": r.limit, "ratio": ratio, "unit": r.unit, "note": r.note}));
+    }
+    println!("\n{md}");
+    std::fs::create_dir_all("bench-results").unwrap();
+    std::fs::write("bench-results/benchmarks.md", &md).unwrap();
+    std::fs::write(
+        "bench-results/benchmarks.json",
+        serde_json::to_string_pretty(&json!({"machine": machine, "smoke": smoke, "rows": js})).unwrap(),
+    )
+    .unwrap();
+    server.shutdown().await;
+    slow.shutdown().await;
+}

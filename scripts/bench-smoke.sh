@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Tiny run of every benchmark section (dev profile, so it reuses the test build): keeps the
+# benchmark from rotting. Real figures: `cargo bench --bench engine` (see docs/benchmarks.md).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+rm -f bench-results/benchmarks.json
+BGSYNC_BENCH_SMOKE=1 cargo test --bench engine
+for s in enqueue drain ios-window scale cold-start; do
+  grep -q "\"section\": \"$s\"" bench-results/benchmarks.json || { echo "benchmark section $s missing"; exit 1; }
+done
+echo "benchmark smoke: 5 sections present"
