@@ -26,6 +26,8 @@ CREATE TABLE outbox (
     is_head         INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX outbox_lane ON outbox (entity_key, seq);
+-- Priority inheritance at enqueue touches only the rows it lifts.
+CREATE INDEX outbox_lane_priority ON outbox (entity_key, priority);
 CREATE INDEX outbox_state ON outbox (state, next_attempt_at);
 -- The claim walks only sendable heads, in priority then enqueue order: its cost does not grow
 -- with the backlog behind them.

@@ -70,6 +70,11 @@ pub(crate) struct Counts {
 #[derive(Debug, Clone)]
 pub(crate) struct Store {
     pool: SqlitePool,
+    /// Drain bookkeeping (lease, claim, outcomes) on one connection with `synchronous=NORMAL`:
+    /// losing its last commits to a power cut only means resending with the same idempotency
+    /// key (the server replays), so an fsync per outcome buys nothing. Enqueues stay on `pool`
+    /// (FULL by default): an acknowledged write must survive power loss.
+    drain: SqlitePool,
     path: PathBuf,
 }
 
@@ -113,11 +118,18 @@ impl Store {
             .max_connections(4)
             .min_connections(0)
             .acquire_timeout(Duration::from_secs(10))
-            .connect_with(base.synchronous(sync))
+            .connect_with(base.clone().synchronous(sync))
             .await?;
         MIGRATOR.run(&pool).await?;
+        let drain = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(0)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(base.synchronous(SqliteSynchronous::Normal))
+            .await?;
         Ok(Self {
             pool,
+            drain,
             path: path.to_path_buf(),
         })
     }
@@ -127,6 +139,7 @@ impl Store {
     }
 
     pub(crate) async fn close(&self) {
+        self.drain.close().await;
         self.pool.close().await;
     }
 
@@ -322,7 +335,7 @@ impl Store {
     /// Take (or renew) the single-drainer lease. A lease whose expiry is implausibly far in the
     /// future (the clock jumped backwards) counts as expired.
     pub(crate) async fn acquire_lease(&self, owner: &str, now: i64, ttl_ms: i64) -> Result<bool> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.drain.begin_with("BEGIN IMMEDIATE").await?;
         sqlx::query(
             "INSERT INTO drain_lease (id, owner, expires_at) VALUES (1, ?1, ?2) \
              ON CONFLICT(id) DO UPDATE SET owner = excluded.owner, expires_at = excluded.expires_at \
@@ -345,7 +358,7 @@ impl Store {
         let n = sqlx::query("UPDATE drain_lease SET expires_at = ? WHERE id = 1 AND owner = ?")
             .bind(now + ttl_ms)
             .bind(owner)
-            .execute(&self.pool)
+            .execute(&self.drain)
             .await?
             .rows_affected();
         Ok(n == 1)
@@ -354,7 +367,7 @@ impl Store {
     pub(crate) async fn release_lease(&self, owner: &str) -> Result<()> {
         sqlx::query("DELETE FROM drain_lease WHERE id = 1 AND owner = ?")
             .bind(owner)
-            .execute(&self.pool)
+            .execute(&self.drain)
             .await?;
         Ok(())
     }
@@ -364,7 +377,7 @@ impl Store {
     pub(crate) async fn recover_in_flight(&self) -> Result<u64> {
         Ok(
             sqlx::query("UPDATE outbox SET state = 'pending', claimed_by = NULL WHERE state = 'in_flight'")
-                .execute(&self.pool)
+                .execute(&self.drain)
                 .await?
                 .rows_affected(),
         )
@@ -374,7 +387,7 @@ impl Store {
     pub(crate) async fn recover_owned(&self, owner: &str) -> Result<u64> {
         Ok(sqlx::query("UPDATE outbox SET state = 'pending', claimed_by = NULL WHERE state = 'in_flight' AND claimed_by = ?")
             .bind(owner)
-            .execute(&self.pool)
+            .execute(&self.drain)
             .await?
             .rows_affected())
     }
@@ -390,7 +403,7 @@ impl Store {
         limit: u32,
         max_wait_ms: i64,
     ) -> Result<Vec<Claimed>> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.drain.begin_with("BEGIN IMMEDIATE").await?;
         let rows = sqlx::query(
             "UPDATE outbox SET state = 'in_flight', claimed_by = ?1, claimed_at = ?2 \
              WHERE seq IN ( \
@@ -459,7 +472,7 @@ impl Store {
         server_id: Option<&str>,
         now: i64,
     ) -> Result<bool> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.drain.begin_with("BEGIN IMMEDIATE").await?;
         let row = sqlx::query(
             "DELETE FROM outbox WHERE seq = ? AND claimed_by = ? AND state = 'in_flight' \
              RETURNING id, idempotency_key, entity_kind, entity_id, method, path, attempts, created_at, temp_id",
@@ -525,7 +538,7 @@ impl Store {
         .bind(error)
         .bind(seq)
         .bind(owner)
-        .execute(&self.pool)
+        .execute(&self.drain)
         .await?
         .rows_affected();
         Ok(n == 1)
@@ -536,7 +549,7 @@ impl Store {
         sqlx::query("UPDATE outbox SET state = 'pending', claimed_by = NULL WHERE seq = ? AND claimed_by = ? AND state = 'in_flight'")
             .bind(seq)
             .bind(owner)
-            .execute(&self.pool)
+            .execute(&self.drain)
             .await?;
         Ok(())
     }
@@ -559,7 +572,7 @@ impl Store {
         .bind(error)
         .bind(seq)
         .bind(owner)
-        .execute(&self.pool)
+        .execute(&self.drain)
         .await?
         .rows_affected();
         Ok(n == 1)
