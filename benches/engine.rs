@@ -31,15 +31,27 @@ fn m(i: usize, entities: usize) -> NewMutation {
         body: Some(json!({ "n": i, "text": "field note with a little realistic payload text" })),
         headers: Default::default(),
         priority: Priority::Normal,
-        entity: EntityRef { kind: "item".into(), id: e },
+        entity: EntityRef {
+            kind: "item".into(),
+            id: e,
+        },
         temp_id: None,
         idempotency_key: None,
     }
 }
 
-async fn engine_at(dir: &std::path::Path, name: &str, base: &str, f: impl FnOnce(&mut SyncConfig)) -> BackgroundSync {
+async fn engine_at(
+    dir: &std::path::Path,
+    name: &str,
+    base: &str,
+    f: impl FnOnce(&mut SyncConfig),
+) -> BackgroundSync {
     let bs = BackgroundSync::open(dir.join(name)).await.unwrap();
-    let mut c = SyncConfig { base_url: base.into(), max_queue_len: 10_000_000, ..Default::default() };
+    let mut c = SyncConfig {
+        base_url: base.into(),
+        max_queue_len: 10_000_000,
+        ..Default::default()
+    };
     f(&mut c);
     bs.configure(c).await.unwrap();
     bs
@@ -53,7 +65,11 @@ async fn bare_sqlite(dir: &std::path::Path, n: usize, per_tx: usize) -> f64 {
         .create_if_missing(true)
         .journal_mode(SqliteJournalMode::Wal)
         .synchronous(SqliteSynchronous::Full);
-    let pool = SqlitePoolOptions::new().max_connections(1).connect_with(opts).await.unwrap();
+    let pool = SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(opts)
+        .await
+        .unwrap();
     sqlx::query(
         "CREATE TABLE q (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT UNIQUE, key TEXT UNIQUE, prio INTEGER, \
          entity TEXT, method TEXT, path TEXT, body TEXT, created INTEGER)",
@@ -117,7 +133,13 @@ async fn drain_rate(bs: &BackgroundSync, n: usize, entities: usize) -> f64 {
         bs.enqueue_many(c.to_vec()).await.unwrap();
     }
     let t = Instant::now();
-    let r = bs.drain(DrainOptions { budget: Duration::from_secs(600), ..Default::default() }).await.unwrap();
+    let r = bs
+        .drain(DrainOptions {
+            budget: Duration::from_secs(600),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     assert_eq!(r.stop_reason, StopReason::Empty, "{r:?}");
     n as f64 / t.elapsed().as_secs_f64()
 }
@@ -138,13 +160,24 @@ async fn scale_child(n: usize, base: &str) {
     let rss0 = vm_hwm_kib();
     let t = Instant::now();
     for chunk in (0..n).collect::<Vec<_>>().chunks(1_000) {
-        bs.enqueue_many(chunk.iter().map(|&i| m(i, 1_000)).collect()).await.unwrap();
+        bs.enqueue_many(chunk.iter().map(|&i| m(i, 1_000)).collect())
+            .await
+            .unwrap();
     }
     let enq_us = t.elapsed().as_secs_f64() * 1e6 / n as f64;
-    let db_bytes: u64 = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().metadata().unwrap().len()).sum();
+    let db_bytes: u64 = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum();
     let rss_enq = vm_hwm_kib();
     let t = Instant::now();
-    let r = bs.drain(DrainOptions { budget: Duration::from_secs(900), ..Default::default() }).await.unwrap();
+    let r = bs
+        .drain(DrainOptions {
+            budget: Duration::from_secs(900),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     assert_eq!(r.stop_reason, StopReason::Empty, "{r:?}");
     let drain_us = t.elapsed().as_secs_f64() * 1e6 / n as f64;
     println!(
@@ -186,7 +219,14 @@ async fn main() {
     }
     let eng1 = n1 as f64 / t.elapsed().as_secs_f64();
     let bare1 = bare_sqlite(dir.path(), n1, 1).await;
-    rows.push(Row { section: "enqueue", case: "single durable enqueue (FULL)".into(), engine: eng1, limit: Some(bare1), unit: "ops/s", note: "bare: one INSERT per commit, same pragmas".into() });
+    rows.push(Row {
+        section: "enqueue",
+        case: "single durable enqueue (FULL)".into(),
+        engine: eng1,
+        limit: Some(bare1),
+        unit: "ops/s",
+        note: "bare: one INSERT per commit, same pragmas".into(),
+    });
     let nb = 2_000 * k;
     let bs = engine_at(dir.path(), "enqb.db", &base, |_| {}).await;
     let batch: Vec<_> = (0..nb).map(|i| m(i, 50)).collect();
@@ -196,43 +236,120 @@ async fn main() {
     }
     let engb = nb as f64 / t.elapsed().as_secs_f64();
     let bareb = bare_sqlite(dir.path(), nb, 100).await;
-    rows.push(Row { section: "enqueue", case: "enqueue_many of 100".into(), engine: engb, limit: Some(bareb), unit: "mutations/s", note: "bare: 100 INSERTs per commit".into() });
+    rows.push(Row {
+        section: "enqueue",
+        case: "enqueue_many of 100".into(),
+        engine: engb,
+        limit: Some(bareb),
+        unit: "mutations/s",
+        note: "bare: 100 INSERTs per commit".into(),
+    });
 
     // 2. Drain on loopback.
     let nd = 500 * k;
-    let seq = drain_rate(&engine_at(dir.path(), "d1.db", &base, |c| c.concurrency = 1).await, nd, 50).await;
+    let seq = drain_rate(
+        &engine_at(dir.path(), "d1.db", &base, |c| c.concurrency = 1).await,
+        nd,
+        50,
+    )
+    .await;
     let bare_seq = bare_http(&base, nd, 1).await;
-    rows.push(Row { section: "drain", case: "sequential (concurrency 1)".into(), engine: seq, limit: Some(bare_seq), unit: "mutations/s", note: "bare: reqwest PUT loop".into() });
-    let conc = drain_rate(&engine_at(dir.path(), "d8.db", &base, |c| c.concurrency = 8).await, nd, 50).await;
+    rows.push(Row {
+        section: "drain",
+        case: "sequential (concurrency 1)".into(),
+        engine: seq,
+        limit: Some(bare_seq),
+        unit: "mutations/s",
+        note: "bare: reqwest PUT loop".into(),
+    });
+    let conc = drain_rate(
+        &engine_at(dir.path(), "d8.db", &base, |c| c.concurrency = 8).await,
+        nd,
+        50,
+    )
+    .await;
     let bare_conc = bare_http(&base, nd, 8).await;
-    rows.push(Row { section: "drain", case: "concurrent lanes (8)".into(), engine: conc, limit: Some(bare_conc), unit: "mutations/s", note: "bare: 8 reqwest loops".into() });
+    rows.push(Row {
+        section: "drain",
+        case: "concurrent lanes (8)".into(),
+        engine: conc,
+        limit: Some(bare_conc),
+        unit: "mutations/s",
+        note: "bare: 8 reqwest loops".into(),
+    });
     let batch = drain_rate(
-        &engine_at(dir.path(), "db.db", &base, |c| c.batch = Some(BatchConfig { path: "/batch".into(), max_items: 50 })).await,
+        &engine_at(dir.path(), "db.db", &base, |c| {
+            c.batch = Some(BatchConfig {
+                path: "/batch".into(),
+                max_items: 50,
+            })
+        })
+        .await,
         nd,
         500,
     )
     .await;
-    rows.push(Row { section: "drain", case: "batch endpoint (50/request)".into(), engine: batch, limit: Some(bare_seq), unit: "mutations/s", note: "vs bare sequential single requests".into() });
+    rows.push(Row {
+        section: "drain",
+        case: "batch endpoint (50/request)".into(),
+        engine: batch,
+        limit: Some(bare_seq),
+        unit: "mutations/s",
+        note: "vs bare sequential single requests".into(),
+    });
 
     // 3. The iOS window: 100 ms per request.
-    let slow = spawn(ServerConfig { faults: FaultConfig { delay_ms: 100, ..Default::default() }, ..Default::default() }).await.unwrap();
-    let window = if smoke { Duration::from_secs(3) } else { Duration::from_secs(30) };
+    let slow = spawn(ServerConfig {
+        faults: FaultConfig {
+            delay_ms: 100,
+            ..Default::default()
+        },
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let window = if smoke {
+        Duration::from_secs(3)
+    } else {
+        Duration::from_secs(30)
+    };
     for (case, f) in [
-        ("sequential", Box::new(|c: &mut SyncConfig| c.concurrency = 1) as Box<dyn Fn(&mut SyncConfig)>),
+        (
+            "sequential",
+            Box::new(|c: &mut SyncConfig| c.concurrency = 1) as Box<dyn Fn(&mut SyncConfig)>,
+        ),
         ("concurrent 8", Box::new(|c: &mut SyncConfig| c.concurrency = 8)),
         ("concurrent 32", Box::new(|c: &mut SyncConfig| c.concurrency = 32)),
-        ("batch 50 x 8", Box::new(|c: &mut SyncConfig| {
-            c.concurrency = 8;
-            c.batch = Some(BatchConfig { path: "/batch".into(), max_items: 50 });
-        })),
+        (
+            "batch 50 x 8",
+            Box::new(|c: &mut SyncConfig| {
+                c.concurrency = 8;
+                c.batch = Some(BatchConfig {
+                    path: "/batch".into(),
+                    max_items: 50,
+                });
+            }),
+        ),
     ] {
-        let bs = engine_at(dir.path(), &format!("ios-{}.db", case.replace(' ', "-")), &slow.base_url, |c| f(c)).await;
+        let bs = engine_at(
+            dir.path(),
+            &format!("ios-{}.db", case.replace(' ', "-")),
+            &slow.base_url,
+            |c| f(c),
+        )
+        .await;
         let backlog: Vec<_> = (0..10_000).map(|i| m(i, 2_000)).collect();
         for c in backlog.chunks(1_000) {
             bs.enqueue_many(c.to_vec()).await.unwrap();
         }
         let t = Instant::now();
-        let r = bs.drain(DrainOptions { budget: window, ..Default::default() }).await.unwrap();
+        let r = bs
+            .drain(DrainOptions {
+                budget: window,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
         let took = t.elapsed();
         let per_30s = r.done as f64 * 30.0 / window.as_secs_f64();
         rows.push(Row {
@@ -247,23 +364,69 @@ async fn main() {
                 window.as_secs_f64(),
                 took.as_secs_f64(),
                 r.stop_reason,
-                if smoke { "; scaled ×10 from a 3 s smoke window" } else { "" }
+                if smoke {
+                    "; scaled ×10 from a 3 s smoke window"
+                } else {
+                    ""
+                }
             ),
         });
     }
 
     // 4. Scale, each backlog in its own process.
     let exe = std::env::current_exe().unwrap();
-    let sizes: &[usize] = if smoke { &[1_000, 5_000] } else { &[1_000, 10_000, 100_000] };
+    let sizes: &[usize] = if smoke {
+        &[1_000, 5_000]
+    } else {
+        &[1_000, 10_000, 100_000]
+    };
     for &n in sizes {
-        let out = std::process::Command::new(&exe).args(["--scale-child", &n.to_string(), &base]).output().unwrap();
+        let out = std::process::Command::new(&exe)
+            .args(["--scale-child", &n.to_string(), &base])
+            .output()
+            .unwrap();
         let line = String::from_utf8_lossy(&out.stdout);
         let v: Value = serde_json::from_str(line.lines().last().unwrap_or("{}")).unwrap_or(Value::Null);
-        assert!(out.status.success() && v.is_object(), "scale child failed: {}", String::from_utf8_lossy(&out.stderr));
-        rows.push(Row { section: "scale", case: format!("{n}: enqueue per item"), engine: v["enqueue_us"].as_f64().unwrap(), limit: None, unit: "µs", note: "enqueue_many in chunks of 1000".into() });
-        rows.push(Row { section: "scale", case: format!("{n}: claim + send per item"), engine: v["drain_us"].as_f64().unwrap(), limit: None, unit: "µs", note: "concurrency 8, 1000 entities, loopback".into() });
-        rows.push(Row { section: "scale", case: format!("{n}: peak RSS"), engine: v["rss_peak_kib"].as_f64().unwrap() / 1024.0, limit: None, unit: "MiB", note: format!("after enqueue {:.1} MiB", v["rss_enqueue_kib"].as_f64().unwrap() / 1024.0) });
-        rows.push(Row { section: "scale", case: format!("{n}: database size per mutation"), engine: v["db_bytes_per"].as_f64().unwrap(), limit: None, unit: "bytes", note: "db + WAL after enqueue".into() });
+        assert!(
+            out.status.success() && v.is_object(),
+            "scale child failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        rows.push(Row {
+            section: "scale",
+            case: format!("{n}: enqueue per item"),
+            engine: v["enqueue_us"].as_f64().unwrap(),
+            limit: None,
+            unit: "µs",
+            note: "enqueue_many in chunks of 1000".into(),
+        });
+        rows.push(Row {
+            section: "scale",
+            case: format!("{n}: claim + send per item"),
+            engine: v["drain_us"].as_f64().unwrap(),
+            limit: None,
+            unit: "µs",
+            note: "concurrency 8, 1000 entities, loopback".into(),
+        });
+        rows.push(Row {
+            section: "scale",
+            case: format!("{n}: peak RSS"),
+            engine: v["rss_peak_kib"].as_f64().unwrap() / 1024.0,
+            limit: None,
+            unit: "MiB",
+            note: format!(
+                "after enqueue {:.1} MiB",
+                v["rss_enqueue_kib"].as_f64().unwrap() / 1024.0
+            ),
+        });
+        rows.push(Row {
+            section: "scale",
+            case: format!("{n}: database size per mutation"),
+            engine: v["db_bytes_per"].as_f64().unwrap(),
+            limit: None,
+            unit: "bytes",
+            note: "db + WAL after enqueue".into(),
+        });
     }
 
     // 5. Cold start: process spawn → first HTTP request of a headless drain.
@@ -279,7 +442,10 @@ async fn main() {
     let mut samples = Vec::new();
     for _ in 0..(if smoke { 3 } else { 10 }) {
         let t0 = Instant::now();
-        let mut child = std::process::Command::new(&exe).args(["--cold-child", cold_db.to_str().unwrap()]).spawn().unwrap();
+        let mut child = std::process::Command::new(&exe)
+            .args(["--cold-child", cold_db.to_str().unwrap()])
+            .spawn()
+            .unwrap();
         let (mut sock, _) = tokio::time::timeout(Duration::from_secs(30), listener.accept())
             .await
             .expect("the cold-start child never sent a request")
@@ -290,7 +456,9 @@ async fn main() {
         let _ = sock.read(&mut buf).await;
         // 401 with no refresh configured: the drain stops at once (authFailed) and the row stays
         // queued, so the next sample measures the same path with no retry in flight.
-        let _ = sock.write_all(b"HTTP/1.1 401 Unauthorized\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").await;
+        let _ = sock
+            .write_all(b"HTTP/1.1 401 Unauthorized\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+            .await;
         drop(sock);
         let _ = child.wait();
     }
@@ -301,12 +469,18 @@ async fn main() {
     // Report.
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
         .unwrap_or_default();
     let machine = format!(
         "{} × {cpu}, {}",
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
-        std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim()
+        std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .unwrap_or_default()
+            .trim()
     );
     let mut md = format!(
         "Machine: {machine}. Mode: {}. Total {:.0} s.\n\n| section | case | engine | limit (same run) | ratio | unit | note |\n|---|---|---:|---:|---:|---|---|\n",
@@ -322,7 +496,9 @@ async fn main() {
             r.case,
             r.engine,
             r.limit.map(|l| format!("{l:.1}")).unwrap_or_else(|| "—".into()),
-            ratio.map(|x| format!("{:.0}%", x * 100.0)).unwrap_or_else(|| "—".into()),
+            ratio
+                .map(|x| format!("{:.0}%", x * 100.0))
+                .unwrap_or_else(|| "—".into()),
             r.unit,
             r.note
         ));
