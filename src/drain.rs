@@ -183,7 +183,7 @@ pub(crate) async fn run(inner: &Inner, opts: DrainOptions) -> Result<DrainReport
     let deadline = started + opts.budget;
     let now = inner.now();
     let run_id = uuid::Uuid::now_v7().to_string();
-    let mut report = DrainReport {
+    let report = DrainReport {
         run_id: run_id.clone(),
         trigger: opts.trigger.clone(),
         started_at: now,
@@ -201,26 +201,20 @@ pub(crate) async fn run(inner: &Inner, opts: DrainOptions) -> Result<DrainReport
     };
 
     let Some(cfg) = inner.store.load_config().await? else {
-        return inner
-            .finish_without_lease(report, StopReason::NotConfigured)
-            .await;
+        return inner.finish(report, StopReason::NotConfigured).await;
     };
     if opts.respect_toggle && !inner.store.enabled().await? {
-        return inner.finish_without_lease(report, StopReason::Disabled).await;
+        return inner.finish(report, StopReason::Disabled).await;
     }
     if opts.network_available == Some(false) {
-        return inner.finish_without_lease(report, StopReason::NoNetwork).await;
+        return inner.finish(report, StopReason::NoNetwork).await;
     }
     let Ok(_local) = inner.drain_lock.clone().try_lock_owned() else {
-        return inner
-            .finish_without_lease(report, StopReason::AlreadyRunning)
-            .await;
+        return inner.finish(report, StopReason::AlreadyRunning).await;
     };
     let ttl = cfg.lease_ttl_ms as i64;
     if !inner.store.acquire_lease(&run_id, now, ttl).await? {
-        return inner
-            .finish_without_lease(report, StopReason::AlreadyRunning)
-            .await;
+        return inner.finish(report, StopReason::AlreadyRunning).await;
     }
     let recovered = inner.store.recover_in_flight().await?;
     if recovered > 0 {
@@ -236,7 +230,7 @@ pub(crate) async fn run(inner: &Inner, opts: DrainOptions) -> Result<DrainReport
         inner,
         cfg,
         owner: run_id,
-        report: std::mem::replace(&mut report, dummy()),
+        report,
         auth,
         auth_generation: 0,
         refreshed: false,
@@ -256,25 +250,6 @@ pub(crate) async fn run(inner: &Inner, opts: DrainOptions) -> Result<DrainReport
     let _ = inner.store.prune(inner.now(), cfg.retention_ms).await;
     let _ = inner.store.release_lease(&owner).await;
     inner.finish(report, stop).await
-}
-
-fn dummy() -> DrainReport {
-    DrainReport {
-        run_id: String::new(),
-        trigger: String::new(),
-        started_at: 0,
-        finished_at: 0,
-        requests: 0,
-        sent: 0,
-        done: 0,
-        retried: 0,
-        dead: 0,
-        remaining: 0,
-        dead_total: 0,
-        stop_reason: StopReason::Empty,
-        next_attempt_at: None,
-        last_error: None,
-    }
 }
 
 impl Run<'_> {

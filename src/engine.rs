@@ -379,15 +379,6 @@ impl Inner {
         })
     }
 
-    /// End a run that never took the lease (nothing was touched).
-    pub(crate) async fn finish_without_lease(
-        &self,
-        report: DrainReport,
-        reason: StopReason,
-    ) -> Result<DrainReport> {
-        self.finish(report, reason).await
-    }
-
     pub(crate) async fn finish(&self, mut report: DrainReport, reason: StopReason) -> Result<DrainReport> {
         report.finished_at = self.now();
         report.stop_reason = reason;

@@ -92,6 +92,7 @@ impl Store {
             .busy_timeout(Duration::from_secs(5))
             .foreign_keys(true);
         // Read the persisted durability on a first connection, so the pool is built right.
+        let migrated = durability.is_none();
         let durability = match durability {
             Some(d) => d,
             None => {
@@ -120,7 +121,9 @@ impl Store {
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(base.clone().synchronous(sync))
             .await?;
-        MIGRATOR.run(&pool).await?;
+        if !migrated {
+            MIGRATOR.run(&pool).await?;
+        }
         let drain = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(0)
