@@ -13,6 +13,7 @@ use futures_util::stream::{FuturesUnordered, StreamExt};
 use std::future::Future;
 use std::pin::Pin;
 use std::time::{Duration, Instant};
+use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
 /// How a drain is run.
@@ -168,14 +169,78 @@ struct FlightResult {
     auth_generation: u64,
 }
 
+/// Credentials shared by the mutation and upload passes of one run: one refresh per run, and
+/// a 401 on a request sent with an older token just retries with the new one.
+pub(crate) struct AuthCell {
+    state: Mutex<AuthState>,
+}
+
+struct AuthState {
+    auth: AuthConfig,
+    generation: u64,
+    refreshed: bool,
+}
+
+impl AuthCell {
+    fn new(auth: AuthConfig) -> Self {
+        Self {
+            state: Mutex::new(AuthState {
+                auth,
+                generation: 0,
+                refreshed: false,
+            }),
+        }
+    }
+
+    pub(crate) async fn current(&self) -> (AuthConfig, u64) {
+        let s = self.state.lock().await;
+        (s.auth.clone(), s.generation)
+    }
+
+    /// A request sent with the token of `generation` got a 401. `Ok(())`: send again with the
+    /// current token; `Err(message)`: stop with `authFailed`.
+    pub(crate) async fn unauthorized(
+        &self,
+        generation: u64,
+        inner: &Inner,
+        transport: &Transport,
+        timeout: Duration,
+    ) -> Result<std::result::Result<(), String>> {
+        let mut s = self.state.lock().await;
+        if generation < s.generation {
+            return Ok(Ok(())); // sent with a token that has since been refreshed
+        }
+        if s.refreshed {
+            return Ok(Err("HTTP 401 after a token refresh".into()));
+        }
+        s.refreshed = true;
+        match transport.refresh(&s.auth, timeout).await {
+            Ok(new_auth) => {
+                inner.store.save_auth(&new_auth).await?;
+                s.auth = new_auth;
+                s.generation += 1;
+                tracing::info!("access token refreshed after a 401");
+                Ok(Ok(()))
+            }
+            Err(e) => Ok(Err(e.to_string())),
+        }
+    }
+}
+
+/// Lets the mutation pass wait for uploads its blocked rows reference.
+#[derive(Default)]
+pub(crate) struct UploadSignal {
+    pub(crate) finished_one: tokio::sync::Notify,
+    pub(crate) active: std::sync::atomic::AtomicBool,
+}
+
 struct Run<'a> {
     inner: &'a Inner,
     cfg: SyncConfig,
     owner: String,
     report: DrainReport,
-    auth: AuthConfig,
-    auth_generation: u64,
-    refreshed: bool,
+    auth: &'a AuthCell,
+    uploads: &'a UploadSignal,
 }
 
 pub(crate) async fn run(inner: &Inner, opts: DrainOptions) -> Result<DrainReport> {
@@ -198,6 +263,11 @@ pub(crate) async fn run(inner: &Inner, opts: DrainOptions) -> Result<DrainReport
         stop_reason: StopReason::Empty,
         next_attempt_at: None,
         last_error: None,
+        uploaded: 0,
+        upload_retried: 0,
+        upload_dead: 0,
+        bytes_uploaded: 0,
+        uploads_remaining: 0,
     };
 
     let Some(cfg) = inner.store.load_config().await? else {
@@ -225,19 +295,35 @@ pub(crate) async fn run(inner: &Inner, opts: DrainOptions) -> Result<DrainReport
     }
     inner.set_state(SyncState::Running).await;
 
-    let auth = inner.store.load_auth().await?;
+    let auth = AuthCell::new(inner.store.load_auth().await?);
+    let transport = match Transport::new(&cfg) {
+        Ok(t) => std::sync::Arc::new(t),
+        Err(e) => {
+            let mut report = report;
+            report.last_error = Some(e.to_string());
+            let _ = inner.store.release_lease(&run_id).await;
+            return inner.finish(report, StopReason::Error).await;
+        }
+    };
+    let signal = UploadSignal::default();
+    signal.active.store(true, std::sync::atomic::Ordering::SeqCst);
     let mut run = Run {
         inner,
-        cfg,
-        owner: run_id,
+        cfg: cfg.clone(),
+        owner: run_id.clone(),
         report,
-        auth,
-        auth_generation: 0,
-        refreshed: false,
+        auth: &auth,
+        uploads: &signal,
     };
-    let outcome = run.drive(&opts, deadline).await;
+    let mut pass = crate::uploads::Pass::new(inner, &cfg, &run_id, &auth, &signal, transport.clone());
+    let (outcome, upload_outcome) = tokio::join!(run.drive(&opts, deadline, &transport), async {
+        let r = pass.drive(&opts, deadline).await;
+        signal.active.store(false, std::sync::atomic::Ordering::SeqCst);
+        signal.finished_one.notify_one();
+        r
+    });
     let mut report = run.report;
-    let stop = match outcome {
+    let stop_of = |outcome: Result<StopReason>, report: &mut DrainReport| match outcome {
         Ok(reason) => reason,
         Err(e) => {
             tracing::error!(error = %e, "drain stopped by a storage error");
@@ -245,22 +331,44 @@ pub(crate) async fn run(inner: &Inner, opts: DrainOptions) -> Result<DrainReport
             StopReason::Error
         }
     };
+    let stop = stop_of(outcome, &mut report);
+    let upload_stop = stop_of(upload_outcome, &mut report);
+    pass.merge_into(&mut report);
+    let stop = combine(stop, upload_stop);
     let owner = run.owner;
-    let cfg = run.cfg;
     let _ = inner.store.prune(inner.now(), cfg.retention_ms).await;
     let _ = inner.store.release_lease(&owner).await;
     inner.finish(report, stop).await
 }
 
+/// The run's stop reason from its two passes: the more serious one wins.
+pub(crate) fn combine(a: StopReason, b: StopReason) -> StopReason {
+    fn rank(r: StopReason) -> u8 {
+        match r {
+            StopReason::Error => 9,
+            StopReason::AuthFailed => 8,
+            StopReason::Cancelled => 7,
+            StopReason::NoNetwork => 6,
+            StopReason::Deadline => 5,
+            StopReason::Waiting => 4,
+            _ => 0,
+        }
+    }
+    if rank(b) > rank(a) {
+        b
+    } else {
+        a
+    }
+}
+
 impl Run<'_> {
-    async fn drive(&mut self, opts: &DrainOptions, deadline: Instant) -> Result<StopReason> {
-        let transport = match Transport::new(&self.cfg) {
-            Ok(t) => std::sync::Arc::new(t),
-            Err(e) => {
-                self.report.last_error = Some(e.to_string());
-                return Ok(StopReason::Error);
-            }
-        };
+    async fn drive(
+        &mut self,
+        opts: &DrainOptions,
+        deadline: Instant,
+        transport: &std::sync::Arc<Transport>,
+    ) -> Result<StopReason> {
+        let transport = transport.clone();
         let timeout = Duration::from_millis(self.cfg.request_timeout_ms);
         let slots = self.cfg.concurrency.max(1) as usize;
         let per_request = self.cfg.batch.as_ref().map_or(1, |b| b.max_items.max(1));
@@ -303,7 +411,8 @@ impl Run<'_> {
                     claimed_any = true;
                     let remaining = deadline.saturating_duration_since(Instant::now());
                     let t = timeout.min(remaining);
-                    flights.push(self.launch(transport.clone(), rows, t, t < timeout));
+                    let auth = self.auth.current().await;
+                    flights.push(self.launch(transport.clone(), rows, t, t < timeout, auth));
                     if self.cfg.batch.is_none() && flights.len() >= slots {
                         break;
                     }
@@ -320,15 +429,29 @@ impl Run<'_> {
                 if claimed_any {
                     continue;
                 }
-                // Nothing sendable now. Wait in this run if something becomes due in time.
+                // Nothing sendable now. Wait in this run if something becomes due in time, or
+                // while uploads that blocked rows reference are still going.
                 let now = self.inner.now();
                 let remaining = deadline.saturating_duration_since(Instant::now());
-                match self.inner.store.next_due(now).await? {
-                    Some(due) if Duration::from_millis((due - now).max(0) as u64) + estimate < remaining => {
-                        let wait = Duration::from_millis((due - now).max(0) as u64);
+                let uploading = self.uploads.active.load(std::sync::atomic::Ordering::SeqCst)
+                    && self.inner.store.counts().await?.blocked > 0;
+                let due = self.inner.store.next_due(now).await?;
+                let due_wait = due
+                    .map(|d| Duration::from_millis((d - now).max(0) as u64))
+                    .filter(|w| *w + estimate < remaining);
+                if uploading {
+                    let wait = due_wait.unwrap_or(remaining);
+                    tokio::select! {
+                        _ = opts.cancel.cancelled() => return Ok(StopReason::Cancelled),
+                        _ = self.uploads.finished_one.notified() => continue,
+                        _ = tokio::time::sleep(wait) => continue,
+                    }
+                }
+                match due {
+                    Some(_) if due_wait.is_some() => {
                         tokio::select! {
                             _ = opts.cancel.cancelled() => return Ok(StopReason::Cancelled),
-                            _ = tokio::time::sleep(wait) => continue,
+                            _ = tokio::time::sleep(due_wait.unwrap_or_default()) => continue,
                         }
                     }
                     Some(_) => return Ok(StopReason::Waiting),
@@ -366,7 +489,7 @@ impl Run<'_> {
     /// harmless.
     async fn abandon(&mut self, flights: FuturesUnordered<Flight>) -> Result<StopReason> {
         drop(flights);
-        self.inner.store.recover_owned(&self.owner).await?;
+        self.inner.store.recover_owned("outbox", &self.owner).await?;
         Ok(StopReason::Cancelled)
     }
 
@@ -376,11 +499,10 @@ impl Run<'_> {
         rows: Vec<Claimed>,
         timeout: Duration,
         clamped: bool,
+        (auth, generation): (AuthConfig, u64),
     ) -> Flight {
         self.report.requests += 1;
         self.report.sent += rows.len() as u32;
-        let auth = self.auth.clone();
-        let generation = self.auth_generation;
         let batch = self.cfg.batch.is_some();
         Box::pin(async move {
             let start = Instant::now();
@@ -487,27 +609,14 @@ impl Run<'_> {
                 }
                 Effect::Unauthorized => {
                     self.inner.store.release(row.seq, &self.owner).await?;
-                    if r.auth_generation < self.auth_generation {
-                        continue; // sent with a token that has since been refreshed
-                    }
-                    if self.refreshed {
-                        self.report.last_error = Some("HTTP 401 after a token refresh".into());
-                        stop = Some(StopReason::AuthFailed);
-                        continue;
-                    }
-                    self.refreshed = true;
                     let timeout = Duration::from_millis(self.cfg.request_timeout_ms);
-                    match transport.refresh(&self.auth, timeout).await {
-                        Ok(new_auth) => {
-                            self.inner.store.save_auth(&new_auth).await?;
-                            self.auth = new_auth;
-                            self.auth_generation += 1;
-                            tracing::info!("access token refreshed after a 401");
-                        }
-                        Err(e) => {
-                            self.report.last_error = Some(e.to_string());
-                            stop = Some(StopReason::AuthFailed);
-                        }
+                    if let Err(e) = self
+                        .auth
+                        .unauthorized(r.auth_generation, self.inner, transport, timeout)
+                        .await?
+                    {
+                        self.report.last_error = Some(e);
+                        stop = Some(StopReason::AuthFailed);
                     }
                 }
             }

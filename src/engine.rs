@@ -5,11 +5,12 @@ use crate::drain::{self, DrainOptions};
 use crate::error::{Error, Result};
 use crate::idmap;
 use crate::models::{
-    AuthConfig, DrainReport, Durability, Enqueued, Mutation, MutationState, NewMutation, StatusEvent,
-    StopReason, SyncConfig, SyncState, SyncStatus,
+    AuthConfig, DrainReport, Durability, Enqueued, EnqueuedUpload, Mutation, MutationState, NewMutation,
+    NewUpload, StatusEvent, StopReason, SyncConfig, SyncState, SyncStatus, Upload, UploadDestination,
+    UploadState,
 };
 use crate::policy::{Clock, SystemClock};
-use crate::store::{Prepared, Store};
+use crate::store::{Prepared, PreparedUpload, Store};
 use crate::validate::{self, OriginPolicy};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
@@ -299,6 +300,134 @@ impl BackgroundSync {
         Ok(())
     }
 
+    /// Durably queue a file upload. With `copy` (the default) the file is copied next to the
+    /// database first, so the original may go away. Mutations enqueued afterwards that contain
+    /// the returned placeholder wait for the upload and are sent with its result in its place.
+    pub async fn enqueue_upload(&self, upload: NewUpload) -> Result<EnqueuedUpload> {
+        let cfg = self
+            .inner
+            .store
+            .load_config()
+            .await?
+            .ok_or(Error::NotConfigured)?;
+        validate::upload_header("Content-Type", &upload.content_type)?;
+        if let UploadDestination::Direct { url, method } = &upload.destination {
+            if !matches!(method.to_ascii_uppercase().as_str(), "PUT" | "POST") {
+                return Err(Error::invalid(format!("upload method '{}' must be PUT or POST", method.escape_debug())));
+            }
+            OriginPolicy::new(&cfg)?.resolve(url)?;
+        }
+        if let Some(p) = &upload.placeholder {
+            validate::placeholder(p)?;
+        }
+        if let Some(e) = &upload.entity {
+            if e.kind.is_empty() || e.id.is_empty() {
+                return Err(Error::invalid("entity.kind and entity.id must not be empty"));
+            }
+        }
+        let source = PathBuf::from(&upload.file_path);
+        if !source.is_absolute() {
+            return Err(Error::invalid("filePath must be absolute"));
+        }
+        let meta = tokio::fs::metadata(&source)
+            .await
+            .map_err(|e| Error::invalid(format!("cannot read {}: {e}", source.display())))?;
+        if !meta.is_file() {
+            return Err(Error::invalid(format!("{} is not a regular file", source.display())));
+        }
+        if meta.len() > cfg.uploads.max_file_bytes {
+            return Err(Error::LimitExceeded(format!(
+                "the file is {} bytes; uploads.maxFileBytes is {}",
+                meta.len(),
+                cfg.uploads.max_file_bytes
+            )));
+        }
+        let id = uuid::Uuid::now_v7().to_string();
+        let file_path = if upload.copy {
+            let copy = self.uploads_dir().join(&id);
+            copy_durably(&source, &copy).await?;
+            copy
+        } else {
+            source.clone()
+        };
+        let file_name = upload
+            .file_name
+            .clone()
+            .or_else(|| source.file_name().map(|n| n.to_string_lossy().into_owned()));
+        let prepared = PreparedUpload {
+            id: id.clone(),
+            placeholder: upload
+                .placeholder
+                .clone()
+                .unwrap_or_else(|| format!("att_{}", uuid::Uuid::now_v7().simple())),
+            caller_key: upload.idempotency_key.is_some(),
+            idempotency_key: upload
+                .idempotency_key
+                .clone()
+                .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+            priority: upload.priority,
+            entity: upload.entity.clone(),
+            file_path: file_path.to_string_lossy().into_owned(),
+            owned: upload.copy,
+            file_name,
+            content_type: upload.content_type.clone(),
+            size: meta.len(),
+            destination: upload.destination.clone(),
+        };
+        let result = self
+            .inner
+            .store
+            .enqueue_upload(&prepared, self.inner.now(), cfg.uploads.max_queued)
+            .await;
+        // A failed or deduplicated enqueue leaves no copy behind.
+        if upload.copy && result.as_ref().map_or(true, |r| r.id != id) {
+            let _ = tokio::fs::remove_file(&file_path).await;
+        }
+        let out = result?;
+        self.inner.emit_status().await;
+        Ok(out)
+    }
+
+    /// Uploads in the given states (all when empty), in enqueue order.
+    pub async fn uploads(&self, states: &[UploadState], limit: u32, offset: u32) -> Result<Vec<Upload>> {
+        let all = [UploadState::Pending, UploadState::InFlight, UploadState::Dead, UploadState::Done];
+        let states = if states.is_empty() { &all[..] } else { states };
+        self.inner.store.list_uploads(states, limit, offset).await
+    }
+
+    /// One upload by id.
+    pub async fn get_upload(&self, id: &str) -> Result<Upload> {
+        self.inner.store.get_upload(id).await
+    }
+
+    /// Put a dead upload back in the queue with a fresh retry budget.
+    pub async fn retry_upload(&self, id: &str) -> Result<()> {
+        self.inner.store.retry_upload(id, self.inner.now()).await?;
+        self.inner.emit_status().await;
+        Ok(())
+    }
+
+    /// Delete an upload (and the plugin's copy of its file). Mutations waiting for it become
+    /// dead letters (returned count).
+    pub async fn discard_upload(&self, id: &str) -> Result<u64> {
+        let (n, file) = self.inner.store.discard_upload(id).await?;
+        if let Some(f) = file {
+            let _ = tokio::fs::remove_file(f).await;
+        }
+        self.inner.emit_status().await;
+        Ok(n)
+    }
+
+    /// Where copied files wait for upload: beside the database.
+    fn uploads_dir(&self) -> PathBuf {
+        let db = self.path();
+        let name = db
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "outbox".into());
+        db.with_file_name(format!("{name}-uploads"))
+    }
+
     /// Recent drain reports, newest first.
     pub async fn history(&self, limit: u32) -> Result<Vec<DrainReport>> {
         self.inner.store.history(limit).await
@@ -325,6 +454,22 @@ impl BackgroundSync {
     }
 }
 
+/// Copy a file and make the copy durable before the enqueue that points at it commits.
+async fn copy_durably(from: &Path, to: &Path) -> Result<()> {
+    let dir = to.parent().unwrap_or(Path::new("."));
+    let io = |e: std::io::Error| Error::Storage(format!("cannot copy {} for upload: {e}", from.display()));
+    tokio::fs::create_dir_all(dir).await.map_err(io)?;
+    let partial = to.with_extension("part");
+    tokio::fs::copy(from, &partial).await.map_err(io)?;
+    tokio::fs::File::open(&partial).await.map_err(io)?.sync_all().await.map_err(io)?;
+    tokio::fs::rename(&partial, to).await.map_err(io)?;
+    // The rename itself must reach the disk too.
+    if let Ok(d) = tokio::fs::File::open(dir).await {
+        let _ = d.sync_all().await;
+    }
+    Ok(())
+}
+
 impl Inner {
     pub(crate) fn now(&self) -> i64 {
         self.clock.now_ms()
@@ -344,7 +489,7 @@ impl Inner {
         self.emit_status().await;
     }
 
-    async fn emit_status(&self) {
+    pub(crate) async fn emit_status(&self) {
         if self.events.receiver_count() == 0 {
             return;
         }
@@ -364,7 +509,14 @@ impl Inner {
         if last_report.is_none() {
             last_report = self.store.history(1).await?.into_iter().next();
         }
+        let (uploads_pending, uploads_dead) = self.store.upload_counts().await?;
+        let next_attempt_at = match (next_attempt_at, self.store.next_upload_due(self.now()).await?) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         Ok(SyncStatus {
+            uploads_pending,
+            uploads_dead,
             state,
             enabled,
             configured,
@@ -382,14 +534,19 @@ impl Inner {
     pub(crate) async fn finish(&self, mut report: DrainReport, reason: StopReason) -> Result<DrainReport> {
         report.finished_at = self.now();
         report.stop_reason = reason;
-        if let Ok(c) = self.store.counts().await {
-            report.remaining = c.pending + c.in_flight;
+        if let (Ok(c), Ok((uploads, _))) = (self.store.counts().await, self.store.upload_counts().await) {
+            report.uploads_remaining = uploads;
+            report.remaining = c.pending + c.in_flight + uploads;
             report.dead_total = c.dead;
             if reason == StopReason::Deadline && report.remaining == 0 {
                 report.stop_reason = StopReason::Empty;
             }
         }
-        report.next_attempt_at = self.store.next_due(report.finished_at).await.ok().flatten();
+        let upload_due = self.store.next_upload_due(report.finished_at).await.ok().flatten();
+        report.next_attempt_at = match (self.store.next_due(report.finished_at).await.ok().flatten(), upload_due) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         if reason != StopReason::AlreadyRunning {
             if let Err(e) = self.store.record_run(&report).await {
                 tracing::warn!(error = %e, "could not record the drain report");

@@ -26,6 +26,7 @@ mod policy;
 mod scheduler;
 mod store;
 mod transport;
+mod uploads;
 mod validate;
 
 #[cfg(desktop)]

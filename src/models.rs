@@ -249,6 +249,8 @@ pub struct SyncConfig {
     pub durability: Durability,
     /// How long the single-drainer lease lasts without renewal.
     pub lease_ttl_ms: u64,
+    /// Background file uploads.
+    pub uploads: UploadConfig,
 }
 
 impl Default for SyncConfig {
@@ -270,8 +272,178 @@ impl Default for SyncConfig {
             background: BackgroundConfig::default(),
             durability: Durability::Full,
             lease_ttl_ms: 30_000,
+            uploads: UploadConfig::default(),
         }
     }
+}
+
+/// File uploads: where signed URLs come from, which hosts may receive file bytes, limits.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct UploadConfig {
+    /// Path on the API (relative to `baseUrl`) that returns upload URLs for a batch of files.
+    pub sign_path: String,
+    /// Most files per sign request.
+    pub sign_batch_size: u32,
+    /// Uploads in flight at once.
+    pub concurrency: u32,
+    /// Origins that may receive file bytes through signed URLs only (a storage host such as
+    /// `https://api.cloudinary.com`). Mutations can never target them.
+    pub storage_origins: Vec<String>,
+    /// JSON pointer to the resulting URL or id in the upload response. When the response has
+    /// none, the sign response's `resultUrl` is used.
+    pub result_pointer: String,
+    /// Largest accepted file.
+    pub max_file_bytes: u64,
+    /// Most open (pending + dead) uploads.
+    pub max_queued: u64,
+    /// Directories the webview may upload from, besides the app's data and cache directories.
+    /// (The Rust API is not restricted.)
+    pub allowed_dirs: Vec<String>,
+}
+
+impl Default for UploadConfig {
+    fn default() -> Self {
+        Self {
+            sign_path: "/uploads/sign".into(),
+            sign_batch_size: 20,
+            concurrency: 10,
+            storage_origins: Vec::new(),
+            result_pointer: "/url".into(),
+            max_file_bytes: 2 * 1024 * 1024 * 1024,
+            max_queued: 10_000,
+            allowed_dirs: Vec::new(),
+        }
+    }
+}
+
+/// Where an upload's bytes go.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(tag = "type", rename_all = "camelCase", deny_unknown_fields)]
+pub enum UploadDestination {
+    /// Ask the API's sign endpoint (`uploads.signPath`, batched) for a URL, then send the file
+    /// there without the app's bearer token. An expired URL is signed again.
+    #[default]
+    Signed,
+    /// Send the file to a URL on the API's origins, with the bearer token and the
+    /// `Idempotency-Key` header.
+    Direct {
+        /// Path relative to `baseUrl`, or an absolute URL on an allowed origin.
+        url: String,
+        /// `PUT` (default) or `POST`.
+        #[serde(default = "default_upload_method")]
+        method: String,
+    },
+}
+
+fn default_upload_method() -> String {
+    "PUT".into()
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_content_type() -> String {
+    "application/octet-stream".into()
+}
+
+/// A file to upload in the background.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NewUpload {
+    /// Absolute path of the file.
+    pub file_path: String,
+    /// Copy the file into the plugin's directory now (default), so the app may delete or the
+    /// OS may purge the original; `false` uploads the file in place, which must then exist
+    /// until the upload is done.
+    #[serde(default = "default_true")]
+    pub copy: bool,
+    #[serde(default = "default_content_type")]
+    pub content_type: String,
+    /// Name reported to the sign endpoint (defaults to the file's name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_name: Option<String>,
+    #[serde(default)]
+    pub destination: UploadDestination,
+    #[serde(default)]
+    pub priority: Priority,
+    /// The record the file belongs to (informational; listed with the upload).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entity: Option<EntityRef>,
+    /// The string mutations use to reference the file's result (generated `att_<uuid>` when
+    /// absent). A mutation containing it as a path segment or JSON string value waits for the
+    /// upload and is sent with the result URL/id in its place.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placeholder: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+}
+
+/// Lifecycle of an upload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum UploadState {
+    Pending,
+    InFlight,
+    Dead,
+    Done,
+}
+
+impl UploadState {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            UploadState::Pending => "pending",
+            UploadState::InFlight => "in_flight",
+            UploadState::Dead => "dead",
+            UploadState::Done => "done",
+        }
+    }
+    pub(crate) fn parse(s: &str) -> Self {
+        match s {
+            "in_flight" => UploadState::InFlight,
+            "dead" => UploadState::Dead,
+            "done" => UploadState::Done,
+            _ => UploadState::Pending,
+        }
+    }
+}
+
+/// A queued, failed or finished upload.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Upload {
+    pub id: String,
+    pub placeholder: String,
+    pub idempotency_key: String,
+    pub priority: Priority,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entity: Option<EntityRef>,
+    pub file_path: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_name: Option<String>,
+    pub content_type: String,
+    pub size: u64,
+    pub destination: UploadDestination,
+    pub created_at: i64,
+    pub attempts: u32,
+    pub next_attempt_at: i64,
+    pub last_status: Option<u16>,
+    pub last_error: Option<String>,
+    pub state: UploadState,
+    /// The URL or id the file got (what the placeholder is replaced with).
+    pub result: Option<String>,
+    pub finished_at: Option<i64>,
+}
+
+/// What `enqueue_upload` returns.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EnqueuedUpload {
+    pub id: String,
+    /// Put this string in mutations that reference the file.
+    pub placeholder: String,
+    pub size: u64,
 }
 
 /// Credentials. Stored in the outbox database, never logged, never returned to JS.
@@ -345,7 +517,7 @@ pub struct DrainReport {
     pub retried: u32,
     /// Moved to the dead letter in this run.
     pub dead: u32,
-    /// Pending mutations left.
+    /// Queued items left: pending mutations plus pending uploads.
     pub remaining: u64,
     /// Dead letters in the queue after the run.
     pub dead_total: u64,
@@ -353,6 +525,21 @@ pub struct DrainReport {
     /// Earliest time a remaining mutation becomes eligible, if any.
     pub next_attempt_at: Option<i64>,
     pub last_error: Option<String>,
+    /// Files uploaded in this run.
+    #[serde(default)]
+    pub uploaded: u32,
+    /// Upload failures rescheduled with backoff (re-signing an expired URL included).
+    #[serde(default)]
+    pub upload_retried: u32,
+    /// Uploads moved to the dead letter in this run.
+    #[serde(default)]
+    pub upload_dead: u32,
+    /// File bytes sent in this run (finished uploads only).
+    #[serde(default)]
+    pub bytes_uploaded: u64,
+    /// Pending uploads left (included in `remaining`).
+    #[serde(default)]
+    pub uploads_remaining: u64,
 }
 
 /// Coarse state of the sync engine, as in the seeds' status stream.
@@ -382,11 +569,16 @@ pub struct SyncStatus {
     pub last_error: Option<String>,
     pub next_attempt_at: Option<i64>,
     pub last_report: Option<DrainReport>,
+    /// Uploads waiting or in flight.
+    pub uploads_pending: u64,
+    /// Uploads in the dead letter.
+    pub uploads_dead: u64,
 }
 
 /// Events on the status stream (tagged by `type` for the TypeScript union).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "camelCase")]
+#[non_exhaustive]
 pub enum StatusEvent {
     /// State or counts changed.
     Status(SyncStatus),
@@ -397,6 +589,14 @@ pub enum StatusEvent {
         done: u32,
         dead: u32,
         remaining: u64,
+    },
+    /// Bytes sent of one file upload (throttled; always sent at the end of a file).
+    UploadProgress {
+        id: String,
+        placeholder: String,
+        #[serde(rename = "bytesSent")]
+        bytes_sent: u64,
+        total: u64,
     },
     /// A drain ended.
     Report(DrainReport),

@@ -6,9 +6,13 @@ use crate::error::{Error, Result};
 use crate::idmap;
 use crate::models::{AuthConfig, SyncConfig};
 use crate::policy::Observed;
-use crate::store::Claimed;
-use crate::validate::OriginPolicy;
+use crate::models::UploadDestination;
+use crate::store::{Claimed, ClaimedUpload};
+use crate::validate::{self, OriginPolicy};
 use serde_json::Value;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use futures_util::StreamExt;
 use std::time::Duration;
 
 /// Response bodies are read up to this size (server ids and error excerpts live at the start).
@@ -55,8 +59,13 @@ impl Outgoing {
 pub(crate) struct Transport {
     client: reqwest::Client,
     policy: OriginPolicy,
+    /// API origins plus storage origins: where file bytes may go.
+    upload_policy: OriginPolicy,
     cfg: SyncConfig,
 }
+
+/// Bytes read from disk into one upload's request body so far (for progress and stall checks).
+pub(crate) type ByteCounter = Arc<AtomicU64>;
 
 impl Transport {
     pub(crate) fn new(cfg: &SyncConfig) -> Result<Self> {
@@ -73,6 +82,7 @@ impl Transport {
         Ok(Self {
             client,
             policy,
+            upload_policy: OriginPolicy::for_uploads(cfg)?,
             cfg: cfg.clone(),
         })
     }
@@ -115,6 +125,108 @@ impl Transport {
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
                 .body(b.clone());
         }
+        Ok(execute(req).await)
+    }
+
+    /// Ask the sign endpoint for upload URLs, one request for many files.
+    pub(crate) async fn sign_uploads(
+        &self,
+        uploads: &[&ClaimedUpload],
+        timeout: Duration,
+        auth: &AuthConfig,
+    ) -> Result<Sent> {
+        let files: Vec<Value> = uploads
+            .iter()
+            .map(|u| {
+                serde_json::json!({
+                    "id": u.id,
+                    "idempotencyKey": u.idempotency_key,
+                    "fileName": u.file_name,
+                    "contentType": u.content_type,
+                    "size": u.size,
+                })
+            })
+            .collect();
+        let req = self
+            .request(reqwest::Method::POST, &self.cfg.uploads.sign_path, timeout, auth)?
+            .json(&serde_json::json!({ "files": files }));
+        Ok(execute(req).await)
+    }
+
+    /// Stream one file to its destination. `Err` when the request cannot be built (URL not
+    /// allowed, file gone): permanent for this upload.
+    pub(crate) async fn upload(
+        &self,
+        u: &ClaimedUpload,
+        timeout: Duration,
+        auth: &AuthConfig,
+        sent: ByteCounter,
+    ) -> Result<Sent> {
+        let file = tokio::fs::File::open(&u.file_path)
+            .await
+            .map_err(|e| Error::Storage(format!("cannot read the file to upload ({}): {e}", u.file_path)))?;
+        // The length on disk now: a file edited after enqueue is sent as it is.
+        let len = file
+            .metadata()
+            .await
+            .map_err(|e| Error::Storage(format!("cannot stat {}: {e}", u.file_path)))?
+            .len();
+        let counted = sent.clone();
+        let stream = tokio_util::io::ReaderStream::with_capacity(file, 64 * 1024).map(move |chunk| {
+            if let Ok(c) = &chunk {
+                counted.fetch_add(c.len() as u64, Ordering::Relaxed);
+            }
+            chunk
+        });
+        let body = reqwest::Body::wrap_stream(stream);
+        let req = match (&u.destination, &u.target) {
+            (UploadDestination::Direct { url, method }, _) => {
+                let method = reqwest::Method::from_bytes(method.as_bytes())
+                    .map_err(|_| Error::invalid(format!("upload method '{method}' is invalid")))?;
+                self.request(method, url, timeout, auth)?
+                    .header("Idempotency-Key", &u.idempotency_key)
+                    .header(reqwest::header::CONTENT_TYPE, &u.content_type)
+                    .header(reqwest::header::CONTENT_LENGTH, len)
+                    .body(body)
+            }
+            (UploadDestination::Signed, Some(t)) => {
+                let url = self.upload_policy.resolve(&t.url).map_err(|e| {
+                    Error::OriginNotAllowed(format!("the sign endpoint returned a URL outside uploads.storageOrigins: {e}"))
+                })?;
+                let method = reqwest::Method::from_bytes(t.method.to_ascii_uppercase().as_bytes())
+                    .map_err(|_| Error::invalid(format!("signed upload method '{}' is invalid", t.method)))?;
+                // No bearer token: the signature is the credential, and the storage host must not
+                // see the app's token.
+                let mut req = self.client.request(method, url).timeout(timeout);
+                for (k, v) in &t.headers {
+                    validate::upload_header(k, v)?;
+                    req = req.header(k, v);
+                }
+                match &t.fields {
+                    Some(fields) => {
+                        let mut form = reqwest::multipart::Form::new();
+                        for (k, v) in fields {
+                            form = form.text(k.clone(), v.clone());
+                        }
+                        let name = u.file_name.clone().unwrap_or_else(|| u.id.clone());
+                        let part = reqwest::multipart::Part::stream_with_length(body, len)
+                            .file_name(name)
+                            .mime_str(&u.content_type)
+                            .map_err(|e| Error::invalid(format!("content type: {e}")))?;
+                        req.multipart(form.part(t.file_field.clone().unwrap_or_else(|| "file".into()), part))
+                    }
+                    None => {
+                        if !t.headers.keys().any(|k| k.eq_ignore_ascii_case("content-type")) {
+                            req = req.header(reqwest::header::CONTENT_TYPE, &u.content_type);
+                        }
+                        req.header(reqwest::header::CONTENT_LENGTH, len).body(body)
+                    }
+                }
+            }
+            (UploadDestination::Signed, None) => {
+                return Err(Error::Internal("signed upload without a URL".into()));
+            }
+        };
         Ok(execute(req).await)
     }
 

@@ -54,6 +54,17 @@ impl OriginPolicy {
         Ok(Self { base, origins })
     }
 
+    /// The API origins plus `uploads.storageOrigins`: where signed upload URLs may point.
+    pub(crate) fn for_uploads(cfg: &SyncConfig) -> Result<Self> {
+        let mut p = Self::new(cfg)?;
+        for o in &cfg.uploads.storage_origins {
+            let u = parse_http_url(o, cfg.allow_insecure_http)
+                .map_err(|e| Error::invalid(format!("uploads.storageOrigins: {e}")))?;
+            p.origins.push(u.origin());
+        }
+        Ok(p)
+    }
+
     /// Resolve a mutation path (relative to the base URL, or absolute on an allowed origin).
     pub(crate) fn resolve(&self, path: &str) -> Result<Url> {
         if path.chars().any(|c| c.is_control() || c == ' ') {
@@ -154,6 +165,38 @@ pub(crate) fn config(cfg: &SyncConfig) -> Result<()> {
     }
     for (k, v) in &cfg.default_headers {
         header(k, v)?;
+    }
+    let u = &cfg.uploads;
+    OriginPolicy::for_uploads(cfg)?;
+    if !u.sign_path.starts_with('/') {
+        return Err(Error::invalid("uploads.signPath must start with '/'"));
+    }
+    if !(1..=500).contains(&u.sign_batch_size) || !(1..=64).contains(&u.concurrency) {
+        return Err(Error::invalid(
+            "uploads.signBatchSize must be 1..=500 and uploads.concurrency 1..=64",
+        ));
+    }
+    if !u.result_pointer.is_empty() && !u.result_pointer.starts_with('/') {
+        return Err(Error::invalid("uploads.resultPointer must be a JSON pointer starting with '/'"));
+    }
+    if u.max_file_bytes == 0 || u.max_queued == 0 {
+        return Err(Error::invalid("uploads.maxFileBytes and uploads.maxQueued must be positive"));
+    }
+    Ok(())
+}
+
+/// Headers a sign endpoint asks us to send with the file (e.g. `Content-Type`,
+/// `x-amz-acl`): the same rules as caller headers.
+pub(crate) fn upload_header(name: &str, value: &str) -> Result<()> {
+    header(name, value)
+}
+
+/// A placeholder is matched as a whole path segment or JSON string: keep it to a safe alphabet.
+pub(crate) fn placeholder(p: &str) -> Result<()> {
+    if p.len() < 3 || p.len() > 128 || !p.chars().all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c)) {
+        return Err(Error::invalid(
+            "placeholder must be 3-128 characters of A-Z, a-z, 0-9, '-', '_', '.', ':'",
+        ));
     }
     Ok(())
 }

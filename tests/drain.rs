@@ -568,6 +568,7 @@ async fn status_events_stream_progress_and_report() {
             }
             tauri_plugin_background_sync::StatusEvent::Progress { .. } => progress += 1,
             tauri_plugin_background_sync::StatusEvent::Report(r) => report = Some(r),
+            _ => {}
         }
     }
     assert!(saw_running);

@@ -16,6 +16,9 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
+mod uploads;
+pub(crate) use uploads::{ClaimedUpload, PreparedUpload, Target};
+
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 const KEY_CONFIG: &str = "config";
@@ -378,21 +381,29 @@ impl Store {
     /// Rows left in flight by a drainer that died. Only call while holding the lease: then no
     /// live drainer can own them.
     pub(crate) async fn recover_in_flight(&self) -> Result<u64> {
-        Ok(
-            sqlx::query("UPDATE outbox SET state = 'pending', claimed_by = NULL WHERE state = 'in_flight'")
-                .execute(&self.drain)
-                .await?
-                .rows_affected(),
-        )
+        let mut n = 0;
+        for table in ["outbox", "uploads"] {
+            n += sqlx::query(&format!(
+                "UPDATE {table} SET state = 'pending', claimed_by = NULL WHERE state = 'in_flight'"
+            ))
+            .execute(&self.drain)
+            .await?
+            .rows_affected();
+        }
+        Ok(n)
     }
 
     /// Put every row this drainer still holds back to pending (cancellation).
-    pub(crate) async fn recover_owned(&self, owner: &str) -> Result<u64> {
-        Ok(sqlx::query("UPDATE outbox SET state = 'pending', claimed_by = NULL WHERE state = 'in_flight' AND claimed_by = ?")
-            .bind(owner)
-            .execute(&self.drain)
-            .await?
-            .rows_affected())
+    /// `table` is `outbox` or `uploads` (each pass releases only its own rows).
+    pub(crate) async fn recover_owned(&self, table: &str, owner: &str) -> Result<u64> {
+        debug_assert!(table == "outbox" || table == "uploads");
+        Ok(sqlx::query(&format!(
+            "UPDATE {table} SET state = 'pending', claimed_by = NULL WHERE state = 'in_flight' AND claimed_by = ?"
+        ))
+        .bind(owner)
+        .execute(&self.drain)
+        .await?
+        .rows_affected())
     }
 
     // ---- claim and outcomes ---------------------------------------------------------------
@@ -846,6 +857,7 @@ impl Store {
         .bind(cutoff)
         .execute(&self.pool)
         .await?;
+        n += self.prune_uploads(cutoff).await?;
         Ok(n)
     }
 

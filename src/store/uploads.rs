@@ -1,0 +1,496 @@
+//! Statements of the upload queue. Same rules as the outbox: claims are atomic
+//! (`UPDATE … RETURNING`), outcomes only apply to rows the caller still owns, drain bookkeeping
+//! runs on the `drain` connection, enqueues on the durable pool.
+
+use super::Store;
+use crate::error::{Error, Result};
+use crate::models::{EnqueuedUpload, EntityRef, Priority, Upload, UploadDestination, UploadState};
+use sqlx::sqlite::SqliteRow;
+use serde::{Deserialize, Serialize};
+use sqlx::Row;
+use std::collections::BTreeMap;
+
+/// `id_map.entity_kind` of an upload's placeholder.
+const PLACEHOLDER_KIND: &str = "__upload";
+
+/// A validated upload ready to be written.
+#[derive(Debug, Clone)]
+pub(crate) struct PreparedUpload {
+    pub id: String,
+    pub placeholder: String,
+    pub idempotency_key: String,
+    pub caller_key: bool,
+    pub priority: Priority,
+    pub entity: Option<EntityRef>,
+    pub file_path: String,
+    pub owned: bool,
+    pub file_name: Option<String>,
+    pub content_type: String,
+    pub size: u64,
+    pub destination: UploadDestination,
+}
+
+/// Where a signed upload's bytes go, as returned by the sign endpoint (and stored as JSON).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct Target {
+    pub url: String,
+    #[serde(default = "put")]
+    pub method: String,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Form fields: when present the file is sent as `multipart/form-data` (e.g. Cloudinary's
+    /// signed upload: api_key, timestamp, signature), the file as part `fileField`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fields: Option<BTreeMap<String, String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_field: Option<String>,
+    /// Milliseconds since the epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<i64>,
+    /// Where the file will be, when the upload response does not say.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result_url: Option<String>,
+}
+
+fn put() -> String {
+    "PUT".into()
+}
+
+/// An upload claimed for sending.
+#[derive(Debug, Clone)]
+pub(crate) struct ClaimedUpload {
+    pub seq: i64,
+    pub id: String,
+    pub placeholder: String,
+    pub idempotency_key: String,
+    pub file_path: String,
+    pub file_name: Option<String>,
+    pub content_type: String,
+    pub size: u64,
+    pub destination: UploadDestination,
+    pub target: Option<Target>,
+    pub attempts: u32,
+}
+
+const KEY_THROUGHPUT: &str = "upload_throughput_bpms";
+
+const OPEN: &str = "state IN ('pending', 'in_flight', 'dead')";
+
+impl Store {
+    pub(crate) async fn enqueue_upload(
+        &self,
+        p: &PreparedUpload,
+        now: i64,
+        max_queued: u64,
+    ) -> Result<EnqueuedUpload> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        if p.caller_key {
+            let existing: Option<(String, String, i64)> =
+                sqlx::query_as("SELECT id, placeholder, size FROM uploads WHERE idempotency_key = ?")
+                    .bind(&p.idempotency_key)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            if let Some((id, placeholder, size)) = existing {
+                return Ok(EnqueuedUpload {
+                    id,
+                    placeholder,
+                    size: size as u64,
+                });
+            }
+        }
+        let open: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM uploads WHERE {OPEN}"))
+            .fetch_one(&mut *tx)
+            .await?;
+        if open as u64 >= max_queued {
+            return Err(Error::LimitExceeded(format!(
+                "the upload queue holds {open} open uploads (uploads.maxQueued is {max_queued})"
+            )));
+        }
+        let taken = sqlx::query(
+            "INSERT INTO id_map (temp_id, entity_kind, created_by) VALUES (?, ?, 0) ON CONFLICT(temp_id) DO NOTHING",
+        )
+        .bind(&p.placeholder)
+        .bind(PLACEHOLDER_KIND)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if taken == 0 {
+            return Err(Error::Conflict(format!(
+                "placeholder '{}' is already used by a temp id or another upload",
+                p.placeholder
+            )));
+        }
+        sqlx::query(
+            "INSERT INTO uploads (id, placeholder, idempotency_key, priority, entity_kind, entity_id, file_path, owned, \
+             file_name, content_type, size, destination, created_at, next_attempt_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&p.id)
+        .bind(&p.placeholder)
+        .bind(&p.idempotency_key)
+        .bind(p.priority.rank())
+        .bind(p.entity.as_ref().map(|e| &e.kind))
+        .bind(p.entity.as_ref().map(|e| &e.id))
+        .bind(&p.file_path)
+        .bind(p.owned)
+        .bind(&p.file_name)
+        .bind(&p.content_type)
+        .bind(p.size as i64)
+        .bind(serde_json::to_string(&p.destination)?)
+        .bind(now)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(EnqueuedUpload {
+            id: p.id.clone(),
+            placeholder: p.placeholder.clone(),
+            size: p.size,
+        })
+    }
+
+    /// Claim up to `limit` due uploads no larger than `max_size` bytes (what fits in the
+    /// budget at the measured throughput), priority first, then enqueue order.
+    pub(crate) async fn claim_uploads(
+        &self,
+        owner: &str,
+        now: i64,
+        limit: u32,
+        max_size: u64,
+        max_wait_ms: i64,
+    ) -> Result<Vec<ClaimedUpload>> {
+        let rows = sqlx::query(
+            "UPDATE uploads SET state = 'in_flight', claimed_by = ?1 \
+             WHERE seq IN ( \
+               SELECT seq FROM uploads INDEXED BY uploads_due WHERE state = 'pending' AND size <= ?5 \
+                 AND (next_attempt_at <= ?2 OR next_attempt_at > ?2 + ?4) \
+               ORDER BY priority DESC, seq ASC LIMIT ?3) \
+             RETURNING seq, id, placeholder, idempotency_key, priority, file_path, file_name, content_type, size, \
+                       destination, target, attempts",
+        )
+        .bind(owner)
+        .bind(now)
+        .bind(limit as i64)
+        .bind(max_wait_ms)
+        .bind(max_size.min(i64::MAX as u64) as i64)
+        .fetch_all(&self.drain)
+        .await?;
+        let mut out: Vec<(i64, ClaimedUpload)> = rows
+            .iter()
+            .map(|r| {
+                let destination: String = r.get("destination");
+                let target = r
+                    .get::<Option<String>, _>("target")
+                    .and_then(|t| serde_json::from_str(&t).ok());
+                (
+                    r.get::<i64, _>("priority"),
+                    ClaimedUpload {
+                        seq: r.get("seq"),
+                        id: r.get("id"),
+                        placeholder: r.get("placeholder"),
+                        idempotency_key: r.get("idempotency_key"),
+                        file_path: r.get("file_path"),
+                        file_name: r.get("file_name"),
+                        content_type: r.get("content_type"),
+                        size: r.get::<i64, _>("size") as u64,
+                        destination: serde_json::from_str(&destination).unwrap_or_default(),
+                        target,
+                        attempts: r.get::<i64, _>("attempts") as u32,
+                    },
+                )
+            })
+            .collect();
+        out.sort_by_key(|(prio, c)| (std::cmp::Reverse(*prio), c.seq));
+        Ok(out.into_iter().map(|(_, c)| c).collect())
+    }
+
+    /// Remember a signed URL (kept across runs until it expires or is rejected).
+    pub(crate) async fn set_upload_target(&self, seq: i64, owner: &str, t: &Target) -> Result<()> {
+        sqlx::query("UPDATE uploads SET target = ? WHERE seq = ? AND claimed_by = ? AND state = 'in_flight'")
+        .bind(serde_json::to_string(t)?)
+        .bind(seq)
+        .bind(owner)
+        .execute(&self.drain)
+        .await?;
+        Ok(())
+    }
+
+    /// Uploaded: record the result under the placeholder (which unblocks the mutations that
+    /// reference it). Returns the file to delete when the plugin owns it, or `None` when the row
+    /// is no longer ours.
+    pub(crate) async fn complete_upload(
+        &self,
+        seq: i64,
+        owner: &str,
+        status: u16,
+        result: &str,
+        now: i64,
+    ) -> Result<Option<(String, bool)>> {
+        let mut tx = self.drain.begin_with("BEGIN IMMEDIATE").await?;
+        let row: Option<(String, String, bool)> = sqlx::query_as(
+            "UPDATE uploads SET state = 'done', claimed_by = NULL, result = ?, finished_at = ?, last_status = ?, \
+             last_error = NULL, attempts = attempts + 1, target = NULL \
+             WHERE seq = ? AND claimed_by = ? AND state = 'in_flight' RETURNING placeholder, file_path, owned",
+        )
+        .bind(result)
+        .bind(now)
+        .bind(status as i64)
+        .bind(seq)
+        .bind(owner)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some((placeholder, file, owned)) = row else {
+            return Ok(None);
+        };
+        sqlx::query("UPDATE id_map SET server_id = ?, resolved_at = ? WHERE temp_id = ?")
+            .bind(result)
+            .bind(now)
+            .bind(&placeholder)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Some((file, owned)))
+    }
+
+    /// Transient failure: pending again at `next_at`. `forget_target` drops a signed URL the
+    /// storage host rejected, so the next attempt signs again.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn reschedule_upload(
+        &self,
+        seq: i64,
+        owner: &str,
+        attempts: u32,
+        next_at: i64,
+        status: Option<u16>,
+        error: &str,
+        forget_target: bool,
+    ) -> Result<bool> {
+        let n = sqlx::query(
+            "UPDATE uploads SET state = 'pending', claimed_by = NULL, attempts = ?, next_attempt_at = ?, \
+             last_status = ?, last_error = ?, \
+             target = CASE WHEN ? THEN NULL ELSE target END \
+             WHERE seq = ? AND claimed_by = ? AND state = 'in_flight'",
+        )
+        .bind(attempts as i64)
+        .bind(next_at)
+        .bind(status.map(i64::from))
+        .bind(error)
+        .bind(forget_target)
+        .bind(seq)
+        .bind(owner)
+        .execute(&self.drain)
+        .await?
+        .rows_affected();
+        Ok(n == 1)
+    }
+
+    pub(crate) async fn bury_upload(
+        &self,
+        seq: i64,
+        owner: &str,
+        attempts: u32,
+        status: Option<u16>,
+        error: &str,
+    ) -> Result<bool> {
+        let n = sqlx::query(
+            "UPDATE uploads SET state = 'dead', claimed_by = NULL, attempts = ?, last_status = ?, last_error = ?, \
+             target = NULL WHERE seq = ? AND claimed_by = ? AND state = 'in_flight'",
+        )
+        .bind(attempts as i64)
+        .bind(status.map(i64::from))
+        .bind(error)
+        .bind(seq)
+        .bind(owner)
+        .execute(&self.drain)
+        .await?
+        .rows_affected();
+        Ok(n == 1)
+    }
+
+    /// Unconfirmed through no fault of the upload (deadline, cancellation, offline).
+    pub(crate) async fn release_upload(&self, seq: i64, owner: &str) -> Result<()> {
+        sqlx::query(
+            "UPDATE uploads SET state = 'pending', claimed_by = NULL WHERE seq = ? AND claimed_by = ? AND state = 'in_flight'",
+        )
+        .bind(seq)
+        .bind(owner)
+        .execute(&self.drain)
+        .await?;
+        Ok(())
+    }
+
+    /// (pending + in flight, dead).
+    pub(crate) async fn upload_counts(&self) -> Result<(u64, u64)> {
+        let (open, dead): (i64, i64) = sqlx::query_as(
+            "SELECT COALESCE(SUM(state IN ('pending', 'in_flight')), 0), COALESCE(SUM(state = 'dead'), 0) \
+             FROM uploads WHERE state IN ('pending', 'in_flight', 'dead')",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok((open as u64, dead as u64))
+    }
+
+    /// Earliest future due time among pending uploads.
+    pub(crate) async fn next_upload_due(&self, now: i64) -> Result<Option<i64>> {
+        Ok(sqlx::query_scalar(
+            "SELECT MIN(next_attempt_at) FROM uploads WHERE state = 'pending' AND next_attempt_at > ?",
+        )
+        .bind(now)
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    /// Pending uploads due now or within `horizon_ms` (whether waiting in this run can help).
+    pub(crate) async fn uploads_due_by(&self, now: i64, horizon_ms: i64) -> Result<bool> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM uploads WHERE state = 'pending' AND next_attempt_at <= ?",
+        )
+        .bind(now + horizon_ms)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(n > 0)
+    }
+
+    pub(crate) async fn list_uploads(
+        &self,
+        states: &[UploadState],
+        limit: u32,
+        offset: u32,
+    ) -> Result<Vec<Upload>> {
+        let names: Vec<&str> = states.iter().map(|s| s.as_str()).collect();
+        let rows = sqlx::query(
+            "SELECT * FROM uploads WHERE state IN (SELECT value FROM json_each(?)) ORDER BY seq LIMIT ? OFFSET ?",
+        )
+        .bind(serde_json::to_string(&names)?)
+        .bind(limit as i64)
+        .bind(offset as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(row_to_upload).collect()
+    }
+
+    pub(crate) async fn get_upload(&self, id: &str) -> Result<Upload> {
+        let row = sqlx::query("SELECT * FROM uploads WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("no upload with id '{id}'")))?;
+        row_to_upload(&row)
+    }
+
+    /// Dead upload back to pending with a fresh retry budget (and a fresh key after a 4xx, as
+    /// for mutations).
+    pub(crate) async fn retry_upload(&self, id: &str, now: i64) -> Result<()> {
+        let n = sqlx::query(
+            "UPDATE uploads SET state = 'pending', attempts = 0, next_attempt_at = ?, \
+             idempotency_key = CASE WHEN last_status BETWEEN 400 AND 499 AND last_status NOT IN (408, 425, 429) \
+                               THEN ? ELSE idempotency_key END \
+             WHERE id = ? AND state = 'dead'",
+        )
+        .bind(now)
+        .bind(uuid::Uuid::new_v4().to_string())
+        .bind(id)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        if n == 0 {
+            self.get_upload(id).await?;
+            return Err(Error::Conflict(format!("upload '{id}' is not a dead letter")));
+        }
+        Ok(())
+    }
+
+    /// Delete an upload that is not in flight. Mutations waiting for its placeholder become
+    /// dead letters (count returned) so they surface for review. Returns the file to delete
+    /// when the plugin owns it.
+    pub(crate) async fn discard_upload(&self, id: &str) -> Result<(u64, Option<String>)> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let row: Option<(i64, String, String, String, bool)> =
+            sqlx::query_as("SELECT seq, state, placeholder, file_path, owned FROM uploads WHERE id = ?")
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some((seq, state, placeholder, file, owned)) = row else {
+            return Err(Error::NotFound(format!("no upload with id '{id}'")));
+        };
+        if state == "in_flight" {
+            return Err(Error::Conflict(format!(
+                "upload '{id}' is being sent; try again after the drain"
+            )));
+        }
+        sqlx::query("DELETE FROM uploads WHERE seq = ?")
+            .bind(seq)
+            .execute(&mut *tx)
+            .await?;
+        let mut orphaned = 0;
+        if state != "done" {
+            sqlx::query("UPDATE id_map SET discarded = 1 WHERE temp_id = ? AND server_id IS NULL")
+                .bind(&placeholder)
+                .execute(&mut *tx)
+                .await?;
+            orphaned = sqlx::query(
+                "UPDATE outbox SET state = 'dead', last_error = ?1 \
+                 WHERE state = 'pending' AND seq IN (SELECT mutation_seq FROM mutation_deps WHERE temp_id = ?2)",
+            )
+            .bind(format!("waits for upload '{placeholder}' which was discarded"))
+            .bind(&placeholder)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        }
+        tx.commit().await?;
+        Ok((orphaned, owned.then_some(file)))
+    }
+
+    /// Measured upload throughput in bytes/ms, kept across runs: a cold background run must
+    /// know whether a big file can finish in its window.
+    pub(crate) async fn upload_throughput(&self) -> Result<Option<f64>> {
+        Ok(self
+            .get_setting(KEY_THROUGHPUT)
+            .await?
+            .and_then(|v| v.parse::<f64>().ok())
+            .filter(|v| v.is_finite() && *v > 0.0))
+    }
+
+    pub(crate) async fn set_upload_throughput(&self, bytes_per_ms: f64) -> Result<()> {
+        self.set_setting(KEY_THROUGHPUT, &bytes_per_ms.to_string()).await
+    }
+
+    /// Finished uploads past the retention (their placeholders are pruned with the id map).
+    pub(crate) async fn prune_uploads(&self, cutoff: i64) -> Result<u64> {
+        Ok(
+            sqlx::query("DELETE FROM uploads WHERE state = 'done' AND finished_at < ?")
+                .bind(cutoff)
+                .execute(&self.pool)
+                .await?
+                .rows_affected(),
+        )
+    }
+}
+
+fn row_to_upload(r: &SqliteRow) -> Result<Upload> {
+    let destination: String = r.get("destination");
+    let kind: Option<String> = r.get("entity_kind");
+    let eid: Option<String> = r.get("entity_id");
+    Ok(Upload {
+        id: r.get("id"),
+        placeholder: r.get("placeholder"),
+        idempotency_key: r.get("idempotency_key"),
+        priority: Priority::from_rank(r.get("priority")),
+        entity: kind.zip(eid).map(|(kind, id)| EntityRef { kind, id }),
+        file_path: r.get("file_path"),
+        file_name: r.get("file_name"),
+        content_type: r.get("content_type"),
+        size: r.get::<i64, _>("size") as u64,
+        destination: serde_json::from_str(&destination)?,
+        created_at: r.get("created_at"),
+        attempts: r.get::<i64, _>("attempts") as u32,
+        next_attempt_at: r.get("next_attempt_at"),
+        last_status: r.get::<Option<i64>, _>("last_status").map(|s| s as u16),
+        last_error: r.get("last_error"),
+        state: UploadState::parse(&r.get::<String, _>("state")),
+        result: r.get("result"),
+        finished_at: r.get("finished_at"),
+    })
+}

@@ -1,0 +1,809 @@
+//! The upload pass of a drain: claims due files (priority, then enqueue order), gets signed
+//! URLs for many files in one request, streams each file from disk with bounded concurrency,
+//! and settles each outcome. Runs beside the mutation pass under the same lease, budget and
+//! cancellation; a finished upload resolves its placeholder so waiting mutations can go.
+
+use crate::drain::{AuthCell, DrainOptions, UploadSignal};
+use crate::engine::Inner;
+use crate::error::{Error, Result};
+use crate::idmap;
+use crate::models::{DrainReport, StatusEvent, StopReason, SyncConfig, UploadDestination};
+use crate::policy::{self, Class, Observed};
+use crate::store::{ClaimedUpload, Target};
+use crate::transport::{self, ByteCounter, Sent, Transport};
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Never start an upload with less than this left.
+const MIN_WINDOW: Duration = Duration::from_millis(50);
+/// A signed URL must stay valid this long past the expected end of the upload.
+const EXPIRY_MARGIN_MS: i64 = 5_000;
+/// Progress events at most this often per file.
+const PROGRESS_EVERY: Duration = Duration::from_millis(250);
+/// Files smaller than this say little about throughput (latency dominates).
+const MEASURE_MIN_BYTES: u64 = 256 * 1024;
+/// Assumed time to set up a request, added to the size-based estimate.
+const REQUEST_OVERHEAD_MS: f64 = 200.0;
+
+/// What to do with one upload after its request.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum UploadEffect {
+    Complete { status: u16, result: String },
+    Reschedule {
+        attempts: u32,
+        next_at: i64,
+        status: Option<u16>,
+        error: String,
+        /// The storage host refused the signed URL (expired): sign again.
+        resign: bool,
+    },
+    Bury {
+        attempts: u32,
+        status: Option<u16>,
+        error: String,
+    },
+    Release,
+    Offline(String),
+    Unauthorized,
+}
+
+/// Pure decision for one upload, given what was observed.
+pub(crate) fn decide(
+    u: &ClaimedUpload,
+    observed: &Observed,
+    body: Option<&[u8]>,
+    cfg: &SyncConfig,
+    now: i64,
+    rng: &mut impl rand::Rng,
+) -> UploadEffect {
+    let status = match observed {
+        Observed::Response { status, .. } => Some(*status),
+        _ => None,
+    };
+    let describe = || match observed {
+        Observed::Response { status, .. } => match body.map(transport::excerpt).filter(|e| !e.is_empty()) {
+            Some(ex) => format!("HTTP {status}: {ex}"),
+            None => format!("HTTP {status}"),
+        },
+        Observed::TransportError(e) | Observed::Unreachable(e) => e.clone(),
+    };
+    let signed = matches!(u.destination, UploadDestination::Signed);
+    let attempts = u.attempts + 1;
+    // Storage hosts answer an expired or otherwise refused signature with 401/403 (S3, GCS,
+    // Cloudinary): not the file's fault, and a new URL usually fixes it.
+    if signed && matches!(status, Some(401 | 403)) {
+        if attempts >= cfg.max_attempts {
+            return UploadEffect::Bury {
+                attempts,
+                status,
+                error: format!("the storage host kept refusing fresh signed URLs; last: {}", describe()),
+            };
+        }
+        return UploadEffect::Reschedule {
+            attempts,
+            next_at: now,
+            status,
+            error: format!("signed URL refused (expired?), signing again: {}", describe()),
+            resign: true,
+        };
+    }
+    match policy::classify(observed, now) {
+        Class::Done => {
+            let from_body = body
+                .and_then(|b| serde_json::from_slice::<serde_json::Value>(b).ok())
+                .and_then(|v| idmap::extract_server_id(&v, &cfg.uploads.result_pointer));
+            let from_sign = u.target.as_ref().and_then(|t| t.result_url.clone());
+            let from_url = u.target.as_ref().map(|t| strip_query(&t.url));
+            match from_body.or(from_sign).or(from_url) {
+                Some(result) => UploadEffect::Complete {
+                    status: status.unwrap_or(200),
+                    result,
+                },
+                None => UploadEffect::Bury {
+                    attempts,
+                    status,
+                    error: format!(
+                        "uploaded, but the response has no result at '{}' (set uploads.resultPointer): {}",
+                        cfg.uploads.result_pointer,
+                        body.map(transport::excerpt).unwrap_or_default()
+                    ),
+                },
+            }
+        }
+        Class::Unauthorized => UploadEffect::Unauthorized,
+        Class::Unreachable => UploadEffect::Offline(describe()),
+        Class::Permanent => UploadEffect::Bury {
+            attempts,
+            status,
+            error: describe(),
+        },
+        Class::Transient { retry_after_ms } => {
+            if attempts >= cfg.max_attempts {
+                UploadEffect::Bury {
+                    attempts,
+                    status,
+                    error: format!("gave up after {attempts} attempts; last: {}", describe()),
+                }
+            } else {
+                let delay = policy::retry_delay_ms(&cfg.backoff, attempts - 1, retry_after_ms, rng);
+                UploadEffect::Reschedule {
+                    attempts,
+                    next_at: now + delay as i64,
+                    status,
+                    error: describe(),
+                    resign: false,
+                }
+            }
+        }
+    }
+}
+
+/// The largest file that can finish in `remaining` at `throughput` bytes/ms. Unknown
+/// throughput: anything (an upload cut by the deadline is released, not failed).
+pub(crate) fn fits_in(throughput: Option<f64>, remaining: Duration) -> u64 {
+    match throughput {
+        None => u64::MAX,
+        Some(bpms) => {
+            let ms = remaining.as_millis() as f64 - REQUEST_OVERHEAD_MS;
+            if ms <= 0.0 {
+                0
+            } else {
+                // 20% headroom for a slower network than measured.
+                (ms * bpms / 1.2) as u64
+            }
+        }
+    }
+}
+
+fn strip_query(url: &str) -> String {
+    url.split(['?', '#']).next().unwrap_or(url).to_string()
+}
+
+/// The sign endpoint's answer for one file.
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SignedItem {
+    id: String,
+    #[serde(flatten)]
+    target: Target,
+    /// Seconds, as an alternative to `expiresAt`.
+    expires_in: Option<i64>,
+}
+
+type UploadFlight = Pin<Box<dyn Future<Output = FlightResult> + Send>>;
+
+struct FlightResult {
+    upload: ClaimedUpload,
+    outcome: std::result::Result<Sent, Error>,
+    stalled: bool,
+    clamped: bool,
+    elapsed: Duration,
+    auth_generation: u64,
+}
+
+struct Active {
+    placeholder: String,
+    sent: ByteCounter,
+    total: u64,
+    last: u64,
+}
+
+pub(crate) struct Pass<'a> {
+    inner: &'a Inner,
+    cfg: SyncConfig,
+    owner: String,
+    auth: &'a AuthCell,
+    signal: &'a UploadSignal,
+    transport: Arc<Transport>,
+    /// Bytes per millisecond, smoothed, persisted across runs.
+    throughput: Option<f64>,
+    active: HashMap<String, Active>,
+    uploaded: u32,
+    retried: u32,
+    dead: u32,
+    bytes: u64,
+    requests: u32,
+    last_error: Option<String>,
+}
+
+impl<'a> Pass<'a> {
+    pub(crate) fn new(
+        inner: &'a Inner,
+        cfg: &SyncConfig,
+        owner: &str,
+        auth: &'a AuthCell,
+        signal: &'a UploadSignal,
+        transport: Arc<Transport>,
+    ) -> Self {
+        Self {
+            inner,
+            cfg: cfg.clone(),
+            owner: owner.to_string(),
+            auth,
+            signal,
+            transport,
+            throughput: None,
+            active: HashMap::new(),
+            uploaded: 0,
+            retried: 0,
+            dead: 0,
+            bytes: 0,
+            requests: 0,
+            last_error: None,
+        }
+    }
+
+    pub(crate) fn merge_into(&self, report: &mut DrainReport) {
+        report.requests += self.requests;
+        report.uploaded += self.uploaded;
+        report.upload_retried += self.retried;
+        report.upload_dead += self.dead;
+        report.bytes_uploaded += self.bytes;
+        if report.last_error.is_none() {
+            report.last_error = self.last_error.clone();
+        }
+    }
+
+    pub(crate) async fn drive(&mut self, opts: &DrainOptions, deadline: Instant) -> Result<StopReason> {
+        self.throughput = self.inner.store.upload_throughput().await?;
+        let result = self.run(opts, deadline).await;
+        if let Some(t) = self.throughput {
+            let _ = self.inner.store.set_upload_throughput(t).await;
+        }
+        result
+    }
+
+    async fn run(&mut self, opts: &DrainOptions, deadline: Instant) -> Result<StopReason> {
+        let slots = self.cfg.uploads.concurrency.max(1) as usize;
+        let max_wait = policy::max_plausible_wait_ms(&self.cfg.backoff);
+        let mut flights: FuturesUnordered<UploadFlight> = FuturesUnordered::new();
+        let mut stop: Option<StopReason> = None;
+        let mut ticker = tokio::time::interval(PROGRESS_EVERY);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            if opts.cancel.is_cancelled() {
+                return self.abandon(flights).await;
+            }
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let mut claimed_any = false;
+            if stop.is_none() && remaining > MIN_WINDOW && flights.len() < slots {
+                let max_size = self.fits_in(remaining);
+                let now = self.inner.now();
+                let claimed = self
+                    .inner
+                    .store
+                    .claim_uploads(&self.owner, now, (slots - flights.len()) as u32, max_size, max_wait)
+                    .await?;
+                claimed_any = !claimed.is_empty();
+                let ready = match self.ensure_signed(claimed, remaining).await? {
+                    Ok(ready) => ready,
+                    Err(reason) => {
+                        stop = Some(reason);
+                        Vec::new()
+                    }
+                };
+                for u in ready {
+                    let remaining = deadline.saturating_duration_since(Instant::now());
+                    let auth = self.auth.current().await;
+                    flights.push(self.launch(u, remaining, auth));
+                }
+            }
+
+            if flights.is_empty() {
+                if let Some(s) = stop {
+                    return Ok(s);
+                }
+                if claimed_any {
+                    continue;
+                }
+                let now = self.inner.now();
+                let remaining = deadline.saturating_duration_since(Instant::now());
+                if remaining <= MIN_WINDOW {
+                    return Ok(self.left_or(StopReason::Deadline).await?);
+                }
+                match self.inner.store.next_upload_due(now).await? {
+                    Some(due) if Duration::from_millis((due - now).max(0) as u64) + MIN_WINDOW < remaining => {
+                        let wait = Duration::from_millis((due - now).max(0) as u64);
+                        tokio::select! {
+                            _ = opts.cancel.cancelled() => return Ok(StopReason::Cancelled),
+                            _ = tokio::time::sleep(wait) => continue,
+                        }
+                    }
+                    Some(_) => return Ok(StopReason::Waiting),
+                    // Due now but nothing claimed: every due file is too big for what is left.
+                    None if self.inner.store.uploads_due_by(now, 0).await? => {
+                        return Ok(StopReason::Deadline)
+                    }
+                    None => return self.left_or(StopReason::Empty).await,
+                }
+            }
+
+            tokio::select! {
+                r = flights.next() => {
+                    if let Some(r) = r {
+                        if let Some(s) = self.settle(r).await? {
+                            stop.get_or_insert(s);
+                        }
+                    }
+                }
+                _ = ticker.tick() => self.emit_progress(false),
+                _ = opts.cancel.cancelled() => return self.abandon(flights).await,
+            }
+        }
+    }
+
+    /// Empty, unless uploads are left (dead ones do not count).
+    async fn left_or(&self, reason: StopReason) -> Result<StopReason> {
+        let (open, _) = self.inner.store.upload_counts().await?;
+        Ok(if open == 0 { StopReason::Empty } else { reason })
+    }
+
+    fn fits_in(&self, remaining: Duration) -> u64 {
+        fits_in(self.throughput, remaining)
+    }
+
+    /// Get URLs for the claimed signed uploads that have none (or whose URL will expire before
+    /// the upload could finish), batched. Returns the uploads ready to send, or a reason to stop.
+    async fn ensure_signed(
+        &mut self,
+        claimed: Vec<ClaimedUpload>,
+        remaining: Duration,
+    ) -> Result<std::result::Result<Vec<ClaimedUpload>, StopReason>> {
+        let now = self.inner.now();
+        let horizon = now + remaining.as_millis() as i64 + EXPIRY_MARGIN_MS;
+        let (mut ready, mut unsigned): (Vec<_>, Vec<_>) = claimed.into_iter().partition(|u| {
+            !matches!(u.destination, UploadDestination::Signed)
+                || u.target
+                    .as_ref()
+                    .is_some_and(|t| t.expires_at.is_none_or(|e| e > horizon))
+        });
+        if unsigned.is_empty() {
+            return Ok(Ok(ready));
+        }
+        let batch = self.cfg.uploads.sign_batch_size.max(1) as usize;
+        let timeout = Duration::from_millis(self.cfg.request_timeout_ms).min(remaining);
+        let mut stop = None;
+        while !unsigned.is_empty() {
+            let chunk: Vec<ClaimedUpload> = unsigned.drain(..unsigned.len().min(batch)).collect();
+            if stop.is_some() {
+                for u in &chunk {
+                    self.inner.store.release_upload(u.seq, &self.owner).await?;
+                }
+                continue;
+            }
+            let (auth, generation) = self.auth.current().await;
+            self.requests += 1;
+            let refs: Vec<&ClaimedUpload> = chunk.iter().collect();
+            let sent = match self.transport.sign_uploads(&refs, timeout, &auth).await {
+                Ok(s) => s,
+                Err(e) => {
+                    // The sign path itself is not allowed: a configuration error.
+                    self.last_error = Some(e.to_string());
+                    for u in &chunk {
+                        self.inner.store.release_upload(u.seq, &self.owner).await?;
+                    }
+                    stop = Some(StopReason::Error);
+                    continue;
+                }
+            };
+            let items = match (&sent.observed, &sent.body) {
+                (Observed::Response { status, .. }, Some(body)) if (200..300).contains(status) => {
+                    serde_json::from_slice::<serde_json::Value>(body)
+                        .ok()
+                        .and_then(|v| v.get("uploads").cloned())
+                        .and_then(|v| serde_json::from_value::<Vec<serde_json::Value>>(v).ok())
+                }
+                _ => None,
+            };
+            let Some(items) = items else {
+                // The sign request as a whole failed: every file in it shares the outcome.
+                if let Some(s) = self.settle_sign_failure(&chunk, &sent, generation).await? {
+                    stop = Some(s);
+                }
+                continue;
+            };
+            let mut by_id: HashMap<String, SignedItem> = HashMap::new();
+            for it in items {
+                if let Ok(item) = serde_json::from_value::<SignedItem>(it) {
+                    by_id.insert(item.id.clone(), item);
+                }
+            }
+            for mut u in chunk {
+                match by_id.remove(&u.id) {
+                    Some(item) => {
+                        let mut t = item.target;
+                        if t.expires_at.is_none() {
+                            t.expires_at = item.expires_in.map(|s| now + s.saturating_mul(1000));
+                        }
+                        self.inner.store.set_upload_target(u.seq, &self.owner, &t).await?;
+                        u.target = Some(t);
+                        ready.push(u);
+                    }
+                    None => {
+                        let effect = self
+                            .decide_for(
+                                &u,
+                                &Observed::TransportError("the sign response has no URL for this file".into()),
+                                None,
+                            )
+                            .await;
+                        self.apply(&u, effect, generation).await?;
+                    }
+                }
+            }
+        }
+        Ok(match stop {
+            Some(s) => {
+                for u in &ready {
+                    self.inner.store.release_upload(u.seq, &self.owner).await?;
+                }
+                Err(s)
+            }
+            None => Ok(ready),
+        })
+    }
+
+    async fn settle_sign_failure(
+        &mut self,
+        chunk: &[ClaimedUpload],
+        sent: &Sent,
+        generation: u64,
+    ) -> Result<Option<StopReason>> {
+        let observed = match &sent.observed {
+            // 2xx without a usable body: a broken sign endpoint, retried with backoff.
+            Observed::Response { status, .. } if (200..300).contains(status) => {
+                Observed::TransportError(format!("sign endpoint answered HTTP {status} without an uploads array"))
+            }
+            o => o.clone(),
+        };
+        let body = sent.body.as_deref().map(|b| {
+            format!("sign endpoint: {}", transport::excerpt(b)).into_bytes()
+        });
+        let mut stop = None;
+        let mut refreshed = false;
+        for u in chunk {
+            // Decide as if the file were a direct upload: a 401/403 from the API is about the
+            // app's token, not a storage signature.
+            let mut as_direct = u.clone();
+            as_direct.destination = UploadDestination::Direct {
+                url: String::new(),
+                method: String::new(),
+            };
+            let effect = self.decide_for(&as_direct, &observed, body.as_deref()).await;
+            if effect == UploadEffect::Unauthorized && refreshed {
+                self.inner.store.release_upload(u.seq, &self.owner).await?;
+                continue;
+            }
+            refreshed |= effect == UploadEffect::Unauthorized;
+            if let Some(s) = self.apply(u, effect, generation).await? {
+                stop = Some(s);
+            }
+        }
+        Ok(stop)
+    }
+
+    async fn decide_for(&self, u: &ClaimedUpload, observed: &Observed, body: Option<&[u8]>) -> UploadEffect {
+        let now = self.inner.now();
+        let mut rng = self.inner.rng.lock().await;
+        decide(u, observed, body, &self.cfg, now, &mut *rng)
+    }
+
+    fn launch(&mut self, u: ClaimedUpload, remaining: Duration, (auth, generation): (crate::models::AuthConfig, u64)) -> UploadFlight {
+        self.requests += 1;
+        let sent: ByteCounter = Arc::default();
+        self.active.insert(
+            u.id.clone(),
+            Active {
+                placeholder: u.placeholder.clone(),
+                sent: sent.clone(),
+                total: u.size,
+                last: 0,
+            },
+        );
+        // The whole upload must fit in the budget; a stall (no bytes moving for the request
+        // timeout) ends it early.
+        let timeout = remaining;
+        let stall_after = Duration::from_millis(self.cfg.request_timeout_ms);
+        let transport = self.transport.clone();
+        Box::pin(async move {
+            let start = Instant::now();
+            let mut stalled = false;
+            let outcome = tokio::select! {
+                r = transport.upload(&u, timeout, &auth, sent.clone()) => r,
+                _ = stall(sent.clone(), u.size, stall_after) => {
+                    stalled = true;
+                    Ok(Sent { observed: Observed::TransportError(format!("upload stalled: no bytes moved for {} ms", stall_after.as_millis())), body: None })
+                }
+            };
+            FlightResult {
+                upload: u,
+                outcome,
+                stalled,
+                clamped: true,
+                elapsed: start.elapsed(),
+                auth_generation: generation,
+            }
+        })
+    }
+
+    async fn settle(&mut self, r: FlightResult) -> Result<Option<StopReason>> {
+        self.active.remove(&r.upload.id);
+        let u = &r.upload;
+        let sent = match r.outcome {
+            Ok(s) => s,
+            Err(e) => {
+                // The file is gone or the URL is not allowed: nothing a retry would fix.
+                let msg = e.to_string();
+                tracing::warn!(id = %u.id, error = %msg, "upload moved to the dead letter");
+                if self.inner.store.bury_upload(u.seq, &self.owner, u.attempts + 1, None, &msg).await? {
+                    self.dead += 1;
+                }
+                self.last_error = Some(msg);
+                return Ok(None);
+            }
+        };
+        let timed_out =
+            !r.stalled && matches!(&sent.observed, Observed::TransportError(e) if e.contains("timed out"));
+        let effect = if r.clamped && timed_out {
+            UploadEffect::Release
+        } else {
+            self.decide_for(u, &sent.observed, sent.body.as_deref()).await
+        };
+        if let UploadEffect::Complete { .. } = effect {
+            if u.size >= MEASURE_MIN_BYTES && r.elapsed.as_millis() > 0 {
+                let bpms = u.size as f64 / r.elapsed.as_millis() as f64;
+                // Trust a slower measurement at once, a faster one gradually.
+                self.throughput = Some(match self.throughput {
+                    Some(t) if bpms > t => t * 0.7 + bpms * 0.3,
+                    _ => bpms,
+                });
+            }
+        }
+        self.apply(u, effect, r.auth_generation).await
+    }
+
+    async fn apply(&mut self, u: &ClaimedUpload, effect: UploadEffect, generation: u64) -> Result<Option<StopReason>> {
+        match effect {
+            UploadEffect::Complete { status, result } => {
+                let done = self
+                    .inner
+                    .store
+                    .complete_upload(u.seq, &self.owner, status, &result, self.inner.now())
+                    .await?;
+                if let Some((file, owned)) = done {
+                    self.uploaded += 1;
+                    self.bytes += u.size;
+                    if owned {
+                        if let Err(e) = tokio::fs::remove_file(&file).await {
+                            tracing::warn!(error = %e, "could not delete the uploaded copy");
+                        }
+                    }
+                    if self.inner.has_listeners() {
+                        self.inner.emit(StatusEvent::UploadProgress {
+                            id: u.id.clone(),
+                            placeholder: u.placeholder.clone(),
+                            bytes_sent: u.size,
+                            total: u.size,
+                        });
+                    }
+                    self.signal.finished_one.notify_one();
+                }
+                Ok(None)
+            }
+            UploadEffect::Reschedule {
+                attempts,
+                next_at,
+                status,
+                error,
+                resign,
+            } => {
+                tracing::debug!(id = %u.id, attempts, %error, "upload failed, rescheduled");
+                self.last_error = Some(error.clone());
+                if self
+                    .inner
+                    .store
+                    .reschedule_upload(u.seq, &self.owner, attempts, next_at, status, &error, resign)
+                    .await?
+                {
+                    self.retried += 1;
+                }
+                Ok(None)
+            }
+            UploadEffect::Bury { attempts, status, error } => {
+                tracing::warn!(id = %u.id, ?status, %error, "upload moved to the dead letter");
+                self.last_error = Some(error.clone());
+                if self.inner.store.bury_upload(u.seq, &self.owner, attempts, status, &error).await? {
+                    self.dead += 1;
+                }
+                Ok(None)
+            }
+            UploadEffect::Release => {
+                self.inner.store.release_upload(u.seq, &self.owner).await?;
+                Ok(None)
+            }
+            UploadEffect::Offline(e) => {
+                self.inner.store.release_upload(u.seq, &self.owner).await?;
+                self.last_error = Some(format!("cannot reach the upload host: {e}"));
+                Ok(Some(StopReason::NoNetwork))
+            }
+            UploadEffect::Unauthorized => {
+                self.inner.store.release_upload(u.seq, &self.owner).await?;
+                let timeout = Duration::from_millis(self.cfg.request_timeout_ms);
+                match self
+                    .auth
+                    .unauthorized(generation, self.inner, &self.transport, timeout)
+                    .await?
+                {
+                    Ok(()) => Ok(None),
+                    Err(e) => {
+                        self.last_error = Some(e);
+                        Ok(Some(StopReason::AuthFailed))
+                    }
+                }
+            }
+        }
+    }
+
+    fn emit_progress(&mut self, force: bool) {
+        if !self.inner.has_listeners() {
+            return;
+        }
+        for (id, a) in self.active.iter_mut() {
+            let now = a.sent.load(Ordering::Relaxed).min(a.total);
+            if force || now != a.last {
+                a.last = now;
+                self.inner.emit(StatusEvent::UploadProgress {
+                    id: id.clone(),
+                    placeholder: a.placeholder.clone(),
+                    bytes_sent: now,
+                    total: a.total,
+                });
+            }
+        }
+    }
+
+    /// Cancellation: drop the uploads in flight (connections close) and put them back.
+    async fn abandon(&mut self, flights: FuturesUnordered<UploadFlight>) -> Result<StopReason> {
+        drop(flights);
+        self.active.clear();
+        self.inner.store.recover_owned("uploads", &self.owner).await?;
+        Ok(StopReason::Cancelled)
+    }
+}
+
+/// Resolves when no body bytes have moved for `after` while some remain to send.
+async fn stall(sent: ByteCounter, total: u64, after: Duration) {
+    let mut last = sent.load(Ordering::Relaxed);
+    loop {
+        tokio::time::sleep(after).await;
+        let now = sent.load(Ordering::Relaxed);
+        if now == last && now < total {
+            return;
+        }
+        if now >= total {
+            // Everything is sent; the response is bounded by the request timeout.
+            std::future::pending::<()>().await;
+        }
+        last = now;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::models::BackoffConfig;
+    use rand::SeedableRng;
+    use rand_chacha::ChaCha8Rng;
+
+    fn upload(signed: bool, attempts: u32) -> ClaimedUpload {
+        ClaimedUpload {
+            seq: 1,
+            id: "u1".into(),
+            placeholder: "att_1".into(),
+            idempotency_key: "k".into(),
+            file_path: "/tmp/x".into(),
+            file_name: None,
+            content_type: "image/jpeg".into(),
+            size: 10,
+            destination: if signed {
+                UploadDestination::Signed
+            } else {
+                UploadDestination::Direct {
+                    url: "/files/u1".into(),
+                    method: "PUT".into(),
+                }
+            },
+            target: signed.then(|| Target {
+                url: "https://storage.example.com/o/u1?sig=abc".into(),
+                method: "PUT".into(),
+                headers: Default::default(),
+                fields: None,
+                file_field: None,
+                expires_at: Some(1_000),
+                result_url: None,
+            }),
+            attempts,
+        }
+    }
+
+    fn cfg() -> SyncConfig {
+        SyncConfig {
+            base_url: "https://api.example.com".into(),
+            max_attempts: 3,
+            backoff: BackoffConfig {
+                initial_ms: 1_000,
+                max_ms: 8_000,
+                multiplier: 2.0,
+            },
+            ..Default::default()
+        }
+    }
+
+    fn resp(status: u16) -> Observed {
+        Observed::Response {
+            status,
+            retry_after: None,
+        }
+    }
+
+    #[test]
+    fn result_from_body_then_sign_then_url() {
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        let e = decide(&upload(true, 0), &resp(200), Some(br#"{"url":"https://cdn/x.jpg"}"#), &cfg(), 0, &mut rng);
+        assert_eq!(e, UploadEffect::Complete { status: 200, result: "https://cdn/x.jpg".into() });
+        let mut u = upload(true, 0);
+        u.target.as_mut().unwrap().result_url = Some("https://cdn/y.jpg".into());
+        let e = decide(&u, &resp(200), Some(b""), &cfg(), 0, &mut rng);
+        assert_eq!(e, UploadEffect::Complete { status: 200, result: "https://cdn/y.jpg".into() });
+        let e = decide(&upload(true, 0), &resp(204), None, &cfg(), 0, &mut rng);
+        assert_eq!(e, UploadEffect::Complete { status: 204, result: "https://storage.example.com/o/u1".into() });
+        // A direct upload with no result anywhere is a dead letter with a hint.
+        let e = decide(&upload(false, 0), &resp(200), Some(b"{}"), &cfg(), 0, &mut rng);
+        assert!(matches!(e, UploadEffect::Bury { ref error, .. } if error.contains("resultPointer")), "{e:?}");
+    }
+
+    #[test]
+    fn refused_signature_resigns_without_delay_until_the_limit() {
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        match decide(&upload(true, 0), &resp(403), Some(b"expired"), &cfg(), 500, &mut rng) {
+            UploadEffect::Reschedule { resign, next_at, attempts, .. } => {
+                assert!(resign);
+                assert_eq!(next_at, 500);
+                assert_eq!(attempts, 1);
+            }
+            e => panic!("{e:?}"),
+        }
+        assert!(matches!(decide(&upload(true, 2), &resp(403), None, &cfg(), 0, &mut rng), UploadEffect::Bury { .. }));
+        // A direct upload's 401 is about the app's token.
+        assert_eq!(decide(&upload(false, 0), &resp(401), None, &cfg(), 0, &mut rng), UploadEffect::Unauthorized);
+        assert!(matches!(decide(&upload(false, 0), &resp(403), None, &cfg(), 0, &mut rng), UploadEffect::Bury { .. }));
+    }
+
+    #[test]
+    fn transient_backs_off_and_unreachable_costs_nothing() {
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        match decide(&upload(true, 0), &resp(503), None, &cfg(), 10_000, &mut rng) {
+            UploadEffect::Reschedule { resign, next_at, .. } => {
+                assert!(!resign);
+                assert!((10_000..=11_000).contains(&next_at));
+            }
+            e => panic!("{e:?}"),
+        }
+        let o = Observed::Unreachable("connection refused".into());
+        assert!(matches!(decide(&upload(true, 9), &o, None, &cfg(), 0, &mut rng), UploadEffect::Offline(_)));
+    }
+
+    #[test]
+    fn throughput_bounds_what_is_claimed() {
+        let ms = Duration::from_millis;
+        assert_eq!(fits_in(None, ms(10)), u64::MAX);
+        assert_eq!(fits_in(Some(1_000.0), ms(100)), 0);
+        // 10 s usable at 1.2 MB/s, with 20% headroom: 10 MB.
+        assert_eq!(fits_in(Some(1_200.0), ms(10_200)), 10_000_000);
+    }
+}
