@@ -313,7 +313,10 @@ impl BackgroundSync {
         validate::upload_header("Content-Type", &upload.content_type)?;
         if let UploadDestination::Direct { url, method } = &upload.destination {
             if !matches!(method.to_ascii_uppercase().as_str(), "PUT" | "POST") {
-                return Err(Error::invalid(format!("upload method '{}' must be PUT or POST", method.escape_debug())));
+                return Err(Error::invalid(format!(
+                    "upload method '{}' must be PUT or POST",
+                    method.escape_debug()
+                )));
             }
             OriginPolicy::new(&cfg)?.resolve(url)?;
         }
@@ -333,7 +336,10 @@ impl BackgroundSync {
             .await
             .map_err(|e| Error::invalid(format!("cannot read {}: {e}", source.display())))?;
         if !meta.is_file() {
-            return Err(Error::invalid(format!("{} is not a regular file", source.display())));
+            return Err(Error::invalid(format!(
+                "{} is not a regular file",
+                source.display()
+            )));
         }
         if meta.len() > cfg.uploads.max_file_bytes {
             return Err(Error::LimitExceeded(format!(
@@ -390,7 +396,12 @@ impl BackgroundSync {
 
     /// Uploads in the given states (all when empty), in enqueue order.
     pub async fn uploads(&self, states: &[UploadState], limit: u32, offset: u32) -> Result<Vec<Upload>> {
-        let all = [UploadState::Pending, UploadState::InFlight, UploadState::Dead, UploadState::Done];
+        let all = [
+            UploadState::Pending,
+            UploadState::InFlight,
+            UploadState::Dead,
+            UploadState::Done,
+        ];
         let states = if states.is_empty() { &all[..] } else { states };
         self.inner.store.list_uploads(states, limit, offset).await
     }
@@ -461,7 +472,12 @@ async fn copy_durably(from: &Path, to: &Path) -> Result<()> {
     tokio::fs::create_dir_all(dir).await.map_err(io)?;
     let partial = to.with_extension("part");
     tokio::fs::copy(from, &partial).await.map_err(io)?;
-    tokio::fs::File::open(&partial).await.map_err(io)?.sync_all().await.map_err(io)?;
+    tokio::fs::File::open(&partial)
+        .await
+        .map_err(io)?
+        .sync_all()
+        .await
+        .map_err(io)?;
     tokio::fs::rename(&partial, to).await.map_err(io)?;
     // The rename itself must reach the disk too.
     if let Ok(d) = tokio::fs::File::open(dir).await {
@@ -542,8 +558,16 @@ impl Inner {
                 report.stop_reason = StopReason::Empty;
             }
         }
-        let upload_due = self.store.next_upload_due(report.finished_at).await.ok().flatten();
-        report.next_attempt_at = match (self.store.next_due(report.finished_at).await.ok().flatten(), upload_due) {
+        let upload_due = self
+            .store
+            .next_upload_due(report.finished_at)
+            .await
+            .ok()
+            .flatten();
+        report.next_attempt_at = match (
+            self.store.next_due(report.finished_at).await.ok().flatten(),
+            upload_due,
+        ) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };

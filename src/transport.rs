@@ -4,15 +4,15 @@
 
 use crate::error::{Error, Result};
 use crate::idmap;
+use crate::models::UploadDestination;
 use crate::models::{AuthConfig, SyncConfig};
 use crate::policy::Observed;
-use crate::models::UploadDestination;
 use crate::store::{Claimed, ClaimedUpload};
 use crate::validate::{self, OriginPolicy};
+use futures_util::StreamExt;
 use serde_json::Value;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use futures_util::StreamExt;
 use std::time::Duration;
 
 /// Response bodies are read up to this size (server ids and error excerpts live at the start).
@@ -191,7 +191,9 @@ impl Transport {
             }
             (UploadDestination::Signed, Some(t)) => {
                 let url = self.upload_policy.resolve(&t.url).map_err(|e| {
-                    Error::OriginNotAllowed(format!("the sign endpoint returned a URL outside uploads.storageOrigins: {e}"))
+                    Error::OriginNotAllowed(format!(
+                        "the sign endpoint returned a URL outside uploads.storageOrigins: {e}"
+                    ))
                 })?;
                 let method = reqwest::Method::from_bytes(t.method.to_ascii_uppercase().as_bytes())
                     .map_err(|_| Error::invalid(format!("signed upload method '{}' is invalid", t.method)))?;

@@ -12,7 +12,7 @@ use crate::policy::{self, Class, Observed};
 use crate::store::{ClaimedUpload, Target};
 use crate::transport::{self, ByteCounter, Sent, Transport};
 use futures_util::stream::{FuturesUnordered, StreamExt};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
@@ -33,7 +33,10 @@ const REQUEST_OVERHEAD_MS: f64 = 200.0;
 /// What to do with one upload after its request.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum UploadEffect {
-    Complete { status: u16, result: String },
+    Complete {
+        status: u16,
+        result: String,
+    },
     Reschedule {
         attempts: u32,
         next_at: i64,
@@ -81,7 +84,10 @@ pub(crate) fn decide(
             return UploadEffect::Bury {
                 attempts,
                 status,
-                error: format!("the storage host kept refusing fresh signed URLs; last: {}", describe()),
+                error: format!(
+                    "the storage host kept refusing fresh signed URLs; last: {}",
+                    describe()
+                ),
             };
         }
         return UploadEffect::Reschedule {
@@ -252,6 +258,8 @@ impl<'a> Pass<'a> {
     pub(crate) async fn drive(&mut self, opts: &DrainOptions, deadline: Instant) -> Result<StopReason> {
         self.throughput = self.inner.store.upload_throughput().await?;
         let result = self.run(opts, deadline).await;
+        // Claimed but not sent (deadline, stop): back to pending, untouched.
+        self.inner.store.recover_owned("uploads", &self.owner).await?;
         if let Some(t) = self.throughput {
             let _ = self.inner.store.set_upload_throughput(t).await;
         }
@@ -260,8 +268,12 @@ impl<'a> Pass<'a> {
 
     async fn run(&mut self, opts: &DrainOptions, deadline: Instant) -> Result<StopReason> {
         let slots = self.cfg.uploads.concurrency.max(1) as usize;
+        // Claim (and sign) in batches, send from a local queue as slots free up: one sign
+        // request covers many files.
+        let batch = slots.max(self.cfg.uploads.sign_batch_size as usize);
         let max_wait = policy::max_plausible_wait_ms(&self.cfg.backoff);
         let mut flights: FuturesUnordered<UploadFlight> = FuturesUnordered::new();
+        let mut ready: VecDeque<ClaimedUpload> = VecDeque::new();
         let mut stop: Option<StopReason> = None;
         let mut ticker = tokio::time::interval(PROGRESS_EVERY);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -271,24 +283,31 @@ impl<'a> Pass<'a> {
             }
             let remaining = deadline.saturating_duration_since(Instant::now());
             let mut claimed_any = false;
-            if stop.is_none() && remaining > MIN_WINDOW && flights.len() < slots {
-                let max_size = self.fits_in(remaining);
-                let now = self.inner.now();
-                let claimed = self
-                    .inner
-                    .store
-                    .claim_uploads(&self.owner, now, (slots - flights.len()) as u32, max_size, max_wait)
-                    .await?;
-                claimed_any = !claimed.is_empty();
-                let ready = match self.ensure_signed(claimed, remaining).await? {
-                    Ok(ready) => ready,
-                    Err(reason) => {
-                        stop = Some(reason);
-                        Vec::new()
+            if stop.is_none() && remaining > MIN_WINDOW {
+                if ready.is_empty() && flights.len() < slots {
+                    let now = self.inner.now();
+                    let claimed = self
+                        .inner
+                        .store
+                        .claim_uploads(&self.owner, now, batch as u32, self.fits_in(remaining), max_wait)
+                        .await?;
+                    claimed_any = !claimed.is_empty();
+                    match self.ensure_signed(claimed, remaining).await? {
+                        Ok(signed) => ready.extend(signed),
+                        Err(reason) => stop = Some(reason),
                     }
-                };
-                for u in ready {
+                }
+                while flights.len() < slots && stop.is_none() {
+                    let Some(u) = ready.pop_front() else { break };
                     let remaining = deadline.saturating_duration_since(Instant::now());
+                    let expires_too_soon = u.target.as_ref().and_then(|t| t.expires_at).is_some_and(|e| {
+                        e <= self.inner.now() + remaining.as_millis() as i64 + EXPIRY_MARGIN_MS
+                    });
+                    if u.size > self.fits_in(remaining) || remaining <= MIN_WINDOW || expires_too_soon {
+                        // Not this run (or sign again next time): untouched, no attempt counted.
+                        self.inner.store.release_upload(u.seq, &self.owner).await?;
+                        continue;
+                    }
                     let auth = self.auth.current().await;
                     flights.push(self.launch(u, remaining, auth));
                 }
@@ -298,16 +317,18 @@ impl<'a> Pass<'a> {
                 if let Some(s) = stop {
                     return Ok(s);
                 }
-                if claimed_any {
+                if claimed_any || !ready.is_empty() {
                     continue;
                 }
                 let now = self.inner.now();
                 let remaining = deadline.saturating_duration_since(Instant::now());
                 if remaining <= MIN_WINDOW {
-                    return Ok(self.left_or(StopReason::Deadline).await?);
+                    return self.left_or(StopReason::Deadline).await;
                 }
                 match self.inner.store.next_upload_due(now).await? {
-                    Some(due) if Duration::from_millis((due - now).max(0) as u64) + MIN_WINDOW < remaining => {
+                    Some(due)
+                        if Duration::from_millis((due - now).max(0) as u64) + MIN_WINDOW < remaining =>
+                    {
                         let wait = Duration::from_millis((due - now).max(0) as u64);
                         tokio::select! {
                             _ = opts.cancel.cancelled() => return Ok(StopReason::Cancelled),
@@ -331,7 +352,7 @@ impl<'a> Pass<'a> {
                         }
                     }
                 }
-                _ = ticker.tick() => self.emit_progress(false),
+                _ = ticker.tick() => self.emit_progress(),
                 _ = opts.cancel.cancelled() => return self.abandon(flights).await,
             }
         }
@@ -428,7 +449,9 @@ impl<'a> Pass<'a> {
                         let effect = self
                             .decide_for(
                                 &u,
-                                &Observed::TransportError("the sign response has no URL for this file".into()),
+                                &Observed::TransportError(
+                                    "the sign response has no URL for this file".into(),
+                                ),
                                 None,
                             )
                             .await;
@@ -456,14 +479,15 @@ impl<'a> Pass<'a> {
     ) -> Result<Option<StopReason>> {
         let observed = match &sent.observed {
             // 2xx without a usable body: a broken sign endpoint, retried with backoff.
-            Observed::Response { status, .. } if (200..300).contains(status) => {
-                Observed::TransportError(format!("sign endpoint answered HTTP {status} without an uploads array"))
-            }
+            Observed::Response { status, .. } if (200..300).contains(status) => Observed::TransportError(
+                format!("sign endpoint answered HTTP {status} without an uploads array"),
+            ),
             o => o.clone(),
         };
-        let body = sent.body.as_deref().map(|b| {
-            format!("sign endpoint: {}", transport::excerpt(b)).into_bytes()
-        });
+        let body = sent
+            .body
+            .as_deref()
+            .map(|b| format!("sign endpoint: {}", transport::excerpt(b)).into_bytes());
         let mut stop = None;
         let mut refreshed = false;
         for u in chunk {
@@ -493,7 +517,12 @@ impl<'a> Pass<'a> {
         decide(u, observed, body, &self.cfg, now, &mut *rng)
     }
 
-    fn launch(&mut self, u: ClaimedUpload, remaining: Duration, (auth, generation): (crate::models::AuthConfig, u64)) -> UploadFlight {
+    fn launch(
+        &mut self,
+        u: ClaimedUpload,
+        remaining: Duration,
+        (auth, generation): (crate::models::AuthConfig, u64),
+    ) -> UploadFlight {
         self.requests += 1;
         let sent: ByteCounter = Arc::default();
         self.active.insert(
@@ -540,7 +569,12 @@ impl<'a> Pass<'a> {
                 // The file is gone or the URL is not allowed: nothing a retry would fix.
                 let msg = e.to_string();
                 tracing::warn!(id = %u.id, error = %msg, "upload moved to the dead letter");
-                if self.inner.store.bury_upload(u.seq, &self.owner, u.attempts + 1, None, &msg).await? {
+                if self
+                    .inner
+                    .store
+                    .bury_upload(u.seq, &self.owner, u.attempts + 1, None, &msg)
+                    .await?
+                {
                     self.dead += 1;
                 }
                 self.last_error = Some(msg);
@@ -567,7 +601,12 @@ impl<'a> Pass<'a> {
         self.apply(u, effect, r.auth_generation).await
     }
 
-    async fn apply(&mut self, u: &ClaimedUpload, effect: UploadEffect, generation: u64) -> Result<Option<StopReason>> {
+    async fn apply(
+        &mut self,
+        u: &ClaimedUpload,
+        effect: UploadEffect,
+        generation: u64,
+    ) -> Result<Option<StopReason>> {
         match effect {
             UploadEffect::Complete { status, result } => {
                 let done = self
@@ -614,10 +653,19 @@ impl<'a> Pass<'a> {
                 }
                 Ok(None)
             }
-            UploadEffect::Bury { attempts, status, error } => {
+            UploadEffect::Bury {
+                attempts,
+                status,
+                error,
+            } => {
                 tracing::warn!(id = %u.id, ?status, %error, "upload moved to the dead letter");
                 self.last_error = Some(error.clone());
-                if self.inner.store.bury_upload(u.seq, &self.owner, attempts, status, &error).await? {
+                if self
+                    .inner
+                    .store
+                    .bury_upload(u.seq, &self.owner, attempts, status, &error)
+                    .await?
+                {
                     self.dead += 1;
                 }
                 Ok(None)
@@ -649,13 +697,13 @@ impl<'a> Pass<'a> {
         }
     }
 
-    fn emit_progress(&mut self, force: bool) {
+    fn emit_progress(&mut self) {
         if !self.inner.has_listeners() {
             return;
         }
         for (id, a) in self.active.iter_mut() {
             let now = a.sent.load(Ordering::Relaxed).min(a.total);
-            if force || now != a.last {
+            if now != a.last {
                 a.last = now;
                 self.inner.emit(StatusEvent::UploadProgress {
                     id: id.clone(),
@@ -754,34 +802,83 @@ mod tests {
     #[test]
     fn result_from_body_then_sign_then_url() {
         let mut rng = ChaCha8Rng::seed_from_u64(1);
-        let e = decide(&upload(true, 0), &resp(200), Some(br#"{"url":"https://cdn/x.jpg"}"#), &cfg(), 0, &mut rng);
-        assert_eq!(e, UploadEffect::Complete { status: 200, result: "https://cdn/x.jpg".into() });
+        let e = decide(
+            &upload(true, 0),
+            &resp(200),
+            Some(br#"{"url":"https://cdn/x.jpg"}"#),
+            &cfg(),
+            0,
+            &mut rng,
+        );
+        assert_eq!(
+            e,
+            UploadEffect::Complete {
+                status: 200,
+                result: "https://cdn/x.jpg".into()
+            }
+        );
         let mut u = upload(true, 0);
         u.target.as_mut().unwrap().result_url = Some("https://cdn/y.jpg".into());
         let e = decide(&u, &resp(200), Some(b""), &cfg(), 0, &mut rng);
-        assert_eq!(e, UploadEffect::Complete { status: 200, result: "https://cdn/y.jpg".into() });
+        assert_eq!(
+            e,
+            UploadEffect::Complete {
+                status: 200,
+                result: "https://cdn/y.jpg".into()
+            }
+        );
         let e = decide(&upload(true, 0), &resp(204), None, &cfg(), 0, &mut rng);
-        assert_eq!(e, UploadEffect::Complete { status: 204, result: "https://storage.example.com/o/u1".into() });
+        assert_eq!(
+            e,
+            UploadEffect::Complete {
+                status: 204,
+                result: "https://storage.example.com/o/u1".into()
+            }
+        );
         // A direct upload with no result anywhere is a dead letter with a hint.
         let e = decide(&upload(false, 0), &resp(200), Some(b"{}"), &cfg(), 0, &mut rng);
-        assert!(matches!(e, UploadEffect::Bury { ref error, .. } if error.contains("resultPointer")), "{e:?}");
+        assert!(
+            matches!(e, UploadEffect::Bury { ref error, .. } if error.contains("resultPointer")),
+            "{e:?}"
+        );
     }
 
     #[test]
     fn refused_signature_resigns_without_delay_until_the_limit() {
         let mut rng = ChaCha8Rng::seed_from_u64(1);
-        match decide(&upload(true, 0), &resp(403), Some(b"expired"), &cfg(), 500, &mut rng) {
-            UploadEffect::Reschedule { resign, next_at, attempts, .. } => {
+        match decide(
+            &upload(true, 0),
+            &resp(403),
+            Some(b"expired"),
+            &cfg(),
+            500,
+            &mut rng,
+        ) {
+            UploadEffect::Reschedule {
+                resign,
+                next_at,
+                attempts,
+                ..
+            } => {
                 assert!(resign);
                 assert_eq!(next_at, 500);
                 assert_eq!(attempts, 1);
             }
             e => panic!("{e:?}"),
         }
-        assert!(matches!(decide(&upload(true, 2), &resp(403), None, &cfg(), 0, &mut rng), UploadEffect::Bury { .. }));
+        assert!(matches!(
+            decide(&upload(true, 2), &resp(403), None, &cfg(), 0, &mut rng),
+            UploadEffect::Bury { .. }
+        ));
         // A direct upload's 401 is about the app's token.
-        assert_eq!(decide(&upload(false, 0), &resp(401), None, &cfg(), 0, &mut rng), UploadEffect::Unauthorized);
-        assert!(matches!(decide(&upload(false, 0), &resp(403), None, &cfg(), 0, &mut rng), UploadEffect::Bury { .. }));
+        assert_eq!(
+            decide(&upload(false, 0), &resp(401), None, &cfg(), 0, &mut rng),
+            UploadEffect::Unauthorized
+        );
+        assert!(matches!(
+            decide(&upload(false, 0), &resp(403), None, &cfg(), 0, &mut rng),
+            UploadEffect::Bury { .. }
+        ));
     }
 
     #[test]
@@ -795,7 +892,10 @@ mod tests {
             e => panic!("{e:?}"),
         }
         let o = Observed::Unreachable("connection refused".into());
-        assert!(matches!(decide(&upload(true, 9), &o, None, &cfg(), 0, &mut rng), UploadEffect::Offline(_)));
+        assert!(matches!(
+            decide(&upload(true, 9), &o, None, &cfg(), 0, &mut rng),
+            UploadEffect::Offline(_)
+        ));
     }
 
     #[test]

@@ -177,10 +177,14 @@ pub(crate) fn config(cfg: &SyncConfig) -> Result<()> {
         ));
     }
     if !u.result_pointer.is_empty() && !u.result_pointer.starts_with('/') {
-        return Err(Error::invalid("uploads.resultPointer must be a JSON pointer starting with '/'"));
+        return Err(Error::invalid(
+            "uploads.resultPointer must be a JSON pointer starting with '/'",
+        ));
     }
     if u.max_file_bytes == 0 || u.max_queued == 0 {
-        return Err(Error::invalid("uploads.maxFileBytes and uploads.maxQueued must be positive"));
+        return Err(Error::invalid(
+            "uploads.maxFileBytes and uploads.maxQueued must be positive",
+        ));
     }
     Ok(())
 }

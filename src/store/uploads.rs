@@ -5,8 +5,8 @@
 use super::Store;
 use crate::error::{Error, Result};
 use crate::models::{EnqueuedUpload, EntityRef, Priority, Upload, UploadDestination, UploadState};
-use sqlx::sqlite::SqliteRow;
 use serde::{Deserialize, Serialize};
+use sqlx::sqlite::SqliteRow;
 use sqlx::Row;
 use std::collections::BTreeMap;
 
@@ -208,11 +208,11 @@ impl Store {
     /// Remember a signed URL (kept across runs until it expires or is rejected).
     pub(crate) async fn set_upload_target(&self, seq: i64, owner: &str, t: &Target) -> Result<()> {
         sqlx::query("UPDATE uploads SET target = ? WHERE seq = ? AND claimed_by = ? AND state = 'in_flight'")
-        .bind(serde_json::to_string(t)?)
-        .bind(seq)
-        .bind(owner)
-        .execute(&self.drain)
-        .await?;
+            .bind(serde_json::to_string(t)?)
+            .bind(seq)
+            .bind(owner)
+            .execute(&self.drain)
+            .await?;
         Ok(())
     }
 

@@ -28,6 +28,10 @@ use std::time::Duration;
 use tokio::sync::Mutex;
 use tower::ServiceExt;
 
+mod storage;
+use storage::Storage;
+pub use storage::{StorageFaults, StorageStats, StoredObject};
+
 const MAX_BODY: usize = 1024 * 1024;
 
 /// Server settings.
@@ -167,6 +171,9 @@ struct App {
     faults: StdMutex<Faults>,
     auth: Option<StdMutex<Auth>>,
     counters: Counters,
+    storage: Arc<Storage>,
+    /// Keeps the stored files alive for the server's lifetime.
+    _files: tempfile::TempDir,
 }
 
 /// A running server.
@@ -174,6 +181,8 @@ pub struct RunningServer {
     pub addr: SocketAddr,
     /// `http://127.0.0.1:PORT`
     pub base_url: String,
+    /// The storage origin signed upload URLs point to (another port: another origin).
+    pub storage_url: String,
     app: Arc<App>,
     shutdown: tokio::sync::watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
@@ -181,7 +190,7 @@ pub struct RunningServer {
 
 /// Why a connection was cut on purpose (makes hyper close it without a response).
 #[derive(Debug)]
-struct Dropped;
+pub(crate) struct Dropped;
 impl std::fmt::Display for Dropped {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("connection dropped by fault injection")
@@ -218,7 +227,13 @@ pub async fn spawn(cfg: ServerConfig) -> anyhow::Result<RunningServer> {
     for stmt in SCHEMA.split(';').filter(|s| !s.trim().is_empty()) {
         sqlx::query(stmt).execute(&db).await?;
     }
+    let files = tempfile::tempdir()?;
+    let storage_listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
+    let storage_url = format!("http://{}", storage_listener.local_addr()?);
+    let storage = Arc::new(Storage::new(files.path().to_path_buf(), storage_url.clone()));
     let app = Arc::new(App {
+        storage: storage.clone(),
+        _files: files,
         db,
         _scratch: scratch,
         write: Mutex::new(()),
@@ -245,12 +260,37 @@ pub async fn spawn(cfg: ServerConfig) -> anyhow::Result<RunningServer> {
         .route("/_admin/revoke-tokens", post(admin_revoke))
         .route("/auth/refresh", post(refresh))
         .route("/batch", post(batch))
+        .route("/uploads/sign", post(sign_uploads))
+        .route("/files/{key}", axum::routing::put(direct_upload))
+        .route("/_admin/objects", get(admin_objects))
+        .route("/_admin/storage-stats", get(admin_storage_stats))
+        .route("/_admin/storage-faults", post(admin_storage_faults))
         .fallback(resource)
         .with_state(app.clone());
 
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", cfg.port)).await?;
     let addr = listener.local_addr()?;
     let (shutdown, mut rx) = tokio::sync::watch::channel(false);
+    let mut storage_rx = rx.clone();
+    let storage_task = tokio::spawn(async move {
+        loop {
+            let (stream, _) = tokio::select! {
+                r = storage_listener.accept() => match r { Ok(s) => s, Err(_) => continue },
+                _ = storage_rx.changed() => return,
+            };
+            let storage = storage.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                    let storage = storage.clone();
+                    async move { storage.handle_storage(req).await }
+                });
+                let io = hyper_util::rt::TokioIo::new(stream);
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(io, svc)
+                    .await;
+            });
+        }
+    });
     let app2 = app.clone();
     let task = tokio::spawn(async move {
         loop {
@@ -273,9 +313,13 @@ pub async fn spawn(cfg: ServerConfig) -> anyhow::Result<RunningServer> {
             });
         }
     });
+    let task = tokio::spawn(async move {
+        let _ = tokio::join!(task, storage_task);
+    });
     Ok(RunningServer {
         addr,
         base_url: format!("http://{addr}"),
+        storage_url,
         app,
         shutdown,
         task,
@@ -758,6 +802,50 @@ async fn refresh(State(app): State<Arc<App>>, Json(req): Json<RefreshRequest>) -
     )
 }
 
+/// `POST /uploads/sign`: signed storage URLs for many files in one request.
+async fn sign_uploads(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response<Body> {
+    if !authorized(&app, &headers) {
+        return unauthorized();
+    }
+    match app.storage.sign(&body) {
+        Ok(v) => json_response(200, &v, false),
+        Err(e) => json_response(400, &json!({ "error": e }), false),
+    }
+}
+
+/// `PUT /files/{key}`: a direct upload to the API (bearer token, same storage).
+async fn direct_upload(
+    State(app): State<Arc<App>>,
+    axum::extract::Path(key): axum::extract::Path<String>,
+    req: Request<Body>,
+) -> Response<Body> {
+    if !authorized(&app, req.headers()) {
+        return unauthorized();
+    }
+    let (parts, body) = req.into_parts();
+    app.storage
+        .handle_direct(&key, &parts.headers, body)
+        .await
+        .map(Body::from)
+}
+
+async fn admin_objects(State(app): State<Arc<App>>) -> Json<Vec<StoredObject>> {
+    Json(app.storage.objects())
+}
+
+async fn admin_storage_stats(State(app): State<Arc<App>>) -> Json<StorageStats> {
+    Json(app.storage.stats())
+}
+
+async fn admin_storage_faults(State(app): State<Arc<App>>, Json(f): Json<StorageFaults>) -> StatusCode {
+    app.storage.set_faults(f);
+    StatusCode::NO_CONTENT
+}
+
 async fn admin_log(State(app): State<Arc<App>>) -> Json<Vec<AppliedEntry>> {
     Json(read_log(&app).await)
 }
@@ -780,6 +868,7 @@ async fn admin_reset(State(app): State<Arc<App>>) -> StatusCode {
     for t in ["entities", "idempotency", "applied"] {
         let _ = sqlx::query(&format!("DELETE FROM {t}")).execute(&app.db).await;
     }
+    app.storage.reset();
     StatusCode::NO_CONTENT
 }
 
@@ -850,6 +939,16 @@ impl RunningServer {
     }
     pub fn stats(&self) -> Stats {
         self.app.counters.snapshot()
+    }
+    /// Stored files, by key (the client's upload id).
+    pub fn objects(&self) -> Vec<StoredObject> {
+        self.app.storage.objects()
+    }
+    pub fn storage_stats(&self) -> StorageStats {
+        self.app.storage.stats()
+    }
+    pub fn set_storage_faults(&self, f: StorageFaults) {
+        self.app.storage.set_faults(f);
     }
     /// Every access token stops working (a 401 storm); refresh still works.
     pub fn revoke_tokens(&self) {
