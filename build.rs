@@ -18,6 +18,10 @@ const COMMANDS: &[&str] = &[
     "subscribe",
     "unsubscribe",
     "history",
+    "enqueue_upload",
+    "uploads",
+    "retry_upload",
+    "discard_upload",
 ];
 
 fn main() {

@@ -10,7 +10,11 @@ import {
   deadLetters,
   disable,
   discard,
+  discardUpload,
   editDeadLetter,
+  enqueueUpload,
+  retryUpload,
+  uploads,
   enable,
   enqueue,
   enqueueMany,
@@ -52,7 +56,12 @@ const report: DrainReport = {
   deadTotal: 0,
   stopReason: 'waiting',
   nextAttemptAt: 1_700_000_001_000,
-  lastError: null
+  lastError: null,
+  uploaded: 0,
+  uploadRetried: 0,
+  uploadDead: 0,
+  bytesUploaded: 0,
+  uploadsRemaining: 0
 }
 
 const syncStatus: SyncStatus = {
@@ -66,7 +75,9 @@ const syncStatus: SyncStatus = {
   lastSyncAt: 1_700_000_000_250,
   lastError: null,
   nextAttemptAt: 1_700_000_001_000,
-  lastReport: report
+  lastReport: report,
+  uploadsPending: 0,
+  uploadsDead: 0
 }
 
 const queued: Mutation = {
@@ -162,6 +173,59 @@ describe('commands', () => {
     result: unknown
     expected: unknown
   }> = [
+    {
+      name: 'enqueueUpload',
+      run: () =>
+        enqueueUpload({
+          filePath: '/data/photo.jpg',
+          contentType: 'image/jpeg',
+          priority: 'high',
+          destination: { type: 'direct', url: '/files/p1', method: 'PUT' }
+        }),
+      cmd: 'enqueue_upload',
+      args: {
+        upload: {
+          filePath: '/data/photo.jpg',
+          contentType: 'image/jpeg',
+          priority: 'high',
+          destination: { type: 'direct', url: '/files/p1', method: 'PUT' }
+        }
+      },
+      result: { id: 'u1', placeholder: 'att_1', size: 3 },
+      expected: { id: 'u1', placeholder: 'att_1', size: 3 }
+    },
+    {
+      name: 'uploads (filtered, paged)',
+      run: () => uploads({ states: ['dead'], limit: 5 }),
+      cmd: 'uploads',
+      args: { states: ['dead'], limit: 5 },
+      result: [],
+      expected: []
+    },
+    {
+      name: 'uploads (no options)',
+      run: () => uploads(),
+      cmd: 'uploads',
+      args: {},
+      result: [],
+      expected: []
+    },
+    {
+      name: 'retryUpload',
+      run: () => retryUpload('u1'),
+      cmd: 'retry_upload',
+      args: { id: 'u1' },
+      result: null,
+      expected: undefined
+    },
+    {
+      name: 'discardUpload',
+      run: () => discardUpload('u1'),
+      cmd: 'discard_upload',
+      args: { id: 'u1' },
+      result: null,
+      expected: undefined
+    },
     {
       name: 'enable',
       run: () => enable(),
@@ -501,6 +565,14 @@ describe('client-side validation', () => {
     expect(calls).toHaveLength(0)
   }
 
+  it('rejects an upload without a file path, and upload ids that are empty', async () => {
+    await expectInvalid(() => enqueueUpload({ filePath: '' }), /filePath/)
+    await expectInvalid(() => enqueueUpload(null as never), /object/)
+    await expectInvalid(() => retryUpload(''), /id/)
+    await expectInvalid(() => discardUpload(''), /id/)
+    await expectInvalid(() => uploads({ limit: -1 }), /limit/)
+  })
+
   it('rejects a priority outside the union', async () => {
     await expectInvalid(
       () => enqueue({ ...newMutation, priority: 'urgent' as never }),
@@ -676,7 +748,20 @@ describe('onStatus', () => {
     sendOnChannel(channel(), 0, statusEvent)
     sendOnChannel(channel(), 1, progress)
     sendOnChannel(channel(), 2, reportEvent)
-    expect(events).toStrictEqual([statusEvent, progress, reportEvent])
+    const uploadProgress: StatusEvent = {
+      type: 'uploadProgress',
+      id: 'u1',
+      placeholder: 'att_1',
+      bytesSent: 65536,
+      total: 131072
+    }
+    sendOnChannel(channel(), 3, uploadProgress)
+    expect(events).toStrictEqual([
+      statusEvent,
+      progress,
+      reportEvent,
+      uploadProgress
+    ])
   })
 
   it('delivers events in send order even when they arrive out of order', async () => {
@@ -884,6 +969,10 @@ describe('contract', () => {
       'retry',
       'discard',
       'editDeadLetter',
+      'enqueueUpload',
+      'uploads',
+      'retryUpload',
+      'discardUpload',
       'history',
       'onStatus',
       'tempId',
@@ -925,6 +1014,10 @@ describe('contract', () => {
     await retry('m')
     await discard('m')
     await editDeadLetter('m', {})
+    await enqueueUpload({ filePath: '/data/p.jpg' })
+    await uploads()
+    await retryUpload('u')
+    await discardUpload('u')
     await history()
     const unlisten = await onStatus(() => {})
     await unlisten()

@@ -230,10 +230,41 @@ export interface SyncConfig {
   durability: Durability
   /** How long the single-drainer lease lasts without renewal, in ms. @defaultValue `30000` */
   leaseTtlMs: number
+  /** Background file uploads. */
+  uploads: UploadConfig
+}
+
+/** File uploads: where signed URLs come from, which hosts may receive file bytes, limits. */
+export interface UploadConfig {
+  /** Path on the API that returns upload URLs for a batch of files. @defaultValue `'/uploads/sign'` */
+  signPath: string
+  /** Most files per sign request. @defaultValue `20` */
+  signBatchSize: number
+  /** Uploads in flight at once. @defaultValue `10` */
+  concurrency: number
+  /**
+   * Origins that may receive file bytes through signed URLs only (e.g.
+   * `https://api.cloudinary.com`); mutations can never target them. @defaultValue `[]`
+   */
+  storageOrigins: string[]
+  /**
+   * JSON pointer to the resulting URL or id in the upload response; the sign response's
+   * `resultUrl` is the fallback. @defaultValue `'/url'`
+   */
+  resultPointer: string
+  /** Largest accepted file, in bytes. @defaultValue `2147483648` (2 GiB) */
+  maxFileBytes: number
+  /** Most open (pending + dead) uploads. @defaultValue `10000` */
+  maxQueued: number
+  /**
+   * Directories the webview may upload from, besides the app's data and cache directories.
+   * @defaultValue `[]`
+   */
+  allowedDirs: string[]
 }
 
 /** Keys of {@link SyncConfig} whose values are nested objects merged field by field. */
-type NestedConfigKey = 'backoff' | 'batch' | 'background'
+type NestedConfigKey = 'backoff' | 'batch' | 'background' | 'uploads'
 
 /**
  * What {@link configure} accepts: any subset of {@link SyncConfig}. Nested objects
@@ -307,7 +338,7 @@ export interface DrainReport {
   retried: number
   /** Moved to the dead letter in this run. */
   dead: number
-  /** Pending mutations left. */
+  /** Queued items left: pending mutations plus pending uploads. */
   remaining: number
   /** Dead letters in the queue after the run. */
   deadTotal: number
@@ -317,6 +348,16 @@ export interface DrainReport {
   nextAttemptAt: number | null
   /** Last error of the run, if any. */
   lastError: string | null
+  /** Files uploaded in this run. */
+  uploaded: number
+  /** Upload failures rescheduled (re-signing an expired URL included). */
+  uploadRetried: number
+  /** Uploads moved to the dead letter in this run. */
+  uploadDead: number
+  /** File bytes sent in this run (finished uploads). */
+  bytesUploaded: number
+  /** Pending uploads left (included in `remaining`). */
+  uploadsRemaining: number
 }
 
 /** Coarse state of the sync engine. */
@@ -347,6 +388,10 @@ export interface SyncStatus {
   nextAttemptAt: number | null
   /** Report of the last drain, if any. */
   lastReport: DrainReport | null
+  /** Uploads waiting or in flight. */
+  uploadsPending: number
+  /** Uploads in the dead letter. */
+  uploadsDead: number
 }
 
 /** State or counts changed. */
@@ -365,11 +410,99 @@ export interface ProgressEvent {
   remaining: number
 }
 
+/** Bytes sent of one file upload (at most every 250 ms per file, and once at the end). */
+export interface UploadProgressEvent {
+  type: 'uploadProgress'
+  /** Upload id. */
+  id: string
+  /** The placeholder mutations use for this file. */
+  placeholder: string
+  bytesSent: number
+  total: number
+}
+
 /** A drain ended. */
 export type ReportEvent = { type: 'report' } & DrainReport
 
 /** Events of the status stream, tagged by `type`. See {@link onStatus}. */
-export type StatusEvent = StatusChangedEvent | ProgressEvent | ReportEvent
+export type StatusEvent =
+  StatusChangedEvent | ProgressEvent | UploadProgressEvent | ReportEvent
+
+/**
+ * Where an upload's bytes go.
+ *
+ * - `{ type: 'signed' }` (default): ask the API's sign endpoint (`uploads.signPath`, many files
+ *   per request) for a URL, then send the file there without the app's token. An expired URL
+ *   is signed again.
+ * - `{ type: 'direct', url, method }`: send the file to a URL on the API's origins, with the
+ *   bearer token and `Idempotency-Key`.
+ */
+export type UploadDestination =
+  { type: 'signed' } | { type: 'direct'; url: string; method?: 'PUT' | 'POST' }
+
+/** A file to upload in the background. */
+export interface NewUpload {
+  /** Absolute path, inside the app's data or cache directory or `uploads.allowedDirs`. */
+  filePath: string
+  /**
+   * Copy the file next to the outbox now (so the original may be deleted or purged by the OS);
+   * `false` uploads it in place. @defaultValue `true`
+   */
+  copy?: boolean
+  /** @defaultValue `'application/octet-stream'` */
+  contentType?: string
+  /** Name reported to the sign endpoint (defaults to the file's name). */
+  fileName?: string
+  /** @defaultValue `{ type: 'signed' }` */
+  destination?: UploadDestination
+  /** @defaultValue `'normal'` */
+  priority?: Priority
+  /** The record the file belongs to (listed with the upload). */
+  entity?: EntityRef
+  /**
+   * The string mutations use to reference the file's result (generated `att_…` when absent).
+   * A mutation enqueued afterwards that contains it as a path segment or JSON string value
+   * waits for the upload and is sent with the resulting URL/id in its place.
+   */
+  placeholder?: string
+  /** Caller-chosen idempotency key: a repeated enqueue with it returns the first upload. */
+  idempotencyKey?: string
+}
+
+/** What {@link enqueueUpload} returns. */
+export interface EnqueuedUpload {
+  id: string
+  /** Put this string in mutations that reference the file. */
+  placeholder: string
+  /** File size in bytes. */
+  size: number
+}
+
+/** Lifecycle of an upload. */
+export type UploadState = 'pending' | 'inFlight' | 'dead' | 'done'
+
+/** A queued, failed or finished upload. */
+export interface Upload {
+  id: string
+  placeholder: string
+  idempotencyKey: string
+  priority: Priority
+  entity?: EntityRef
+  filePath: string
+  fileName?: string
+  contentType: string
+  size: number
+  destination: UploadDestination
+  createdAt: number
+  attempts: number
+  nextAttemptAt: number
+  lastStatus: number | null
+  lastError: string | null
+  state: UploadState
+  /** The URL or id the file got (what the placeholder is replaced with). */
+  result: string | null
+  finishedAt: number | null
+}
 
 // ---------------------------------------------------------------------------------------------
 // Errors
@@ -805,6 +938,87 @@ export async function discard(id: string): Promise<void> {
  */
 export async function editDeadLetter(id: string, body: unknown): Promise<void> {
   await call<null>('edit', { id, body }, checkId(id))
+}
+
+/**
+ * Queue a file for background upload. Enqueue it BEFORE the mutations that reference it, and
+ * put the returned `placeholder` in them: they wait for the file and are sent with its URL.
+ *
+ * @example
+ * ```ts
+ * import { enqueueUpload, enqueue, tempId } from 'tauri-plugin-background-sync-api'
+ * const photo = await enqueueUpload({ filePath: capturedPath, contentType: 'image/jpeg' })
+ * const visit = tempId('visit')
+ * await enqueue({
+ *   method: 'POST', path: '/visits', tempId: visit, entity: { kind: 'visit', id: visit },
+ *   body: { site: 'North', photoUrl: photo.placeholder }
+ * })
+ * ```
+ */
+export async function enqueueUpload(
+  upload: NewUpload
+): Promise<EnqueuedUpload> {
+  const problem =
+    upload === null || typeof upload !== 'object'
+      ? 'upload must be an object'
+      : typeof upload.filePath !== 'string' || upload.filePath.length === 0
+        ? 'filePath must be a non-empty string'
+        : null
+  return await call<EnqueuedUpload>('enqueue_upload', { upload }, problem)
+}
+
+/** Options of {@link uploads}. */
+export interface UploadListOptions extends PageOptions {
+  /** Only these states (all when absent). */
+  states?: UploadState[]
+}
+
+/**
+ * Uploads, in enqueue order.
+ *
+ * @example
+ * ```ts
+ * import { uploads } from 'tauri-plugin-background-sync-api'
+ * const failed = await uploads({ states: ['dead'] })
+ * ```
+ */
+export async function uploads(options?: UploadListOptions): Promise<Upload[]> {
+  return await call<Upload[]>(
+    'uploads',
+    defined({
+      states: options?.states,
+      limit: options?.limit,
+      offset: options?.offset
+    }),
+    checkCount(options?.limit, 'limit') ?? checkCount(options?.offset, 'offset')
+  )
+}
+
+/**
+ * Put a dead upload back in the queue with its attempts reset.
+ *
+ * @example
+ * ```ts
+ * import { uploads, retryUpload } from 'tauri-plugin-background-sync-api'
+ * for (const u of await uploads({ states: ['dead'] })) await retryUpload(u.id)
+ * ```
+ */
+export async function retryUpload(id: string): Promise<void> {
+  await call<null>('retry_upload', { id }, checkId(id))
+}
+
+/**
+ * Delete an upload (and the plugin's copy of the file). Mutations waiting for it become dead
+ * letters so they can be reviewed.
+ *
+ * @example
+ * ```ts
+ * import { discardUpload } from 'tauri-plugin-background-sync-api'
+ * await discardUpload(upload.id)
+ * ```
+ */
+export async function discardUpload(id: string): Promise<void> {
+  await call<null>('discard_upload', { id }, checkId(id))
 }
 
 /** Options of {@link history}. */

@@ -1,6 +1,9 @@
 //! IPC commands: thin wrappers over `Plugin`; each is behind its own permission.
 
-use crate::models::{AuthConfig, DrainReport, Enqueued, Mutation, NewMutation, StatusEvent, SyncStatus};
+use crate::models::{
+    AuthConfig, DrainReport, Enqueued, EnqueuedUpload, Mutation, NewMutation, NewUpload, StatusEvent,
+    SyncStatus, Upload, UploadState,
+};
 use crate::{BackgroundSyncExt, Result};
 use tauri::{command, ipc::Channel, AppHandle, Runtime};
 
@@ -168,4 +171,43 @@ pub(crate) async fn unsubscribe<R: Runtime>(app: AppHandle<R>, id: u32) -> Resul
         t.abort();
     }
     Ok(())
+}
+
+/// Files only from the app's own directories (see `Plugin::enqueue_upload_from_webview`).
+#[command]
+pub(crate) async fn enqueue_upload<R: Runtime>(
+    app: AppHandle<R>,
+    upload: NewUpload,
+) -> Result<EnqueuedUpload> {
+    app.background_sync().enqueue_upload_from_webview(upload).await
+}
+
+#[command]
+pub(crate) async fn uploads<R: Runtime>(
+    app: AppHandle<R>,
+    states: Option<Vec<UploadState>>,
+    limit: Option<u32>,
+    offset: Option<u32>,
+) -> Result<Vec<Upload>> {
+    app.background_sync()
+        .engine()
+        .uploads(&states.unwrap_or_default(), page(limit), offset.unwrap_or(0))
+        .await
+}
+
+#[command]
+pub(crate) async fn retry_upload<R: Runtime>(app: AppHandle<R>, id: String) -> Result<()> {
+    let p = app.background_sync();
+    p.engine().retry_upload(&id).await?;
+    p.scheduler().after_enqueue(false);
+    Ok(())
+}
+
+#[command]
+pub(crate) async fn discard_upload<R: Runtime>(app: AppHandle<R>, id: String) -> Result<()> {
+    app.background_sync()
+        .engine()
+        .discard_upload(&id)
+        .await
+        .map(|_| ())
 }

@@ -85,6 +85,8 @@ pub struct Plugin<R: Runtime> {
     #[cfg(mobile)]
     platform: mobile::Platform<R>,
     subscriptions: std::sync::Mutex<std::collections::HashMap<u32, tauri::async_runtime::JoinHandle<()>>>,
+    /// Directories the webview may upload files from (app data, local data, cache).
+    upload_roots: Vec<std::path::PathBuf>,
 }
 
 impl<R: Runtime> Plugin<R> {
@@ -131,6 +133,41 @@ impl<R: Runtime> Plugin<R> {
         Ok(out)
     }
 
+    /// Queue a file upload (any readable file: Rust code is trusted). Wakes the scheduler.
+    pub async fn enqueue_upload(&self, upload: NewUpload) -> Result<EnqueuedUpload> {
+        let urgent = upload.priority >= Priority::High;
+        let out = self.engine.enqueue_upload(upload).await?;
+        self.scheduler.after_enqueue(urgent);
+        Ok(out)
+    }
+
+    /// Queue a file upload on behalf of the webview: the file must be inside the app's data
+    /// or cache directories or `uploads.allowedDirs`, so a script injected into the webview
+    /// cannot send arbitrary files (SSH keys, other apps' data) to the API.
+    pub async fn enqueue_upload_from_webview(&self, upload: NewUpload) -> Result<EnqueuedUpload> {
+        let extra: Vec<std::path::PathBuf> = self
+            .engine
+            .config()
+            .await?
+            .map(|c| c.uploads.allowed_dirs.iter().map(Into::into).collect())
+            .unwrap_or_default();
+        let file = std::fs::canonicalize(&upload.file_path)
+            .map_err(|e| Error::invalid(format!("cannot read {}: {e}", upload.file_path)))?;
+        let allowed = self
+            .upload_roots
+            .iter()
+            .chain(&extra)
+            .filter_map(|r| std::fs::canonicalize(r).ok())
+            .any(|root| file.starts_with(root));
+        if !allowed {
+            return Err(Error::invalid(
+                "the webview may only upload files inside the app's data or cache directories \
+                 or uploads.allowedDirs",
+            ));
+        }
+        self.enqueue_upload(upload).await
+    }
+
     /// Drain now in the foreground and return the report.
     pub async fn sync_now(&self, budget: Option<std::time::Duration>) -> Result<DrainReport> {
         let opts = DrainOptions {
@@ -164,6 +201,10 @@ pub fn init<R: Runtime>() -> TauriPlugin<R, Option<PluginConfig>> {
             commands::subscribe,
             commands::unsubscribe,
             commands::history,
+            commands::enqueue_upload,
+            commands::uploads,
+            commands::retry_upload,
+            commands::discard_upload,
         ])
         .setup(|app, api| {
             let conf = api.config().as_ref();
@@ -188,11 +229,21 @@ pub fn init<R: Runtime>() -> TauriPlugin<R, Option<PluginConfig>> {
             #[cfg(mobile)]
             let platform = mobile::init(app, api)?;
             let scheduler = Scheduler::start(engine.clone(), platform.connectivity());
+            let paths = app.path();
+            let upload_roots = [
+                paths.app_data_dir(),
+                paths.app_local_data_dir(),
+                paths.app_cache_dir(),
+            ]
+            .into_iter()
+            .filter_map(std::result::Result::ok)
+            .collect();
             let plugin = Plugin {
                 engine,
                 scheduler,
                 platform,
                 subscriptions: Default::default(),
+                upload_roots,
             };
             // Always register OS work when configured (it checks the toggle when it runs).
             let _ = tauri::async_runtime::block_on(plugin.platform.register(&plugin.engine, false));

@@ -250,3 +250,49 @@ fn scheduler_drains_after_enqueue_only_when_enabled() {
     assert_eq!(invoke(&w, "status", json!({})).unwrap()["pending"], 0);
     rt.block_on(server.shutdown());
 }
+
+#[test]
+fn webview_uploads_only_from_allowed_directories() {
+    let dir = tempfile::tempdir().unwrap();
+    let allowed = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    let mut ctx = mock_context(noop_assets());
+    ctx.config_mut().plugins.0.insert(
+        "background-sync".into(),
+        json!({ "database": dir.path().join("ipc.db"), "baseUrl": "http://127.0.0.1:9",
+                "uploads": { "allowedDirs": [allowed.path()] } }),
+    );
+    for c in ["enqueue_upload", "uploads"] {
+        ctx.runtime_authority_mut()
+            .__allow_command(format!("plugin:background-sync|{c}"), ExecutionContext::Local);
+    }
+    let app = mock_builder()
+        .plugin(tauri_plugin_background_sync::init())
+        .build(ctx)
+        .expect("app builds");
+    let w = WebviewWindowBuilder::new(&app, "main", Default::default())
+        .build()
+        .unwrap();
+    let secret = outside.path().join("id_rsa");
+    std::fs::write(&secret, "not for the API").unwrap();
+    let err = invoke(&w, "enqueue_upload", json!({ "upload": { "filePath": secret } })).unwrap_err();
+    assert_eq!(err["kind"], "invalidInput", "{err}");
+    // A symlink from an allowed directory to the outside does not get around the check.
+    let link = allowed.path().join("link");
+    std::os::unix::fs::symlink(&secret, &link).unwrap();
+    let err = invoke(&w, "enqueue_upload", json!({ "upload": { "filePath": link } })).unwrap_err();
+    assert_eq!(err["kind"], "invalidInput", "{err}");
+    let photo = allowed.path().join("photo.jpg");
+    std::fs::write(&photo, [0xffu8, 0xd8, 0xff]).unwrap();
+    let ok = invoke(
+        &w,
+        "enqueue_upload",
+        json!({ "upload": { "filePath": photo, "contentType": "image/jpeg", "placeholder": "att-photo" } }),
+    )
+    .unwrap();
+    assert_eq!(ok["placeholder"], "att-photo");
+    assert_eq!(ok["size"], 3);
+    let list = invoke(&w, "uploads", json!({ "states": ["pending"] })).unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    assert_eq!(list[0]["state"], "pending");
+}
