@@ -62,6 +62,7 @@ async fn main() -> anyhow::Result<()> {
     .await?;
     let mut out = std::io::stdout();
     writeln!(out, "listening on {}", server.base_url)?;
+    writeln!(out, "storage origin {}", server.storage_url)?;
     out.flush()?;
     tokio::signal::ctrl_c().await?;
     server.shutdown().await;
