@@ -98,6 +98,41 @@ async fn bare_sqlite(dir: &std::path::Path, n: usize, per_tx: usize) -> f64 {
     n as f64 / t.elapsed().as_secs_f64()
 }
 
+/// A peer durable SQLite job queue doing the equivalent push: apalis-sql's `SqliteStorage`
+/// (one INSERT per push), on a file with the same pragmas (WAL, `synchronous=FULL`; its own
+/// `setup` would switch to NORMAL, which is set back).
+async fn peer_apalis(dir: &std::path::Path, n: usize) -> f64 {
+    use apalis_core::storage::Storage;
+    let opts = SqliteConnectOptions::from_str("sqlite://")
+        .unwrap()
+        .filename(dir.join(format!("apalis-{n}.db")))
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Full);
+    let pool = SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(opts)
+        .await
+        .unwrap();
+    apalis_sql::sqlite::SqliteStorage::<()>::setup(&pool)
+        .await
+        .unwrap();
+    sqlx::query("PRAGMA synchronous = FULL")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let mut storage: apalis_sql::sqlite::SqliteStorage<Value> = apalis_sql::sqlite::SqliteStorage::new(pool);
+    let t = Instant::now();
+    for i in 0..n {
+        storage
+            .push(json!({ "method": "PUT", "path": format!("/items/{}", i % 50),
+                          "body": { "n": i, "text": "field note with a little realistic payload text" } }))
+            .await
+            .unwrap();
+    }
+    n as f64 / t.elapsed().as_secs_f64()
+}
+
 /// The physical limit for delivery: the same PUTs with reqwest, `conc` at a time.
 async fn bare_http(base: &str, n: usize, conc: usize) -> f64 {
     let client = reqwest::Client::new();
@@ -226,6 +261,15 @@ async fn main() {
         limit: Some(bare1),
         unit: "ops/s",
         note: "bare: one INSERT per commit, same pragmas".into(),
+    });
+    let peer1 = peer_apalis(dir.path(), n1).await;
+    rows.push(Row {
+        section: "enqueue",
+        case: "single durable enqueue vs peer queue".into(),
+        engine: eng1,
+        limit: Some(peer1),
+        unit: "ops/s",
+        note: "limit column = apalis-sql 0.7.3 SqliteStorage::push, same file pragmas (FULL); >100% = engine faster".into(),
     });
     let nb = 2_000 * k;
     let bs = engine_at(dir.path(), "enqb.db", &base, |_| {}).await;

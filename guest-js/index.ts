@@ -397,7 +397,7 @@ export interface SyncStatus {
 /** State or counts changed. */
 export type StatusChangedEvent = { type: 'status' } & SyncStatus
 
-/** One mutation finished (delivered or dead-lettered) during a drain. */
+/** Mutations finished during a drain: sent after each settled round of requests, with running totals. */
 export interface ProgressEvent {
   type: 'progress'
   /** Id of the running drain. */

@@ -7,7 +7,7 @@ use crate::error::{Error, Result};
 use crate::idmap;
 use crate::models::{AuthConfig, DrainReport, StatusEvent, StopReason, SyncConfig, SyncState};
 use crate::policy::{self, Class, Observed};
-use crate::store::Claimed;
+use crate::store::{Claimed, Outcome};
 use crate::transport::{self, Outgoing, Sent, Transport};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use std::future::Future;
@@ -400,10 +400,16 @@ impl Run<'_> {
             let mut claimed_any = false;
             if stop.is_none() && remaining >= estimate.max(MIN_WINDOW) {
                 while flights.len() < slots {
+                    // Without a batch endpoint, one claim fills every free slot (each row is the
+                    // head of a different entity, so they may go in parallel).
+                    let limit = match self.cfg.batch {
+                        Some(_) => per_request,
+                        None => (slots - flights.len()) as u32,
+                    };
                     let rows = self
                         .inner
                         .store
-                        .claim(&self.owner, self.inner.now(), per_request, max_wait)
+                        .claim(&self.owner, self.inner.now(), limit, max_wait)
                         .await?;
                     if rows.is_empty() {
                         break;
@@ -412,8 +418,18 @@ impl Run<'_> {
                     let remaining = deadline.saturating_duration_since(Instant::now());
                     let t = timeout.min(remaining);
                     let auth = self.auth.current().await;
-                    flights.push(self.launch(transport.clone(), rows, t, t < timeout, auth));
-                    if self.cfg.batch.is_none() && flights.len() >= slots {
+                    if self.cfg.batch.is_some() {
+                        flights.push(self.launch(transport.clone(), rows, t, t < timeout, auth));
+                    } else {
+                        for row in rows {
+                            flights.push(self.launch(
+                                transport.clone(),
+                                vec![row],
+                                t,
+                                t < timeout,
+                                auth.clone(),
+                            ));
+                        }
                         break;
                     }
                 }
@@ -475,9 +491,16 @@ impl Run<'_> {
                 return self.abandon(flights).await;
             };
             if let Some(r) = next {
-                // Track slow responses quickly, forget them slowly.
-                estimate = r.elapsed.mul_f32(1.2).max(estimate.mul_f32(0.9)).max(MIN_WINDOW);
-                if let Some(s) = self.settle(r, &transport).await? {
+                // Settle every request that has finished by now in one transaction.
+                let mut done = vec![r];
+                while let Some(Some(r)) = futures_util::FutureExt::now_or_never(flights.next()) {
+                    done.push(r);
+                }
+                for r in &done {
+                    // Track slow responses quickly, forget them slowly.
+                    estimate = r.elapsed.mul_f32(1.2).max(estimate.mul_f32(0.9)).max(MIN_WINDOW);
+                }
+                if let Some(s) = self.settle(done, &transport).await? {
                     stop.get_or_insert(s);
                 }
             }
@@ -517,108 +540,132 @@ impl Run<'_> {
         })
     }
 
-    /// Apply one finished request's outcome. Returns a reason to stop, if any.
-    async fn settle(&mut self, r: FlightResult, transport: &Transport) -> Result<Option<StopReason>> {
-        let outcomes = match r.outcome {
-            Ok(o) => o,
-            Err(e) => {
-                // The request could not even be built (origin no longer allowed, bad stored
-                // data): permanent for these rows.
-                let msg = e.to_string();
-                for row in &r.rows {
-                    if self
-                        .inner
-                        .store
-                        .bury(row.seq, &self.owner, row.attempts + 1, None, &msg)
-                        .await?
-                    {
-                        self.report.dead += 1;
-                    }
-                }
-                self.progress().await;
-                return Ok(None);
-            }
-        };
+    /// Apply finished requests' outcomes (one transaction). Returns a reason to stop, if any.
+    async fn settle(
+        &mut self,
+        results: Vec<FlightResult>,
+        transport: &Transport,
+    ) -> Result<Option<StopReason>> {
+        #[derive(Clone, Copy)]
+        enum Tally {
+            Done,
+            Retried,
+            Dead,
+            None,
+        }
+        let mut ops = Vec::new();
+        let mut tallies = Vec::new();
         let mut stop = None;
-        for (row, (observed, body)) in r.rows.iter().zip(outcomes) {
-            let timed_out = matches!(&observed, Observed::TransportError(e) if e.contains("timed out"));
-            let effect = if r.clamped && timed_out {
-                Effect::Release
-            } else {
-                let now = self.inner.now();
-                let mut rng = self.inner.rng.lock().await;
-                decide(row, &observed, body.as_deref(), &self.cfg, now, &mut *rng)
+        // The oldest token generation a 401 was seen with (one refresh covers them all).
+        let mut unauthorized: Option<u64> = None;
+        for r in results {
+            let outcomes = match r.outcome {
+                Ok(o) => o,
+                Err(e) => {
+                    // The request could not even be built (origin no longer allowed, bad stored
+                    // data): permanent for these rows.
+                    let msg = e.to_string();
+                    for row in &r.rows {
+                        ops.push(Outcome::Bury {
+                            seq: row.seq,
+                            attempts: row.attempts + 1,
+                            status: None,
+                            error: msg.clone(),
+                        });
+                        tallies.push(Tally::Dead);
+                    }
+                    continue;
+                }
             };
-            match effect {
-                Effect::Complete { status, server_id } => {
-                    if self
-                        .inner
-                        .store
-                        .complete(
-                            row.seq,
-                            &self.owner,
+            for (row, (observed, body)) in r.rows.iter().zip(outcomes) {
+                let timed_out = matches!(&observed, Observed::TransportError(e) if e.contains("timed out"));
+                let effect = if r.clamped && timed_out {
+                    Effect::Release
+                } else {
+                    let now = self.inner.now();
+                    let mut rng = self.inner.rng.lock().await;
+                    decide(row, &observed, body.as_deref(), &self.cfg, now, &mut *rng)
+                };
+                let (op, tally) = match effect {
+                    Effect::Complete { status, server_id } => (
+                        Outcome::Complete {
+                            seq: row.seq,
                             status,
-                            server_id.as_deref(),
-                            self.inner.now(),
+                            server_id,
+                            now: self.inner.now(),
+                        },
+                        Tally::Done,
+                    ),
+                    Effect::Reschedule {
+                        attempts,
+                        next_at,
+                        status,
+                        error,
+                    } => {
+                        tracing::debug!(id = %row.id, attempts, %error, "transient failure, rescheduled");
+                        self.report.last_error = Some(error.clone());
+                        (
+                            Outcome::Reschedule {
+                                seq: row.seq,
+                                attempts,
+                                next_at,
+                                status,
+                                error,
+                            },
+                            Tally::Retried,
                         )
-                        .await?
-                    {
-                        self.report.done += 1;
                     }
-                }
-                Effect::Reschedule {
-                    attempts,
-                    next_at,
-                    status,
-                    error,
-                } => {
-                    tracing::debug!(id = %row.id, attempts, %error, "transient failure, rescheduled");
-                    self.report.last_error = Some(error.clone());
-                    if self
-                        .inner
-                        .store
-                        .reschedule(row.seq, &self.owner, attempts, next_at, status, &error)
-                        .await?
-                    {
-                        self.report.retried += 1;
+                    Effect::Bury {
+                        attempts,
+                        status,
+                        error,
+                    } => {
+                        tracing::warn!(id = %row.id, ?status, %error, "mutation moved to the dead letter");
+                        self.report.last_error = Some(error.clone());
+                        (
+                            Outcome::Bury {
+                                seq: row.seq,
+                                attempts,
+                                status,
+                                error,
+                            },
+                            Tally::Dead,
+                        )
                     }
-                }
-                Effect::Bury {
-                    attempts,
-                    status,
-                    error,
-                } => {
-                    tracing::warn!(id = %row.id, ?status, %error, "mutation moved to the dead letter");
-                    self.report.last_error = Some(error.clone());
-                    if self
-                        .inner
-                        .store
-                        .bury(row.seq, &self.owner, attempts, status, &error)
-                        .await?
-                    {
-                        self.report.dead += 1;
+                    Effect::Release => (Outcome::Release { seq: row.seq }, Tally::None),
+                    Effect::Offline(error) => {
+                        self.report.last_error = Some(format!("cannot reach the API: {error}"));
+                        stop = Some(StopReason::NoNetwork);
+                        (Outcome::Release { seq: row.seq }, Tally::None)
                     }
-                }
-                Effect::Release => {
-                    self.inner.store.release(row.seq, &self.owner).await?;
-                }
-                Effect::Offline(error) => {
-                    self.inner.store.release(row.seq, &self.owner).await?;
-                    self.report.last_error = Some(format!("cannot reach the API: {error}"));
-                    stop = Some(StopReason::NoNetwork);
-                }
-                Effect::Unauthorized => {
-                    self.inner.store.release(row.seq, &self.owner).await?;
-                    let timeout = Duration::from_millis(self.cfg.request_timeout_ms);
-                    if let Err(e) = self
-                        .auth
-                        .unauthorized(r.auth_generation, self.inner, transport, timeout)
-                        .await?
-                    {
-                        self.report.last_error = Some(e);
-                        stop = Some(StopReason::AuthFailed);
+                    Effect::Unauthorized => {
+                        unauthorized =
+                            Some(unauthorized.map_or(r.auth_generation, |g| g.min(r.auth_generation)));
+                        (Outcome::Release { seq: row.seq }, Tally::None)
                     }
-                }
+                };
+                ops.push(op);
+                tallies.push(tally);
+            }
+        }
+        let applied = self.inner.store.settle(&self.owner, &ops).await?;
+        for (tally, ours) in tallies.into_iter().zip(applied) {
+            match (tally, ours) {
+                (Tally::Done, true) => self.report.done += 1,
+                (Tally::Retried, true) => self.report.retried += 1,
+                (Tally::Dead, true) => self.report.dead += 1,
+                _ => {}
+            }
+        }
+        if let Some(generation) = unauthorized {
+            let timeout = Duration::from_millis(self.cfg.request_timeout_ms);
+            if let Err(e) = self
+                .auth
+                .unauthorized(generation, self.inner, transport, timeout)
+                .await?
+            {
+                self.report.last_error = Some(e);
+                stop = Some(StopReason::AuthFailed);
             }
         }
         self.progress().await;

@@ -34,6 +34,10 @@ pub(crate) struct Inner {
     last_report: StdMutex<Option<DrainReport>>,
     /// Shared by every handle on the same file in this process.
     pub(crate) drain_lock: Arc<Mutex<()>>,
+    /// The last parsed configuration and its origin policy, keyed by the stored JSON: an
+    /// enqueue then costs one small read instead of a parse (another process may configure
+    /// the same file, so the stored text is always read).
+    config_cache: StdMutex<Option<(String, Arc<(SyncConfig, OriginPolicy)>)>>,
 }
 
 /// Options for [`BackgroundSync::open_with`].
@@ -115,6 +119,7 @@ impl BackgroundSync {
                 events,
                 state: StdMutex::new(SyncState::Idle),
                 last_report: StdMutex::new(None),
+                config_cache: StdMutex::new(None),
             }),
         })
     }
@@ -180,17 +185,12 @@ impl BackgroundSync {
         if mutations.is_empty() {
             return Ok(Vec::new());
         }
-        let cfg = self
-            .inner
-            .store
-            .load_config()
-            .await?
-            .ok_or(Error::NotConfigured)?;
-        let policy = OriginPolicy::new(&cfg)?;
+        let parsed = self.inner.config_and_policy().await?;
+        let (cfg, policy) = &*parsed;
         let mut prepared = Vec::with_capacity(mutations.len());
         let mut temp_ids = std::collections::HashSet::new();
         for m in mutations {
-            let (method, body) = validate::mutation(&m, &cfg, &policy)?;
+            let (method, body) = validate::mutation(&m, cfg, policy)?;
             if let Some(t) = &m.temp_id {
                 if !temp_ids.insert(t.clone()) {
                     return Err(Error::Conflict(format!(
@@ -487,6 +487,22 @@ async fn copy_durably(from: &Path, to: &Path) -> Result<()> {
 }
 
 impl Inner {
+    async fn config_and_policy(&self) -> Result<Arc<(SyncConfig, OriginPolicy)>> {
+        let raw = self.store.load_config_raw().await?.ok_or(Error::NotConfigured)?;
+        let mut cache = self.config_cache.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((text, parsed)) = cache.as_ref() {
+            if *text == raw {
+                return Ok(parsed.clone());
+            }
+        }
+        let cfg: SyncConfig = serde_json::from_str(&raw)
+            .map_err(|e| Error::Storage(format!("stored configuration is unreadable: {e}")))?;
+        let policy = OriginPolicy::new(&cfg)?;
+        let parsed = Arc::new((cfg, policy));
+        *cache = Some((raw, parsed.clone()));
+        Ok(parsed)
+    }
+
     pub(crate) fn now(&self) -> i64 {
         self.clock.now_ms()
     }

@@ -582,7 +582,8 @@ pub struct SyncStatus {
 pub enum StatusEvent {
     /// State or counts changed.
     Status(SyncStatus),
-    /// One mutation finished (delivered or dead-lettered) during a drain.
+    /// Mutations finished (delivered, dead-lettered or rescheduled) during a drain: sent after
+    /// each settled round of requests, with running totals.
     Progress {
         #[serde(rename = "runId")]
         run_id: String,

@@ -560,19 +560,25 @@ async fn status_events_stream_progress_and_report() {
     bs.drain(opts(10)).await.unwrap();
     let mut saw_running = false;
     let mut progress = 0;
+    let mut last_done = 0;
     let mut report = None;
     while let Ok(e) = rx.try_recv() {
         match e {
             tauri_plugin_background_sync::StatusEvent::Status(s) => {
                 saw_running |= s.state == tauri_plugin_background_sync::SyncState::Running
             }
-            tauri_plugin_background_sync::StatusEvent::Progress { .. } => progress += 1,
+            tauri_plugin_background_sync::StatusEvent::Progress { done, .. } => {
+                progress += 1;
+                last_done = done
+            }
             tauri_plugin_background_sync::StatusEvent::Report(r) => report = Some(r),
             _ => {}
         }
     }
     assert!(saw_running);
-    assert_eq!(progress, 5);
+    // One event per settled round of requests (several finished requests settle together).
+    assert!((1..=5).contains(&progress), "{progress}");
+    assert_eq!(last_done, 5);
     assert_eq!(report.unwrap().done, 5);
     let st = bs.status().await.unwrap();
     assert_eq!(st.state, tauri_plugin_background_sync::SyncState::Completed);

@@ -176,6 +176,11 @@ impl Store {
         }
     }
 
+    /// The stored configuration as JSON text (cheap to compare with a cached copy).
+    pub(crate) async fn load_config_raw(&self) -> Result<Option<String>> {
+        self.get_setting(KEY_CONFIG).await
+    }
+
     pub(crate) async fn save_config(&self, cfg: &SyncConfig) -> Result<()> {
         self.set_setting(KEY_CONFIG, &serde_json::to_string(cfg)?).await
     }
@@ -228,6 +233,17 @@ impl Store {
                 items.len()
             )));
         }
+        // Which of the strings these mutations contain are known temp ids or placeholders
+        // (one query for the whole batch; value: discarded).
+        let all: std::collections::BTreeSet<&String> = items.iter().flat_map(|p| &p.candidates).collect();
+        let mut known: HashMap<String, bool> = sqlx::query_as::<_, (String, bool)>(
+            "SELECT temp_id, discarded FROM id_map WHERE temp_id IN (SELECT value FROM json_each(?))",
+        )
+        .bind(serde_json::to_string(&all)?)
+        .fetch_all(&mut *tx)
+        .await?
+        .into_iter()
+        .collect();
         let mut out = Vec::with_capacity(items.len());
         for p in items {
             if p.caller_key {
@@ -254,12 +270,14 @@ impl Store {
                 Some(serde_json::to_string(&p.headers)?)
             };
             // A later mutation of higher priority lifts the earlier ones of its entity: they
-            // must be delivered first anyway.
-            sqlx::query("UPDATE outbox SET priority = ?1 WHERE entity_key = ?2 AND priority < ?1")
-                .bind(p.priority.rank())
-                .bind(&entity_key)
-                .execute(&mut *tx)
-                .await?;
+            // must be delivered first anyway. (Nothing is below `low`.)
+            if p.priority.rank() > 0 {
+                sqlx::query("UPDATE outbox SET priority = ?1 WHERE entity_key = ?2 AND priority < ?1")
+                    .bind(p.priority.rank())
+                    .bind(&entity_key)
+                    .execute(&mut *tx)
+                    .await?;
+            }
             let seq: i64 = sqlx::query_scalar(
                 "INSERT INTO outbox (id, idempotency_key, priority, entity_kind, entity_id, entity_key, method, path, \
                  headers, body, temp_id, created_at, next_attempt_at, is_head) \
@@ -281,33 +299,25 @@ impl Store {
             .bind(now)
             .fetch_one(&mut *tx)
             .await?;
-            // References to temp ids of earlier creates become dependencies.
-            let refs: Vec<String> = p
-                .candidates
-                .iter()
-                .filter(|c| Some(*c) != p.temp_id.as_ref())
-                .cloned()
-                .collect();
-            if !refs.is_empty() {
-                sqlx::query(
-                    "INSERT OR IGNORE INTO mutation_deps (mutation_seq, temp_id) \
-                     SELECT ?1, temp_id FROM id_map WHERE temp_id IN (SELECT value FROM json_each(?2))",
-                )
-                .bind(seq)
-                .bind(serde_json::to_string(&refs)?)
-                .execute(&mut *tx)
-                .await?;
-                let discarded: Option<String> = sqlx::query_scalar(
-                    "SELECT m.temp_id FROM mutation_deps d JOIN id_map m ON m.temp_id = d.temp_id \
-                     WHERE d.mutation_seq = ? AND m.discarded = 1 LIMIT 1",
-                )
-                .bind(seq)
-                .fetch_optional(&mut *tx)
-                .await?;
-                if let Some(t) = discarded {
-                    return Err(Error::Conflict(format!(
-                        "references temp id '{t}' whose create was discarded"
-                    )));
+            // References to temp ids of earlier creates (and upload placeholders) become
+            // dependencies.
+            for c in p.candidates.iter().filter(|c| Some(*c) != p.temp_id.as_ref()) {
+                match known.get(c) {
+                    Some(true) => {
+                        return Err(Error::Conflict(format!(
+                            "references temp id '{c}' whose create was discarded"
+                        )))
+                    }
+                    Some(false) => {
+                        sqlx::query(
+                            "INSERT OR IGNORE INTO mutation_deps (mutation_seq, temp_id) VALUES (?, ?)",
+                        )
+                        .bind(seq)
+                        .bind(c)
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                    None => {}
                 }
             }
             if let Some(t) = &p.temp_id {
@@ -325,6 +335,7 @@ impl Store {
                         "temp id '{t}' is already used by another create"
                     )));
                 }
+                known.insert(t.clone(), false);
             }
             out.push(Enqueued {
                 id: p.id.clone(),
@@ -476,8 +487,21 @@ impl Store {
         Ok(claimed)
     }
 
+    /// Apply several outcomes in one transaction (one WAL commit for a whole round of
+    /// finished requests). Each returns whether the row was still ours (false: the lease was
+    /// lost and the row re-claimed by another drainer, so the outcome is dropped).
+    pub(crate) async fn settle(&self, owner: &str, outcomes: &[Outcome]) -> Result<Vec<bool>> {
+        let mut tx = self.drain.begin_with("BEGIN IMMEDIATE").await?;
+        let mut applied = Vec::with_capacity(outcomes.len());
+        for o in outcomes {
+            applied.push(apply_outcome(&mut tx, owner, o).await?);
+        }
+        tx.commit().await?;
+        Ok(applied)
+    }
+
     /// Delivered: move the row to `delivered` and record the server id of a create.
-    /// Returns false if the row is no longer ours (the lease was lost and it was re-claimed).
+    #[cfg(test)]
     pub(crate) async fn complete(
         &self,
         seq: i64,
@@ -486,53 +510,17 @@ impl Store {
         server_id: Option<&str>,
         now: i64,
     ) -> Result<bool> {
-        let mut tx = self.drain.begin_with("BEGIN IMMEDIATE").await?;
-        let row = sqlx::query(
-            "DELETE FROM outbox WHERE seq = ? AND claimed_by = ? AND state = 'in_flight' \
-             RETURNING id, idempotency_key, entity_kind, entity_id, method, path, attempts, created_at, temp_id",
-        )
-        .bind(seq)
-        .bind(owner)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(row) = row else {
-            return Ok(false);
+        let o = Outcome::Complete {
+            seq,
+            status,
+            server_id: server_id.map(str::to_string),
+            now,
         };
-        sqlx::query(
-            "INSERT INTO delivered (seq, id, idempotency_key, entity_kind, entity_id, method, path, status, attempts, \
-             created_at, delivered_at, server_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(seq)
-        .bind(row.get::<String, _>("id"))
-        .bind(row.get::<String, _>("idempotency_key"))
-        .bind(row.get::<String, _>("entity_kind"))
-        .bind(row.get::<String, _>("entity_id"))
-        .bind(row.get::<String, _>("method"))
-        .bind(row.get::<String, _>("path"))
-        .bind(status as i64)
-        .bind(row.get::<i64, _>("attempts") + 1)
-        .bind(row.get::<i64, _>("created_at"))
-        .bind(now)
-        .bind(server_id)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query("DELETE FROM mutation_deps WHERE mutation_seq = ?")
-            .bind(seq)
-            .execute(&mut *tx)
-            .await?;
-        if let (Some(temp), Some(server)) = (row.get::<Option<String>, _>("temp_id"), server_id) {
-            sqlx::query("UPDATE id_map SET server_id = ?, resolved_at = ? WHERE temp_id = ?")
-                .bind(server)
-                .bind(now)
-                .bind(temp)
-                .execute(&mut *tx)
-                .await?;
-        }
-        tx.commit().await?;
-        Ok(true)
+        Ok(self.settle(owner, &[o]).await?[0])
     }
 
     /// Transient failure: back to pending, due at `next_at`.
+    #[cfg(test)]
     pub(crate) async fn reschedule(
         &self,
         seq: i64,
@@ -542,33 +530,25 @@ impl Store {
         status: Option<u16>,
         error: &str,
     ) -> Result<bool> {
-        let n = sqlx::query(
-            "UPDATE outbox SET state = 'pending', claimed_by = NULL, attempts = ?, next_attempt_at = ?, \
-             last_status = ?, last_error = ? WHERE seq = ? AND claimed_by = ? AND state = 'in_flight'",
-        )
-        .bind(attempts as i64)
-        .bind(next_at)
-        .bind(status.map(i64::from))
-        .bind(error)
-        .bind(seq)
-        .bind(owner)
-        .execute(&self.drain)
-        .await?
-        .rows_affected();
-        Ok(n == 1)
+        let o = Outcome::Reschedule {
+            seq,
+            attempts,
+            next_at,
+            status,
+            error: error.to_string(),
+        };
+        Ok(self.settle(owner, &[o]).await?[0])
     }
 
     /// Not attempted after all (deadline, cancellation, auth): back to pending unchanged.
+    #[cfg(test)]
     pub(crate) async fn release(&self, seq: i64, owner: &str) -> Result<()> {
-        sqlx::query("UPDATE outbox SET state = 'pending', claimed_by = NULL WHERE seq = ? AND claimed_by = ? AND state = 'in_flight'")
-            .bind(seq)
-            .bind(owner)
-            .execute(&self.drain)
-            .await?;
+        self.settle(owner, &[Outcome::Release { seq }]).await?;
         Ok(())
     }
 
     /// Permanent failure or retry limit: dead letter. Blocks only its own entity.
+    #[cfg(test)]
     pub(crate) async fn bury(
         &self,
         seq: i64,
@@ -577,19 +557,13 @@ impl Store {
         status: Option<u16>,
         error: &str,
     ) -> Result<bool> {
-        let n = sqlx::query(
-            "UPDATE outbox SET state = 'dead', claimed_by = NULL, attempts = ?, last_status = ?, last_error = ? \
-             WHERE seq = ? AND claimed_by = ? AND state = 'in_flight'",
-        )
-        .bind(attempts as i64)
-        .bind(status.map(i64::from))
-        .bind(error)
-        .bind(seq)
-        .bind(owner)
-        .execute(&self.drain)
-        .await?
-        .rows_affected();
-        Ok(n == 1)
+        let o = Outcome::Bury {
+            seq,
+            attempts,
+            status,
+            error: error.to_string(),
+        };
+        Ok(self.settle(owner, &[o]).await?[0])
     }
 
     // ---- queries --------------------------------------------------------------------------
@@ -870,6 +844,134 @@ impl Store {
                 .flatten(),
         )
     }
+}
+
+/// What happened to one claimed row.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Outcome {
+    /// Delivered: moved to `delivered`; a create's server id resolves its temp id.
+    Complete {
+        seq: i64,
+        status: u16,
+        server_id: Option<String>,
+        now: i64,
+    },
+    /// Transient failure: pending again at `next_at`.
+    Reschedule {
+        seq: i64,
+        attempts: u32,
+        next_at: i64,
+        status: Option<u16>,
+        error: String,
+    },
+    /// Dead letter (blocks only its own entity).
+    Bury {
+        seq: i64,
+        attempts: u32,
+        status: Option<u16>,
+        error: String,
+    },
+    /// Not attempted after all: pending, unchanged.
+    Release { seq: i64 },
+}
+
+async fn apply_outcome(conn: &mut sqlx::SqliteConnection, owner: &str, o: &Outcome) -> Result<bool> {
+    let n = match o {
+        Outcome::Complete {
+            seq,
+            status,
+            server_id,
+            now,
+        } => {
+            let row = sqlx::query(
+                "DELETE FROM outbox WHERE seq = ? AND claimed_by = ? AND state = 'in_flight' \
+                 RETURNING id, idempotency_key, entity_kind, entity_id, method, path, attempts, created_at, temp_id",
+            )
+            .bind(seq)
+            .bind(owner)
+            .fetch_optional(&mut *conn)
+            .await?;
+            let Some(row) = row else {
+                return Ok(false);
+            };
+            sqlx::query(
+                "INSERT INTO delivered (seq, id, idempotency_key, entity_kind, entity_id, method, path, status, attempts, \
+                 created_at, delivered_at, server_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(seq)
+            .bind(row.get::<String, _>("id"))
+            .bind(row.get::<String, _>("idempotency_key"))
+            .bind(row.get::<String, _>("entity_kind"))
+            .bind(row.get::<String, _>("entity_id"))
+            .bind(row.get::<String, _>("method"))
+            .bind(row.get::<String, _>("path"))
+            .bind(*status as i64)
+            .bind(row.get::<i64, _>("attempts") + 1)
+            .bind(row.get::<i64, _>("created_at"))
+            .bind(now)
+            .bind(server_id)
+            .execute(&mut *conn)
+            .await?;
+            sqlx::query("DELETE FROM mutation_deps WHERE mutation_seq = ?")
+                .bind(seq)
+                .execute(&mut *conn)
+                .await?;
+            if let (Some(temp), Some(server)) = (row.get::<Option<String>, _>("temp_id"), server_id) {
+                sqlx::query("UPDATE id_map SET server_id = ?, resolved_at = ? WHERE temp_id = ?")
+                    .bind(server)
+                    .bind(now)
+                    .bind(temp)
+                    .execute(&mut *conn)
+                    .await?;
+            }
+            1
+        }
+        Outcome::Reschedule {
+            seq,
+            attempts,
+            next_at,
+            status,
+            error,
+        } => sqlx::query(
+            "UPDATE outbox SET state = 'pending', claimed_by = NULL, attempts = ?, next_attempt_at = ?, \
+             last_status = ?, last_error = ? WHERE seq = ? AND claimed_by = ? AND state = 'in_flight'",
+        )
+        .bind(*attempts as i64)
+        .bind(next_at)
+        .bind(status.map(i64::from))
+        .bind(error)
+        .bind(seq)
+        .bind(owner)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected(),
+        Outcome::Bury {
+            seq,
+            attempts,
+            status,
+            error,
+        } => sqlx::query(
+            "UPDATE outbox SET state = 'dead', claimed_by = NULL, attempts = ?, last_status = ?, last_error = ? \
+             WHERE seq = ? AND claimed_by = ? AND state = 'in_flight'",
+        )
+        .bind(*attempts as i64)
+        .bind(status.map(i64::from))
+        .bind(error)
+        .bind(seq)
+        .bind(owner)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected(),
+        Outcome::Release { seq } => sqlx::query(
+            "UPDATE outbox SET state = 'pending', claimed_by = NULL WHERE seq = ? AND claimed_by = ? AND state = 'in_flight'",
+        )
+        .bind(seq)
+        .bind(owner)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected(),
+    };
+    Ok(n == 1)
 }
 
 fn row_to_mutation(r: &SqliteRow) -> Result<Mutation> {
