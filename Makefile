@@ -1,6 +1,7 @@
 # The two commands of the README:
-#   make demo   — reference server + a headless background drain of an offline backlog
+#   make app    — the example Tauri app (field visits, offline, embedded reference server)
 #   make test   — every suite (Rust, guest-js, native ABI/JNI/Kotlin, e2e, bench smoke)
+# Headless alternative to `make app`: make demo (a background drain of an offline backlog).
 .PHONY: deps demo app test test-rust test-js test-native test-e2e bench bench-smoke lint fmt
 
 deps:
@@ -8,6 +9,11 @@ deps:
 
 demo: deps
 	cargo run -p bgsync-demo
+
+app: deps
+	npm ci --no-audit --no-fund
+	cd examples/tauri-app && npm ci --no-audit --no-fund && npm run build
+	cargo run -p bgsync-example-app --features custom-protocol
 
 test: deps
 	./scripts/test-all.sh

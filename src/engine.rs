@@ -19,6 +19,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex as StdMutex, OnceLock};
 use tokio::sync::{broadcast, Mutex};
 
+type ParsedConfig = Arc<(SyncConfig, OriginPolicy)>;
+
 /// A handle on one outbox database. Cheap to clone; all clones share state.
 #[derive(Clone)]
 pub struct BackgroundSync {
@@ -37,7 +39,7 @@ pub(crate) struct Inner {
     /// The last parsed configuration and its origin policy, keyed by the stored JSON: an
     /// enqueue then costs one small read instead of a parse (another process may configure
     /// the same file, so the stored text is always read).
-    config_cache: StdMutex<Option<(String, Arc<(SyncConfig, OriginPolicy)>)>>,
+    config_cache: StdMutex<Option<(String, ParsedConfig)>>,
 }
 
 /// Options for [`BackgroundSync::open_with`].
@@ -487,7 +489,7 @@ async fn copy_durably(from: &Path, to: &Path) -> Result<()> {
 }
 
 impl Inner {
-    async fn config_and_policy(&self) -> Result<Arc<(SyncConfig, OriginPolicy)>> {
+    async fn config_and_policy(&self) -> Result<ParsedConfig> {
         let raw = self.store.load_config_raw().await?.ok_or(Error::NotConfigured)?;
         let mut cache = self.config_cache.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((text, parsed)) = cache.as_ref() {

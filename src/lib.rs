@@ -87,6 +87,9 @@ pub struct Plugin<R: Runtime> {
     subscriptions: std::sync::Mutex<std::collections::HashMap<u32, tauri::async_runtime::JoinHandle<()>>>,
     /// Directories the webview may upload files from (app data, local data, cache).
     upload_roots: Vec<std::path::PathBuf>,
+    /// `tauri.conf.json` settings that could not be applied at startup because they have no
+    /// `baseUrl` and nothing was configured yet: merged under the first `configure` call.
+    pending_conf: std::sync::Mutex<Option<serde_json::Value>>,
 }
 
 impl<R: Runtime> Plugin<R> {
@@ -118,8 +121,19 @@ impl<R: Runtime> Plugin<R> {
 
     /// Merge a partial configuration over the stored one and persist it.
     pub async fn configure(&self, patch: serde_json::Value) -> Result<()> {
-        let merged = models::merge_config(self.engine.config().await?, patch)?;
+        let stored = self.engine.config().await?;
+        let base = match self
+            .pending_conf
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+        {
+            Some(conf) if stored.is_none() => Some(models::merge_config(None, conf)?),
+            _ => stored,
+        };
+        let merged = models::merge_config(base, patch)?;
         self.engine.configure(merged).await?;
+        self.pending_conf.lock().unwrap_or_else(|e| e.into_inner()).take();
         self.platform.register(&self.engine, false).await?;
         self.scheduler.wake();
         Ok(())
@@ -213,16 +227,22 @@ pub fn init<R: Runtime>() -> TauriPlugin<R, Option<PluginConfig>> {
                 .unwrap_or_else(|| DEFAULT_DATABASE.into());
             let dir = app.path().app_data_dir()?;
             let path = dir.join(file);
-            let engine = tauri::async_runtime::block_on(async {
+            let (engine, pending_conf) = tauri::async_runtime::block_on(async {
                 let engine = BackgroundSync::open(&path).await?;
+                let mut pending = None;
                 if let Some(c) = conf.filter(|c| !c.sync.is_empty()) {
-                    let merged = models::merge_config(
-                        engine.config().await?,
-                        serde_json::Value::Object(c.sync.clone()),
-                    )?;
-                    engine.configure(merged).await?;
+                    let patch = serde_json::Value::Object(c.sync.clone());
+                    let stored = engine.config().await?;
+                    let merged = models::merge_config(stored.clone(), patch.clone())?;
+                    if stored.is_none() && merged.base_url.is_empty() {
+                        // The app sets baseUrl at runtime (e.g. per tenant): keep these
+                        // settings for its first configure call.
+                        pending = Some(patch);
+                    } else {
+                        engine.configure(merged).await?;
+                    }
                 }
-                Ok::<_, Error>(engine)
+                Ok::<_, Error>((engine, pending))
             })?;
             #[cfg(desktop)]
             let platform = desktop::init(app, api)?;
@@ -244,6 +264,7 @@ pub fn init<R: Runtime>() -> TauriPlugin<R, Option<PluginConfig>> {
                 platform,
                 subscriptions: Default::default(),
                 upload_roots,
+                pending_conf: std::sync::Mutex::new(pending_conf),
             };
             // Always register OS work when configured (it checks the toggle when it runs).
             let _ = tauri::async_runtime::block_on(plugin.platform.register(&plugin.engine, false));

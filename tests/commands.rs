@@ -296,3 +296,41 @@ fn webview_uploads_only_from_allowed_directories() {
     assert_eq!(list.as_array().unwrap().len(), 1);
     assert_eq!(list[0]["state"], "pending");
 }
+
+/// An app that sets `baseUrl` at runtime may still put other settings in tauri.conf.json: they
+/// are kept and applied under its first `configure` call instead of failing the startup.
+#[test]
+fn conf_settings_without_base_url_wait_for_the_first_configure() {
+    use tauri_plugin_background_sync::BackgroundSyncExt;
+    let dir = tempfile::tempdir().unwrap();
+    let mut ctx = mock_context(noop_assets());
+    ctx.config_mut().plugins.0.insert(
+        "background-sync".into(),
+        json!({ "database": dir.path().join("ipc.db"), "requestTimeoutMs": 4321, "backoff": { "initialMs": 7 } }),
+    );
+    ctx.runtime_authority_mut()
+        .__allow_command("plugin:background-sync|configure".into(), ExecutionContext::Local);
+    ctx.runtime_authority_mut()
+        .__allow_command("plugin:background-sync|status".into(), ExecutionContext::Local);
+    let app = mock_builder()
+        .plugin(tauri_plugin_background_sync::init())
+        .build(ctx)
+        .expect("starts without a baseUrl");
+    let w = WebviewWindowBuilder::new(&app, "main", Default::default())
+        .build()
+        .unwrap();
+    assert_eq!(invoke(&w, "status", json!({})).unwrap()["configured"], false);
+    invoke(
+        &w,
+        "configure",
+        json!({ "config": { "baseUrl": "http://127.0.0.1:9" } }),
+    )
+    .unwrap();
+    let cfg = tauri::async_runtime::block_on(app.background_sync().engine().config())
+        .unwrap()
+        .unwrap();
+    assert_eq!(cfg.base_url, "http://127.0.0.1:9");
+    assert_eq!(cfg.request_timeout_ms, 4321);
+    assert_eq!(cfg.backoff.initial_ms, 7);
+    assert_eq!(cfg.backoff.max_ms, 300_000, "other fields keep their defaults");
+}
