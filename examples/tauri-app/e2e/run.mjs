@@ -63,8 +63,12 @@ try {
   await addVisit({ site: 'Barn B', notes: '', priority: 'critical', photo: false })
   await waitText('pending-count', '5', 'queued while offline')
   await waitText('uploads-count', '1', 'photo queued while offline')
-  const rows = await driver.findElements(By.css('#pending-list tr'))
-  assert.equal(rows.length, 5, 'pending list shows every queued mutation')
+  // The list refreshes shortly after the counts.
+  await driver.wait(
+    async () => (await driver.findElements(By.css('#pending-list tr'))).length === 5,
+    STEP,
+    'pending list shows every queued mutation'
+  )
 
   // Sync while the API is down: nothing is lost, nothing dead.
   await driver.findElement(By.id('sync-now')).click()
