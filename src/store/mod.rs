@@ -540,13 +540,6 @@ impl Store {
         Ok(self.settle(owner, &[o]).await?[0])
     }
 
-    /// Not attempted after all (deadline, cancellation, auth): back to pending unchanged.
-    #[cfg(test)]
-    pub(crate) async fn release(&self, seq: i64, owner: &str) -> Result<()> {
-        self.settle(owner, &[Outcome::Release { seq }]).await?;
-        Ok(())
-    }
-
     /// Permanent failure or retry limit: dead letter. Blocks only its own entity.
     #[cfg(test)]
     pub(crate) async fn bury(
