@@ -1232,4 +1232,56 @@ mod tests {
             .unwrap_err();
         assert_eq!(e.kind(), "conflict");
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 24, failure_persistence: None, ..Default::default() })]
+
+        /// Whatever the mix of entities and priorities: each entity is delivered in enqueue
+        /// order, and every claim takes a head of the highest (inherited) priority waiting.
+        #[test]
+        fn claims_respect_entity_order_and_priority(
+            ops in proptest::collection::vec((0usize..5, 0i64..4), 1..40),
+            batch in proptest::prelude::any::<bool>(),
+        ) {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async {
+                let (_d, s) = store().await;
+                let items: Vec<Prepared> = ops
+                    .iter()
+                    .map(|(e, pr)| p(&format!("e{e}"), Priority::from_rank(*pr), None, None))
+                    .collect();
+                if batch {
+                    s.enqueue(&items, T0, 1_000).await.unwrap();
+                } else {
+                    for it in &items {
+                        s.enqueue(std::slice::from_ref(it), T0, 1_000).await.unwrap();
+                    }
+                }
+                let mut last_seq: HashMap<String, i64> = HashMap::new();
+                let mut delivered = 0;
+                loop {
+                    let best: Option<i64> = sqlx::query_scalar(
+                        "SELECT MAX(priority) FROM outbox WHERE is_head = 1 AND state = 'pending'",
+                    )
+                    .fetch_one(&s.pool)
+                    .await
+                    .unwrap();
+                    let got = s.claim("me", T0, 1, MAX_WAIT).await.unwrap();
+                    let Some(c) = got.into_iter().next() else { break };
+                    assert_eq!(Some(c.priority.rank()), best, "a head of the highest priority goes first");
+                    let entity: String = sqlx::query_scalar("SELECT entity_id FROM outbox WHERE seq = ?")
+                        .bind(c.seq)
+                        .fetch_one(&s.pool)
+                        .await
+                        .unwrap();
+                    if let Some(prev) = last_seq.insert(entity.clone(), c.seq) {
+                        assert!(prev < c.seq, "{entity}: seq {} after {prev}", c.seq);
+                    }
+                    assert!(s.complete(c.seq, "me", 200, None, T0).await.unwrap());
+                    delivered += 1;
+                }
+                assert_eq!(delivered, ops.len(), "everything delivered, nothing stuck");
+            });
+        }
+    }
 }
