@@ -11,4 +11,5 @@ run "JNI on the host JVM" bash tests/native/jni_host_test.sh
 if [ -x tests/native/kotlin_compile.sh ]; then
   run "Kotlin shim compile + unit tests" bash tests/native/kotlin_compile.sh
 fi
+run "whole Android shim vs android-all + Tauri's Kotlin API + AndroidX stubs" bash tests/native/android_compile.sh
 [ "$total_fail" = 0 ]

@@ -1,0 +1,123 @@
+// Compile-only stubs of the androidx.work (WorkManager 2.9, work-runtime + work-runtime-ktx)
+// API the Android shim uses; WorkManager is on Google Maven only. Signatures follow
+// developer.android.com/reference/androidx/work; bodies never run.
+@file:Suppress("unused", "UNUSED_PARAMETER")
+
+package androidx.work
+
+import android.app.Notification
+import android.content.Context
+import java.util.UUID
+import java.util.concurrent.TimeUnit
+
+enum class NetworkType { NOT_REQUIRED, CONNECTED, UNMETERED, NOT_ROAMING, METERED, TEMPORARILY_UNMETERED }
+enum class BackoffPolicy { EXPONENTIAL, LINEAR }
+enum class ExistingPeriodicWorkPolicy { REPLACE, KEEP, UPDATE, CANCEL_AND_REENQUEUE }
+enum class ExistingWorkPolicy { REPLACE, KEEP, APPEND, APPEND_OR_REPLACE }
+enum class OutOfQuotaPolicy { RUN_AS_NON_EXPEDITED_WORK_REQUEST, DROP_WORK_REQUEST }
+
+class Constraints private constructor() {
+    class Builder {
+        fun setRequiredNetworkType(networkType: NetworkType): Builder = this
+        fun setRequiresCharging(requiresCharging: Boolean): Builder = this
+        fun setRequiresBatteryNotLow(requiresBatteryNotLow: Boolean): Builder = this
+        fun setRequiresDeviceIdle(requiresDeviceIdle: Boolean): Builder = this
+        fun setRequiresStorageNotLow(requiresStorageNotLow: Boolean): Builder = this
+        fun build(): Constraints = Constraints()
+    }
+}
+
+class Data private constructor() {
+    fun getString(key: String): String? = throw UnsupportedOperationException()
+    class Builder {
+        fun putString(key: String, value: String?): Builder = this
+        fun putLong(key: String, value: Long): Builder = this
+        fun build(): Data = Data()
+    }
+}
+
+class ForegroundInfo {
+    constructor(notificationId: Int, notification: Notification)
+    constructor(notificationId: Int, notification: Notification, foregroundServiceType: Int)
+}
+
+class WorkerParameters private constructor()
+
+abstract class ListenableWorker(appContext: Context, workerParams: WorkerParameters) {
+    val applicationContext: Context get() = throw UnsupportedOperationException()
+    val inputData: Data get() = throw UnsupportedOperationException()
+    val id: UUID get() = throw UnsupportedOperationException()
+
+    abstract class Result internal constructor() {
+        companion object {
+            @JvmStatic fun success(): Result = throw UnsupportedOperationException()
+            @JvmStatic fun success(outputData: Data): Result = throw UnsupportedOperationException()
+            @JvmStatic fun retry(): Result = throw UnsupportedOperationException()
+            @JvmStatic fun failure(): Result = throw UnsupportedOperationException()
+        }
+    }
+}
+
+abstract class CoroutineWorker(appContext: Context, params: WorkerParameters) : ListenableWorker(appContext, params) {
+    abstract suspend fun doWork(): Result
+    open suspend fun getForegroundInfo(): ForegroundInfo = throw UnsupportedOperationException()
+}
+
+interface Operation
+
+abstract class WorkRequest internal constructor() {
+    abstract class Builder<B : Builder<B, *>, W : WorkRequest> internal constructor() {
+        fun setConstraints(constraints: Constraints): B = throw UnsupportedOperationException()
+        fun setBackoffCriteria(backoffPolicy: BackoffPolicy, backoffDelay: Long, timeUnit: TimeUnit): B =
+            throw UnsupportedOperationException()
+        fun setInputData(inputData: Data): B = throw UnsupportedOperationException()
+        open fun setExpedited(policy: OutOfQuotaPolicy): B = throw UnsupportedOperationException()
+        fun addTag(tag: String): B = throw UnsupportedOperationException()
+        fun build(): W = throw UnsupportedOperationException()
+    }
+}
+
+class OneTimeWorkRequest internal constructor() : WorkRequest() {
+    class Builder(workerClass: Class<out ListenableWorker>) : WorkRequest.Builder<Builder, OneTimeWorkRequest>()
+}
+
+class PeriodicWorkRequest internal constructor() : WorkRequest() {
+    class Builder(
+        workerClass: Class<out ListenableWorker>,
+        repeatInterval: Long,
+        repeatIntervalTimeUnit: TimeUnit,
+        flexInterval: Long,
+        flexIntervalTimeUnit: TimeUnit,
+    ) : WorkRequest.Builder<Builder, PeriodicWorkRequest>()
+}
+
+/** work-runtime-ktx: `OneTimeWorkRequestBuilder<W>()`. */
+inline fun <reified W : ListenableWorker> OneTimeWorkRequestBuilder(): OneTimeWorkRequest.Builder =
+    OneTimeWorkRequest.Builder(W::class.java)
+
+/** work-runtime-ktx: `PeriodicWorkRequestBuilder<W>(interval, unit, flex, flexUnit)`. */
+inline fun <reified W : ListenableWorker> PeriodicWorkRequestBuilder(
+    repeatInterval: Long,
+    repeatIntervalTimeUnit: TimeUnit,
+    flexTimeInterval: Long,
+    flexTimeIntervalUnit: TimeUnit,
+): PeriodicWorkRequest.Builder =
+    PeriodicWorkRequest.Builder(W::class.java, repeatInterval, repeatIntervalTimeUnit, flexTimeInterval, flexTimeIntervalUnit)
+
+abstract class WorkManager internal constructor() {
+    abstract fun enqueueUniquePeriodicWork(
+        uniqueWorkName: String,
+        existingPeriodicWorkPolicy: ExistingPeriodicWorkPolicy,
+        periodicWork: PeriodicWorkRequest,
+    ): Operation
+    abstract fun enqueueUniqueWork(
+        uniqueWorkName: String,
+        existingWorkPolicy: ExistingWorkPolicy,
+        work: OneTimeWorkRequest,
+    ): Operation
+    abstract fun cancelUniqueWork(uniqueWorkName: String): Operation
+
+    companion object {
+        @JvmStatic fun getInstance(context: Context): WorkManager = throw UnsupportedOperationException()
+    }
+}

@@ -1,0 +1,12 @@
+// Compile-only stub: androidx.core.content.edit (core-ktx), same signature.
+@file:Suppress("unused")
+
+package androidx.core.content
+
+import android.content.SharedPreferences
+
+inline fun SharedPreferences.edit(commit: Boolean = false, action: SharedPreferences.Editor.() -> Unit) {
+    val editor = edit()
+    action(editor)
+    if (commit) editor.commit() else editor.apply()
+}
