@@ -241,6 +241,18 @@ struct Run<'a> {
     report: DrainReport,
     auth: &'a AuthCell,
     uploads: &'a UploadSignal,
+    /// Outcomes decided but not yet written: they go out with the next claim, in the same
+    /// transaction (or on their own when nothing is claimed next).
+    deferred: Vec<(Outcome, Tally)>,
+}
+
+/// Which report counter an outcome moves, once it is known to have been applied.
+#[derive(Clone, Copy)]
+enum Tally {
+    Done,
+    Retried,
+    Dead,
+    None,
 }
 
 pub(crate) async fn run(inner: &Inner, opts: DrainOptions) -> Result<DrainReport> {
@@ -314,6 +326,7 @@ pub(crate) async fn run(inner: &Inner, opts: DrainOptions) -> Result<DrainReport
         report,
         auth: &auth,
         uploads: &signal,
+        deferred: Vec::new(),
     };
     let mut pass = crate::uploads::Pass::new(inner, &cfg, &run_id, &auth, &signal, transport.clone());
     let (outcome, upload_outcome) = tokio::join!(run.drive(&opts, deadline, &transport), async {
@@ -406,11 +419,7 @@ impl Run<'_> {
                         Some(_) => per_request,
                         None => (slots - flights.len()) as u32,
                     };
-                    let rows = self
-                        .inner
-                        .store
-                        .claim(&self.owner, self.inner.now(), limit, max_wait)
-                        .await?;
+                    let rows = self.settle_and_claim(limit, max_wait).await?;
                     if rows.is_empty() {
                         break;
                     }
@@ -439,6 +448,8 @@ impl Run<'_> {
             }
 
             if flights.is_empty() {
+                // Outcomes not yet written decide what is pending or due below.
+                self.flush().await?;
                 if let Some(s) = stop {
                     return Ok(s);
                 }
@@ -512,6 +523,7 @@ impl Run<'_> {
     /// harmless.
     async fn abandon(&mut self, flights: FuturesUnordered<Flight>) -> Result<StopReason> {
         drop(flights);
+        self.flush().await?;
         self.inner.store.recover_owned("outbox", &self.owner).await?;
         Ok(StopReason::Cancelled)
     }
@@ -546,13 +558,6 @@ impl Run<'_> {
         results: Vec<FlightResult>,
         transport: &Transport,
     ) -> Result<Option<StopReason>> {
-        #[derive(Clone, Copy)]
-        enum Tally {
-            Done,
-            Retried,
-            Dead,
-            None,
-        }
         let mut ops = Vec::new();
         let mut tallies = Vec::new();
         let mut stop = None;
@@ -648,15 +653,7 @@ impl Run<'_> {
                 tallies.push(tally);
             }
         }
-        let applied = self.inner.store.settle(&self.owner, &ops).await?;
-        for (tally, ours) in tallies.into_iter().zip(applied) {
-            match (tally, ours) {
-                (Tally::Done, true) => self.report.done += 1,
-                (Tally::Retried, true) => self.report.retried += 1,
-                (Tally::Dead, true) => self.report.dead += 1,
-                _ => {}
-            }
-        }
+        self.deferred.extend(ops.into_iter().zip(tallies));
         if let Some(generation) = unauthorized {
             let timeout = Duration::from_millis(self.cfg.request_timeout_ms);
             if let Err(e) = self
@@ -668,8 +665,47 @@ impl Run<'_> {
                 stop = Some(StopReason::AuthFailed);
             }
         }
-        self.progress().await;
         Ok(stop)
+    }
+
+    /// Write the deferred outcomes and claim up to `limit` rows, in one transaction.
+    async fn settle_and_claim(&mut self, limit: u32, max_wait: i64) -> Result<Vec<Claimed>> {
+        let deferred = std::mem::take(&mut self.deferred);
+        let (ops, tallies): (Vec<Outcome>, Vec<Tally>) = deferred.into_iter().unzip();
+        let (applied, rows) = self
+            .inner
+            .store
+            .settle_and_claim(&self.owner, &ops, self.inner.now(), limit, max_wait)
+            .await?;
+        self.count(&tallies, &applied).await;
+        Ok(rows)
+    }
+
+    /// Write the deferred outcomes on their own.
+    async fn flush(&mut self) -> Result<()> {
+        if self.deferred.is_empty() {
+            return Ok(());
+        }
+        let deferred = std::mem::take(&mut self.deferred);
+        let (ops, tallies): (Vec<Outcome>, Vec<Tally>) = deferred.into_iter().unzip();
+        let applied = self.inner.store.settle(&self.owner, &ops).await?;
+        self.count(&tallies, &applied).await;
+        Ok(())
+    }
+
+    async fn count(&mut self, tallies: &[Tally], applied: &[bool]) {
+        if tallies.is_empty() {
+            return;
+        }
+        for (tally, ours) in tallies.iter().zip(applied) {
+            match (tally, ours) {
+                (Tally::Done, true) => self.report.done += 1,
+                (Tally::Retried, true) => self.report.retried += 1,
+                (Tally::Dead, true) => self.report.dead += 1,
+                _ => {}
+            }
+        }
+        self.progress().await;
     }
 
     async fn progress(&self) {
