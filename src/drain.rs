@@ -387,6 +387,8 @@ impl Run<'_> {
         let per_request = self.cfg.batch.as_ref().map_or(1, |b| b.max_items.max(1));
         let max_wait = policy::max_plausible_wait_ms(&self.cfg.backoff);
         let mut flights: FuturesUnordered<Flight> = FuturesUnordered::new();
+        // Claimed, not yet sent: one entry per request.
+        let mut ready: std::collections::VecDeque<Vec<Claimed>> = Default::default();
         let mut estimate = INITIAL_ESTIMATE;
         let mut stop: Option<StopReason> = None;
         let mut last_renew = Instant::now();
@@ -413,34 +415,39 @@ impl Run<'_> {
             let mut claimed_any = false;
             if stop.is_none() && remaining >= estimate.max(MIN_WINDOW) {
                 while flights.len() < slots {
-                    // Without a batch endpoint, one claim fills every free slot (each row is the
-                    // head of a different entity, so they may go in parallel).
-                    let limit = match self.cfg.batch {
-                        Some(_) => per_request,
-                        None => (slots - flights.len()) as u32,
+                    let rows = match ready.pop_front() {
+                        Some(rows) => rows,
+                        None => {
+                            // Without a batch endpoint, one claim fills every free slot (each
+                            // row is the head of a different entity, so they may go in parallel).
+                            let limit = match self.cfg.batch {
+                                Some(_) => per_request,
+                                None => (slots - flights.len()) as u32,
+                            };
+                            let rows = self.settle_and_claim(limit, max_wait).await?;
+                            if rows.is_empty() {
+                                break;
+                            }
+                            claimed_any = true;
+                            self.group(rows, &mut ready);
+                            continue;
+                        }
                     };
-                    let rows = self.settle_and_claim(limit, max_wait).await?;
-                    if rows.is_empty() {
-                        break;
-                    }
-                    claimed_any = true;
                     let remaining = deadline.saturating_duration_since(Instant::now());
                     let t = timeout.min(remaining);
                     let auth = self.auth.current().await;
-                    if self.cfg.batch.is_some() {
-                        flights.push(self.launch(transport.clone(), rows, t, t < timeout, auth));
-                    } else {
-                        for row in rows {
-                            flights.push(self.launch(
-                                transport.clone(),
-                                vec![row],
-                                t,
-                                t < timeout,
-                                auth.clone(),
-                            ));
-                        }
-                        break;
-                    }
+                    flights.push(self.launch(transport.clone(), rows, t, t < timeout, auth));
+                }
+                // Every lane busy: claim the next rows now, while the requests are on the wire,
+                // so the next send starts without a database round trip. (Only other entities'
+                // heads can be claimed: per-entity order is untouched.)
+                if flights.len() == slots && ready.is_empty() {
+                    let limit = match self.cfg.batch {
+                        Some(_) => per_request,
+                        None => slots as u32,
+                    };
+                    let rows = self.settle_and_claim(limit, max_wait).await?;
+                    self.group(rows, &mut ready);
                 }
             } else if stop.is_none() && flights.is_empty() {
                 // Too close to the deadline to start anything.
@@ -448,7 +455,11 @@ impl Run<'_> {
             }
 
             if flights.is_empty() {
-                // Outcomes not yet written decide what is pending or due below.
+                // Rows claimed ahead that will not be sent now go back untouched; outcomes not
+                // yet written decide what is pending or due below.
+                for row in ready.drain(..).flatten() {
+                    self.deferred.push((Outcome::Release { seq: row.seq }, Tally::None));
+                }
                 self.flush().await?;
                 if let Some(s) = stop {
                     return Ok(s);
@@ -598,6 +609,7 @@ impl Run<'_> {
                             status,
                             server_id,
                             now: self.inner.now(),
+                            had_deps: row.has_deps,
                         },
                         Tally::Done,
                     ),
@@ -666,6 +678,18 @@ impl Run<'_> {
             }
         }
         Ok(stop)
+    }
+
+    /// Split claimed rows into requests: one batch, or one request per row.
+    fn group(&self, rows: Vec<Claimed>, ready: &mut std::collections::VecDeque<Vec<Claimed>>) {
+        if rows.is_empty() {
+            return;
+        }
+        if self.cfg.batch.is_some() {
+            ready.push_back(rows);
+        } else {
+            ready.extend(rows.into_iter().map(|r| vec![r]));
+        }
     }
 
     /// Write the deferred outcomes and claim up to `limit` rows, in one transaction.
@@ -839,6 +863,7 @@ mod tests {
             temp_id: temp.map(str::to_string),
             attempts,
             mapping: HashMap::new(),
+            has_deps: false,
         }
     }
 

@@ -108,6 +108,8 @@ async fn two_hundred_files_through_faults_each_once_then_their_mutations() {
         drop_rate: 0.04,
         commit_then_drop_rate: 0.04,
         expire_next: 1,
+        // Loopback is fast; at 100 MB/s per upload a big file spans several progress ticks.
+        bytes_per_sec: 100_000_000,
         ..Default::default()
     });
     let files = tempfile::tempdir().unwrap();

@@ -59,6 +59,8 @@ pub(crate) struct Claimed {
     pub temp_id: Option<String>,
     pub attempts: u32,
     pub mapping: HashMap<String, String>,
+    /// It references temp ids or placeholders (its dependency rows go when it is delivered).
+    pub has_deps: bool,
 }
 
 /// Counts for the status snapshot.
@@ -456,7 +458,8 @@ impl Store {
                  AND NOT EXISTS (SELECT 1 FROM mutation_deps d JOIN id_map m ON m.temp_id = d.temp_id \
                                  WHERE d.mutation_seq = o.seq AND m.server_id IS NULL) \
                ORDER BY o.priority DESC, o.seq ASC LIMIT ?3) \
-             RETURNING seq, id, idempotency_key, priority, method, path, headers, body, temp_id, attempts",
+             RETURNING seq, id, idempotency_key, priority, method, path, headers, body, temp_id, attempts, \
+                       EXISTS (SELECT 1 FROM mutation_deps d WHERE d.mutation_seq = outbox.seq) AS has_deps",
         )
         .bind(owner)
         .bind(now)
@@ -481,10 +484,12 @@ impl Store {
                 temp_id: r.get("temp_id"),
                 attempts: r.get::<i64, _>("attempts") as u32,
                 mapping: HashMap::new(),
+                has_deps: r.get::<bool, _>("has_deps"),
             });
         }
-        if !claimed.is_empty() {
-            let seqs: Vec<i64> = claimed.iter().map(|c| c.seq).collect();
+        // Most mutations reference nothing: skip the lookup (a round trip) for them.
+        if claimed.iter().any(|c| c.has_deps) {
+            let seqs: Vec<i64> = claimed.iter().filter(|c| c.has_deps).map(|c| c.seq).collect();
             let maps = sqlx::query(
                 "SELECT d.mutation_seq, m.temp_id, m.server_id FROM mutation_deps d \
                  JOIN id_map m ON m.temp_id = d.temp_id \
@@ -533,6 +538,7 @@ impl Store {
             status,
             server_id: server_id.map(str::to_string),
             now,
+            had_deps: true,
         };
         Ok(self.settle(owner, &[o]).await?[0])
     }
@@ -866,6 +872,8 @@ pub(crate) enum Outcome {
         status: u16,
         server_id: Option<String>,
         now: i64,
+        /// Whether dependency rows may exist (false skips their deletion).
+        had_deps: bool,
     },
     /// Transient failure: pending again at `next_at`.
     Reschedule {
@@ -893,6 +901,7 @@ async fn apply_outcome(conn: &mut sqlx::SqliteConnection, owner: &str, o: &Outco
             status,
             server_id,
             now,
+            had_deps,
         } => {
             let row = sqlx::query(
                 "DELETE FROM outbox WHERE seq = ? AND claimed_by = ? AND state = 'in_flight' \
@@ -923,10 +932,12 @@ async fn apply_outcome(conn: &mut sqlx::SqliteConnection, owner: &str, o: &Outco
             .bind(server_id)
             .execute(&mut *conn)
             .await?;
-            sqlx::query("DELETE FROM mutation_deps WHERE mutation_seq = ?")
-                .bind(seq)
-                .execute(&mut *conn)
-                .await?;
+            if *had_deps {
+                sqlx::query("DELETE FROM mutation_deps WHERE mutation_seq = ?")
+                    .bind(seq)
+                    .execute(&mut *conn)
+                    .await?;
+            }
             if let (Some(temp), Some(server)) = (row.get::<Option<String>, _>("temp_id"), server_id) {
                 sqlx::query("UPDATE id_map SET server_id = ?, resolved_at = ? WHERE temp_id = ?")
                     .bind(server)
