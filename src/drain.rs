@@ -458,7 +458,8 @@ impl Run<'_> {
                 // Rows claimed ahead that will not be sent now go back untouched; outcomes not
                 // yet written decide what is pending or due below.
                 for row in ready.drain(..).flatten() {
-                    self.deferred.push((Outcome::Release { seq: row.seq }, Tally::None));
+                    self.deferred
+                        .push((Outcome::Release { seq: row.seq }, Tally::None));
                 }
                 self.flush().await?;
                 if let Some(s) = stop {

@@ -226,26 +226,27 @@ impl Store {
         max_queue_len: u64,
     ) -> Result<Vec<Enqueued>> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let open: i64 = sqlx::query_scalar("SELECT open_count FROM queue_stats WHERE id = 1")
-            .fetch_one(&mut *tx)
-            .await?;
+        // One statement for the queue size and for which of the strings these mutations
+        // contain are known temp ids or placeholders (JSON {temp id: discarded}).
+        let all: std::collections::BTreeSet<&String> = items.iter().flat_map(|p| &p.candidates).collect();
+        let (open, known): (i64, String) = sqlx::query_as(
+            "SELECT (SELECT open_count FROM queue_stats WHERE id = 1), \
+                    (SELECT json_group_object(temp_id, discarded) FROM id_map \
+                     WHERE temp_id IN (SELECT value FROM json_each(?)))",
+        )
+        .bind(serde_json::to_string(&all)?)
+        .fetch_one(&mut *tx)
+        .await?;
         if open as u64 + items.len() as u64 > max_queue_len {
             return Err(Error::LimitExceeded(format!(
                 "the outbox holds {open} open mutations; adding {} would exceed maxQueueLen ({max_queue_len})",
                 items.len()
             )));
         }
-        // Which of the strings these mutations contain are known temp ids or placeholders
-        // (one query for the whole batch; value: discarded).
-        let all: std::collections::BTreeSet<&String> = items.iter().flat_map(|p| &p.candidates).collect();
-        let mut known: HashMap<String, bool> = sqlx::query_as::<_, (String, bool)>(
-            "SELECT temp_id, discarded FROM id_map WHERE temp_id IN (SELECT value FROM json_each(?))",
-        )
-        .bind(serde_json::to_string(&all)?)
-        .fetch_all(&mut *tx)
-        .await?
-        .into_iter()
-        .collect();
+        let mut known: HashMap<String, bool> = serde_json::from_str::<HashMap<String, i64>>(&known)?
+            .into_iter()
+            .map(|(k, d)| (k, d != 0))
+            .collect();
         let mut out = Vec::with_capacity(items.len());
         for p in items {
             if p.caller_key {
@@ -431,7 +432,10 @@ impl Store {
         limit: u32,
         max_wait_ms: i64,
     ) -> Result<Vec<Claimed>> {
-        Ok(self.settle_and_claim(owner, &[], now, limit, max_wait_ms).await?.1)
+        Ok(self
+            .settle_and_claim(owner, &[], now, limit, max_wait_ms)
+            .await?
+            .1)
     }
 
     /// Apply finished outcomes and claim the next rows in one transaction: the drain's
