@@ -1,5 +1,10 @@
 // Compile-only stubs: androidx.activity.result (+ .contract). Signatures from
 // developer.android.com/reference/androidx/activity/result.
+// Mirrors:
+//   https://developer.android.com/reference/androidx/activity/result/ActivityResult
+//   https://developer.android.com/reference/androidx/activity/result/ActivityResultCallback
+//   https://developer.android.com/reference/androidx/activity/result/ActivityResultLauncher
+//   https://developer.android.com/reference/androidx/activity/result/IntentSenderRequest
 @file:Suppress("unused", "UNUSED_PARAMETER")
 
 package androidx.activity.result

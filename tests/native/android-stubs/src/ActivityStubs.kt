@@ -1,5 +1,9 @@
 // Compile-only stubs: androidx.activity (ComponentActivity, OnBackPressedCallback,
 // OnBackPressedDispatcher). Signatures from developer.android.com/reference/androidx/activity.
+// Mirrors:
+//   https://developer.android.com/reference/androidx/activity/ComponentActivity
+//   https://developer.android.com/reference/androidx/activity/OnBackPressedCallback
+//   https://developer.android.com/reference/androidx/activity/OnBackPressedDispatcher
 @file:Suppress("unused", "UNUSED_PARAMETER")
 
 package androidx.activity

@@ -1,5 +1,7 @@
 // Compile-only stubs: androidx.core.app.ActivityCompat (static helpers) and the
 // androidx.core.content SharedPreferences.edit extension (core-ktx).
+// Mirrors:
+//   https://developer.android.com/reference/androidx/core/app/ActivityCompat
 @file:Suppress("unused", "UNUSED_PARAMETER")
 
 package androidx.core.app

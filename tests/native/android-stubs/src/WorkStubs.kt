@@ -1,6 +1,26 @@
 // Compile-only stubs of the androidx.work (WorkManager 2.9, work-runtime + work-runtime-ktx)
 // API the Android shim uses; WorkManager is on Google Maven only. Signatures follow
 // developer.android.com/reference/androidx/work; bodies never run.
+// Mirrors:
+//   https://developer.android.com/reference/androidx/work/WorkManager
+//   https://developer.android.com/reference/androidx/work/CoroutineWorker
+//   https://developer.android.com/reference/androidx/work/ListenableWorker
+//   https://developer.android.com/reference/androidx/work/ListenableWorker.Result
+//   https://developer.android.com/reference/androidx/work/WorkerParameters
+//   https://developer.android.com/reference/androidx/work/Constraints.Builder
+//   https://developer.android.com/reference/androidx/work/Data.Builder
+//   https://developer.android.com/reference/androidx/work/ForegroundInfo
+//   https://developer.android.com/reference/androidx/work/WorkRequest.Builder
+//   https://developer.android.com/reference/androidx/work/OneTimeWorkRequest.Builder
+//   https://developer.android.com/reference/androidx/work/PeriodicWorkRequest.Builder
+//   https://developer.android.com/reference/kotlin/androidx/work/package-summary#OneTimeWorkRequestBuilder()
+//   https://developer.android.com/reference/kotlin/androidx/work/package-summary#PeriodicWorkRequestBuilder(kotlin.Long,java.util.concurrent.TimeUnit,kotlin.Long,java.util.concurrent.TimeUnit)
+//   https://developer.android.com/reference/androidx/work/NetworkType
+//   https://developer.android.com/reference/androidx/work/BackoffPolicy
+//   https://developer.android.com/reference/androidx/work/ExistingPeriodicWorkPolicy
+//   https://developer.android.com/reference/androidx/work/ExistingWorkPolicy
+//   https://developer.android.com/reference/androidx/work/OutOfQuotaPolicy
+//   https://developer.android.com/reference/androidx/work/Operation
 @file:Suppress("unused", "UNUSED_PARAMETER")
 
 package androidx.work

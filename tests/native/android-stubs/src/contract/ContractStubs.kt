@@ -1,5 +1,10 @@
 // Compile-only stubs: androidx.activity.result.contract. Signatures from
 // developer.android.com/reference/androidx/activity/result/contract.
+// Mirrors:
+//   https://developer.android.com/reference/androidx/activity/result/contract/ActivityResultContract
+//   https://developer.android.com/reference/androidx/activity/result/contract/ActivityResultContracts.StartActivityForResult
+//   https://developer.android.com/reference/androidx/activity/result/contract/ActivityResultContracts.StartIntentSenderForResult
+//   https://developer.android.com/reference/androidx/activity/result/contract/ActivityResultContracts.RequestMultiplePermissions
 @file:Suppress("unused", "UNUSED_PARAMETER")
 
 package androidx.activity.result.contract
