@@ -24,6 +24,8 @@ want e2fsprogs
 want python3
 want default-jdk-headless
 want maven
+# OpenSSL headers for the SQLCipher build (`--features sqlcipher`).
+want libssl-dev
 
 if [ ${#need_apt[@]} -gt 0 ]; then
   SUDO=""

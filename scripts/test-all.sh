@@ -11,6 +11,9 @@ step() { echo; echo "=== $* ==="; }
 step "Rust: unit, integration, crash, fault, property, environment, security, IPC suites"
 cargo test --workspace --exclude bgsync-example-app 2>&1
 
+step "at-rest encryption (SQLCipher build of the engine)"
+cargo test --features sqlcipher --test encryption 2>&1
+
 step "guest-js (vitest + @tauri-apps/api/mocks)"
 if [ -f package-lock.json ]; then npm ci --no-audit --no-fund; else npm install --no-audit --no-fund; fi
 npm run build

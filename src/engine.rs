@@ -47,6 +47,7 @@ pub struct OpenOptions {
     clock: Arc<dyn Clock>,
     seed: Option<u64>,
     durability: Option<Durability>,
+    key: Option<String>,
 }
 
 impl Default for OpenOptions {
@@ -55,6 +56,7 @@ impl Default for OpenOptions {
             clock: Arc::new(SystemClock),
             seed: None,
             durability: None,
+            key: None,
         }
     }
 }
@@ -73,6 +75,14 @@ impl OpenOptions {
     /// Override the persisted durability for this handle.
     pub fn durability(mut self, d: Durability) -> Self {
         self.durability = Some(d);
+        self
+    }
+    /// Encrypt the database with SQLCipher under this key (a passphrase, or `x'…'` hex for a
+    /// raw 256-bit key). Needs the `sqlcipher` (or `sqlcipher-vendored`) cargo feature; without
+    /// it `open_with` fails rather than silently writing plaintext. Every open of the file
+    /// (including background entries) must use the same key.
+    pub fn encryption_key(mut self, key: impl Into<String>) -> Self {
+        self.key = Some(key.into());
         self
     }
 }
@@ -106,7 +116,7 @@ impl BackgroundSync {
             std::fs::create_dir_all(parent)
                 .map_err(|e| Error::Storage(format!("cannot create {}: {e}", parent.display())))?;
         }
-        let store = Store::open(path, opts.durability).await?;
+        let store = Store::open(path, opts.durability, opts.key.as_deref()).await?;
         let rng = match opts.seed {
             Some(s) => StdRng::seed_from_u64(s),
             None => StdRng::from_entropy(),

@@ -240,3 +240,19 @@ async fn caller_idempotency_key_dedupes_enqueue() {
     assert_eq!(a, b);
     assert_eq!(bs.status().await.unwrap().pending, 2);
 }
+
+/// Without the sqlcipher feature a key must not be silently ignored (plaintext on disk).
+#[cfg(not(any(feature = "sqlcipher", feature = "sqlcipher-vendored")))]
+#[tokio::test]
+async fn an_encryption_key_without_sqlcipher_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = tauri_plugin_background_sync::BackgroundSync::open_with(
+        dir.path().join("x.db"),
+        tauri_plugin_background_sync::OpenOptions::default().encryption_key("k"),
+    )
+    .await
+    .err()
+    .expect("refused");
+    assert_eq!(e.kind(), "invalidInput");
+    assert!(!dir.path().join("x.db").exists(), "nothing written");
+}

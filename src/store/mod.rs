@@ -85,12 +85,35 @@ pub(crate) struct Store {
 
 impl Store {
     /// Open (creating if needed) and migrate. `durability` overrides the persisted setting.
-    pub(crate) async fn open(path: &Path, durability: Option<Durability>) -> Result<Self> {
+    pub(crate) async fn open(path: &Path, durability: Option<Durability>, key: Option<&str>) -> Result<Self> {
         if path.as_os_str().is_empty() {
             return Err(Error::invalid("database path is empty"));
         }
-        let base = SqliteConnectOptions::from_str("sqlite://")
-            .map_err(|e| Error::Internal(e.to_string()))?
+        let mut base =
+            SqliteConnectOptions::from_str("sqlite://").map_err(|e| Error::Internal(e.to_string()))?;
+        if let Some(k) = key {
+            if !cfg!(any(feature = "sqlcipher", feature = "sqlcipher-vendored")) {
+                return Err(Error::invalid(
+                    "an encryption key needs the `sqlcipher` cargo feature (this build would write plaintext)",
+                ));
+            }
+            if k.is_empty() {
+                return Err(Error::invalid("the encryption key is empty"));
+            }
+            // sqlx issues `key` first on every connection, before any other pragma. A raw key
+            // (`x'<64 hex>'`) is double-quoted as SQLCipher expects; a passphrase is a string.
+            let raw = k.len() == 67
+                && k.starts_with("x'")
+                && k.ends_with('\'')
+                && k[2..66].chars().all(|c| c.is_ascii_hexdigit());
+            let value = if raw {
+                format!("\"{k}\"")
+            } else {
+                format!("'{}'", k.replace('\'', "''"))
+            };
+            base = base.pragma("key", value);
+        }
+        let base = base
             .filename(path)
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
@@ -1038,7 +1061,7 @@ mod tests {
 
     async fn store() -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().unwrap();
-        let s = Store::open(&dir.path().join("t.db"), None).await.unwrap();
+        let s = Store::open(&dir.path().join("t.db"), None, None).await.unwrap();
         (dir, s)
     }
 
