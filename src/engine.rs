@@ -443,12 +443,7 @@ impl BackgroundSync {
 
     /// Where copied files wait for upload: beside the database.
     fn uploads_dir(&self) -> PathBuf {
-        let db = self.path();
-        let name = db
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "outbox".into());
-        db.with_file_name(format!("{name}-uploads"))
+        self.inner.store.uploads_dir()
     }
 
     /// Recent drain reports, newest first.

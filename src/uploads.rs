@@ -27,6 +27,9 @@ const EXPIRY_MARGIN_MS: i64 = 5_000;
 const PROGRESS_EVERY: Duration = Duration::from_millis(250);
 /// Files smaller than this say little about throughput (latency dominates).
 const MEASURE_MIN_BYTES: u64 = 256 * 1024;
+/// A copy with no upload row is an enqueue that never committed (or one still copying):
+/// deleted once this old.
+const ORPHAN_COPY_AGE: Duration = Duration::from_secs(3_600);
 /// Assumed time to set up a request, added to the size-based estimate.
 const REQUEST_OVERHEAD_MS: f64 = 200.0;
 
@@ -257,6 +260,11 @@ impl<'a> Pass<'a> {
 
     pub(crate) async fn drive(&mut self, opts: &DrainOptions, deadline: Instant) -> Result<StopReason> {
         self.throughput = self.inner.store.upload_throughput().await?;
+        match self.inner.store.sweep_upload_copies(ORPHAN_COPY_AGE).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(removed = n, "deleted copies of finished or never-queued uploads"),
+            Err(e) => tracing::warn!(error = %e, "could not sweep upload copies"),
+        }
         let result = self.run(opts, deadline).await;
         // Claimed but not sent (deadline, stop): back to pending, untouched.
         self.inner.store.recover_owned("uploads", &self.owner).await?;

@@ -124,7 +124,8 @@ async fn sigkill_at_random_points_loses_and_duplicates_nothing() {
             BufReader::new(stdout)
                 .lines()
                 .map_while(Result::ok)
-                .filter_map(|l| l.strip_prefix("ACK ").map(str::to_string))
+                // The harness prints "test crash_child ... " before the child's first line.
+                .filter_map(|l| l.split_once("ACK ").map(|(_, k)| k.to_string()))
                 .collect::<Vec<_>>()
         });
         tokio::time::sleep(Duration::from_millis(rng.gen_range(30..400))).await;

@@ -457,6 +457,61 @@ impl Store {
         self.set_setting(KEY_THROUGHPUT, &bytes_per_ms.to_string()).await
     }
 
+    /// Where copied files wait for upload: beside the database (`<name>-uploads/<upload id>`).
+    pub(crate) fn uploads_dir(&self) -> std::path::PathBuf {
+        let name = self
+            .path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "outbox".into());
+        self.path.with_file_name(format!("{name}-uploads"))
+    }
+
+    /// Delete copies nothing will read again: those of finished or discarded uploads (a process
+    /// killed between recording the result and deleting the copy), and, once older than
+    /// `orphan_age`, copies with no upload row (killed between the copy and the enqueue's
+    /// commit, so never acknowledged). Returns how many were removed.
+    pub(crate) async fn sweep_upload_copies(&self, orphan_age: std::time::Duration) -> Result<u64> {
+        let dir = self.uploads_dir();
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return Ok(0);
+        };
+        let open: std::collections::HashSet<String> = sqlx::query_scalar(
+            "SELECT id FROM uploads WHERE owned = 1 AND state IN ('pending', 'in_flight', 'dead')",
+        )
+        .fetch_all(&self.pool)
+        .await?
+        .into_iter()
+        .collect();
+        let known: std::collections::HashSet<String> =
+            sqlx::query_scalar("SELECT id FROM uploads WHERE owned = 1")
+                .fetch_all(&self.pool)
+                .await?
+                .into_iter()
+                .collect();
+        let mut removed = 0;
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let id = name.strip_suffix(".part").unwrap_or(&name);
+            if open.contains(id) {
+                continue;
+            }
+            let old = e
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age >= orphan_age);
+            // A finished upload's copy goes at once; an unknown one may be an enqueue in progress.
+            if (known.contains(id) && !name.ends_with(".part")) || old {
+                if std::fs::remove_file(e.path()).is_ok() {
+                    removed += 1;
+                }
+            }
+        }
+        Ok(removed)
+    }
+
     /// Finished uploads past the retention (their placeholders are pruned with the id map).
     pub(crate) async fn prune_uploads(&self, cutoff: i64) -> Result<u64> {
         Ok(
