@@ -503,10 +503,9 @@ impl Store {
                 .and_then(|t| t.elapsed().ok())
                 .is_some_and(|age| age >= orphan_age);
             // A finished upload's copy goes at once; an unknown one may be an enqueue in progress.
-            if (known.contains(id) && !name.ends_with(".part")) || old {
-                if std::fs::remove_file(e.path()).is_ok() {
-                    removed += 1;
-                }
+            let finished = known.contains(id) && !name.ends_with(".part");
+            if (finished || old) && std::fs::remove_file(e.path()).is_ok() {
+                removed += 1;
             }
         }
         Ok(removed)

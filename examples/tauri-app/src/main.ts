@@ -26,7 +26,8 @@ interface ServerInfo {
   storageUrl: string | null
 }
 
-const $ = <T extends HTMLElement>(id: string) => document.getElementById(id) as T
+const $ = <T extends HTMLElement>(id: string) =>
+  document.getElementById(id) as T
 
 function describe(e: unknown): string {
   return isBackgroundSyncError(e) ? `${e.kind}: ${e.message}` : String(e)
@@ -74,7 +75,13 @@ async function renderPending() {
   body.replaceChildren(
     ...rows.map((m) => {
       const tr = document.createElement('tr')
-      for (const v of [m.method, m.path, m.priority, String(m.attempts), (m.waitingFor ?? []).join(', ')]) {
+      for (const v of [
+        m.method,
+        m.path,
+        m.priority,
+        String(m.attempts),
+        (m.waitingFor ?? []).join(', ')
+      ]) {
         const td = document.createElement('td')
         td.textContent = v
         tr.append(td)
@@ -129,11 +136,14 @@ function onEvent(e: StatusEvent) {
       const bar = $<HTMLProgressElement>('upload-progress')
       bar.max = e.total || 1
       bar.value = e.bytesSent
-      if (e.bytesSent === e.total) log(`photo ${e.placeholder} uploaded (${e.total} bytes)`)
+      if (e.bytesSent === e.total)
+        log(`photo ${e.placeholder} uploaded (${e.total} bytes)`)
       break
     }
     case 'report':
-      log(`report: ${e.stopReason}, ${e.done} delivered, ${e.uploaded} photos, ${e.remaining} left`)
+      log(
+        `report: ${e.stopReason}, ${e.done} delivered, ${e.uploaded} photos, ${e.remaining} left`
+      )
       break
   }
 }
@@ -142,7 +152,8 @@ function onEvent(e: StatusEvent) {
 async function photoBytes(): Promise<{ name: string; bytes: Uint8Array }> {
   const input = $<HTMLInputElement>('photo-file')
   const file = input.files?.[0]
-  if (file) return { name: file.name, bytes: new Uint8Array(await file.arrayBuffer()) }
+  if (file)
+    return { name: file.name, bytes: new Uint8Array(await file.arrayBuffer()) }
   const canvas = document.createElement('canvas')
   canvas.width = 320
   canvas.height = 240
@@ -152,7 +163,9 @@ async function photoBytes(): Promise<{ name: string; bytes: Uint8Array }> {
   ctx.fillStyle = '#fff'
   ctx.font = '28px sans-serif'
   ctx.fillText(new Date().toISOString().slice(11, 19), 60, 130)
-  const blob = await new Promise<Blob | null>((r) => canvas.toBlob(r, 'image/jpeg', 0.8))
+  const blob = await new Promise<Blob | null>((r) =>
+    canvas.toBlob(r, 'image/jpeg', 0.8)
+  )
   const bytes = blob
     ? new Uint8Array(await blob.arrayBuffer())
     : crypto.getRandomValues(new Uint8Array(20_000))
@@ -218,7 +231,9 @@ async function main() {
   online.checked = info.online
   log(`API ${info.apiUrl} ${info.online ? 'online' : 'offline'}`)
   online.onchange = async () => {
-    const i = await invoke<ServerInfo>('set_server_online', { online: online.checked })
+    const i = await invoke<ServerInfo>('set_server_online', {
+      online: online.checked
+    })
     log(`API server ${i.online ? 'online' : 'offline'}`)
   }
 
