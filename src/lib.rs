@@ -179,6 +179,9 @@ impl<R: Runtime> Plugin<R> {
                  or uploads.allowedDirs",
             ));
         }
+        // The checked path, not the given one: a symlink swapped later cannot redirect the read.
+        let mut upload = upload;
+        upload.file_path = file.to_string_lossy().into_owned();
         self.enqueue_upload(upload).await
     }
 

@@ -554,7 +554,15 @@ impl<'a> Pass<'a> {
                 r = transport.upload(&u, timeout, &auth, sent.clone()) => r,
                 _ = stall(sent.clone(), u.size, stall_after) => {
                     stalled = true;
-                    Ok(Sent { observed: Observed::TransportError(format!("upload stalled: no bytes moved for {} ms", stall_after.as_millis())), body: None })
+                    let what = if sent.load(Ordering::Relaxed) >= u.size {
+                        "no response after the whole file was sent"
+                    } else {
+                        "no bytes moved"
+                    };
+                    Ok(Sent {
+                        observed: Observed::TransportError(format!("upload stalled: {what} for {} ms", stall_after.as_millis())),
+                        body: None,
+                    })
                 }
             };
             FlightResult {
@@ -732,18 +740,16 @@ impl<'a> Pass<'a> {
     }
 }
 
-/// Resolves when no body bytes have moved for `after` while some remain to send.
+/// Resolves when no body bytes have moved for `after` while some remain to send, or when no
+/// response came within `after` once the whole body was sent (a server that swallows uploads
+/// must cost an attempt, not the whole budget of every run).
 async fn stall(sent: ByteCounter, total: u64, after: Duration) {
     let mut last = sent.load(Ordering::Relaxed);
     loop {
         tokio::time::sleep(after).await;
         let now = sent.load(Ordering::Relaxed);
-        if now == last && now < total {
+        if now >= total || now == last {
             return;
-        }
-        if now >= total {
-            // Everything is sent; the response is bounded by the request timeout.
-            std::future::pending::<()>().await;
         }
         last = now;
     }

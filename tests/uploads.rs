@@ -505,3 +505,49 @@ async fn bad_uploads_fail_with_typed_errors() {
     assert_eq!(bs.uploads(&[UploadState::Done], 10, 0).await.unwrap().len(), 2);
     server.shutdown().await;
 }
+
+/// A host that takes the whole file and never answers costs an attempt per try (the response
+/// timeout), not the whole budget of every run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_that_swallows_uploads_costs_attempts_not_budgets() {
+    use tokio::io::AsyncReadExt;
+    let swallow = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = swallow.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        while let Ok((mut s, _)) = swallow.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 65536];
+                while matches!(s.read(&mut buf).await, Ok(n) if n > 0) {}
+            });
+        }
+    });
+    let files = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(&format!("http://{addr}"));
+    cfg.request_timeout_ms = 300;
+    cfg.max_attempts = 3;
+    let bs = engine(&dir, cfg).await;
+    let f = make_file(files.path(), "f.bin", 100_000, 9);
+    let mut u = new_upload(&f, true);
+    u.destination = UploadDestination::Direct {
+        url: "/files/f".into(),
+        method: "PUT".into(),
+    };
+    let id = bs.enqueue_upload(u).await.unwrap().id;
+    let started = Instant::now();
+    let r = bs.drain(opts(Duration::from_secs(10))).await.unwrap();
+    let took = started.elapsed();
+    let up = bs.get_upload(&id).await.unwrap();
+    assert_eq!(up.state, UploadState::Dead, "{up:?}");
+    assert_eq!(up.attempts, 3);
+    assert!(up
+        .last_error
+        .unwrap()
+        .contains("no response after the whole file was sent"));
+    assert!(
+        took < Duration::from_secs(5),
+        "3 attempts of ~0.3 s, not the 10 s budget: {took:?}"
+    );
+    assert_eq!(r.upload_dead, 1);
+    task.abort();
+}
