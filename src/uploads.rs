@@ -308,9 +308,12 @@ impl<'a> Pass<'a> {
                 while flights.len() < slots && stop.is_none() {
                     let Some(u) = ready.pop_front() else { break };
                     let remaining = deadline.saturating_duration_since(Instant::now());
-                    let expires_too_soon = u.target.as_ref().and_then(|t| t.expires_at).is_some_and(|e| {
-                        e <= self.inner.now() + remaining.as_millis() as i64 + EXPIRY_MARGIN_MS
-                    });
+                    let needed = self.expected_ms(u.size, remaining);
+                    let expires_too_soon = !u.signed_now
+                        && u.target
+                            .as_ref()
+                            .and_then(|t| t.expires_at)
+                            .is_some_and(|e| e <= self.inner.now() + needed + EXPIRY_MARGIN_MS);
                     if u.size > self.fits_in(remaining) || remaining <= MIN_WINDOW || expires_too_soon {
                         // Not this run (or sign again next time): untouched, no attempt counted.
                         self.inner.store.release_upload(u.seq, &self.owner).await?;
@@ -372,6 +375,17 @@ impl<'a> Pass<'a> {
         Ok(if open == 0 { StopReason::Empty } else { reason })
     }
 
+    /// How long an upload of `size` bytes should take (at most what is left of the budget): a
+    /// signed URL must stay valid that long. (Not the whole budget: a storage host whose URLs
+    /// live shorter than the budget would otherwise be re-signed forever.)
+    fn expected_ms(&self, size: u64, remaining: Duration) -> i64 {
+        let estimate = match self.throughput {
+            Some(bpms) => (size as f64 / bpms * 1.2 + REQUEST_OVERHEAD_MS) as i64,
+            None => self.cfg.request_timeout_ms as i64,
+        };
+        estimate.min(remaining.as_millis() as i64)
+    }
+
     fn fits_in(&self, remaining: Duration) -> u64 {
         fits_in(self.throughput, remaining)
     }
@@ -384,8 +398,8 @@ impl<'a> Pass<'a> {
         remaining: Duration,
     ) -> Result<std::result::Result<Vec<ClaimedUpload>, StopReason>> {
         let now = self.inner.now();
-        let horizon = now + remaining.as_millis() as i64 + EXPIRY_MARGIN_MS;
         let (mut ready, mut unsigned): (Vec<_>, Vec<_>) = claimed.into_iter().partition(|u| {
+            let horizon = now + self.expected_ms(u.size, remaining) + EXPIRY_MARGIN_MS;
             !matches!(u.destination, UploadDestination::Signed)
                 || u.target
                     .as_ref()
@@ -451,6 +465,7 @@ impl<'a> Pass<'a> {
                         }
                         self.inner.store.set_upload_target(u.seq, &self.owner, &t).await?;
                         u.target = Some(t);
+                        u.signed_now = true;
                         ready.push(u);
                     }
                     None => {
@@ -790,6 +805,7 @@ mod tests {
                 result_url: None,
             }),
             attempts,
+            signed_now: false,
         }
     }
 

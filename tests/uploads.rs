@@ -551,3 +551,32 @@ async fn a_host_that_swallows_uploads_costs_attempts_not_budgets() {
     assert_eq!(r.upload_dead, 1);
     task.abort();
 }
+
+/// Signed URLs that live shorter than the drain's budget are used while valid, not re-signed in
+/// a loop (the check is against the upload's expected duration, not the whole budget).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn short_lived_signed_urls_are_used_not_resigned_forever() {
+    let server = server(FaultConfig::default()).await;
+    server.set_storage_faults(StorageFaults {
+        sign_ttl_ms: 8_000,
+        ..Default::default()
+    });
+    let files = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let bs = engine(&dir, upload_config(&server)).await;
+    for i in 0..10 {
+        let f = make_file(files.path(), &format!("s{i}.bin"), 50_000, i);
+        bs.enqueue_upload(new_upload(&f, true)).await.unwrap();
+    }
+    let started = Instant::now();
+    let r = bs.drain(opts(Duration::from_secs(60))).await.unwrap();
+    assert_eq!((r.uploaded, r.stop_reason), (10, StopReason::Empty), "{r:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    let stats = server.storage_stats();
+    assert!(stats.sign_requests <= 2, "{stats:?}");
+    server.shutdown().await;
+}

@@ -71,6 +71,9 @@ pub(crate) struct ClaimedUpload {
     pub destination: UploadDestination,
     pub target: Option<Target>,
     pub attempts: u32,
+    /// The target was signed in this run: used as it is, even if it lives shorter than the
+    /// upload should take (signing again would only get the same lifetime).
+    pub signed_now: bool,
 }
 
 const KEY_THROUGHPUT: &str = "upload_throughput_bpms";
@@ -197,6 +200,7 @@ impl Store {
                         destination: serde_json::from_str(&destination).unwrap_or_default(),
                         target,
                         attempts: r.get::<i64, _>("attempts") as u32,
+                        signed_now: false,
                     },
                 )
             })
