@@ -10,8 +10,8 @@ deps:
 demo: deps
 	cargo run -p bgsync-demo
 
+# The frontend imports guest-js from source (Vite alias) and needs only its own node_modules.
 app: deps
-	npm ci --no-audit --no-fund
 	cd examples/tauri-app && npm ci --no-audit --no-fund && npm run build
 	cargo run -p bgsync-example-app --features custom-protocol
 
@@ -20,6 +20,21 @@ test: deps
 
 test-rust:
 	cargo test --workspace
+
+test-js:
+	npm ci --no-audit --no-fund
+	npm run build
+	npm test
+
+test-native:
+	tests/native/run_all.sh
+
+# The example app in WebKitGTK under Xvfb (E2E_RUNS=3 make test-e2e: three runs, one build).
+test-e2e: deps
+	./scripts/test-e2e.sh
+
+bench-smoke:
+	./scripts/bench-smoke.sh
 
 bench:
 	cargo bench --bench engine

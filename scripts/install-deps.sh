@@ -19,6 +19,7 @@ want libayatana-appindicator3-dev
 want xvfb
 want xauth
 want webkit2gtk-driver
+want procps   # ps: scripts/test-e2e.sh stops each child's whole session
 # chattr (read-only database test as root), python3 (C ABI test), a JDK (JNI test).
 want e2fsprogs
 want python3

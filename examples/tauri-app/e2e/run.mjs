@@ -2,6 +2,13 @@
 // (WebDriver). Started by scripts/test-e2e.sh, which provides the environment:
 //   APP (binary), DRIVER_URL (tauri-driver), BGSYNC_EXAMPLE_PORT (the app's API port),
 //   ARTIFACTS (screenshot directory). The app starts with its API server offline.
+//
+// Scenario: five visits saved offline through the form (all four priorities, three with a
+// follow-up note = an update of the visit's temp id, one with a photo, one the server will
+// reject), checked pending in the UI; a sync while offline loses nothing; server online, "Sync
+// now": everything delivered but the rejected visit, which shows up as a dead letter; its body
+// is edited in the UI and it is delivered too. Then the server's own view: every mutation
+// applied exactly once, creates before their updates, no temp id or placeholder anywhere.
 import { Builder, By, until } from 'selenium-webdriver'
 import { mkdirSync, writeFileSync } from 'node:fs'
 import assert from 'node:assert/strict'
@@ -9,9 +16,36 @@ import assert from 'node:assert/strict'
 const { APP, DRIVER_URL, BGSYNC_EXAMPLE_PORT, ARTIFACTS } = process.env
 const api = `http://127.0.0.1:${BGSYNC_EXAMPLE_PORT}`
 const STEP = 30_000
+const started = Date.now()
+const TEMP_ID = /visit-[0-9a-f]{8}-[0-9a-f]{4}/
+
+const VISITS = [
+  {
+    site: 'North field, gate 3',
+    notes: 'gate was open',
+    priority: 'high',
+    photo: true
+  },
+  { site: 'Pump house', notes: 'meter read 4211', priority: 'normal' },
+  { site: 'Barn B', notes: '', priority: 'critical' },
+  { site: 'Orchard row 7', notes: 'fence down by the creek', priority: 'low' },
+  { site: 'Silo 2', notes: '', priority: 'normal', reject: true }
+]
+const MUTATIONS = VISITS.length + VISITS.filter((v) => v.notes).length // 8
+const UPDATES = VISITS.filter((v) => v.notes).length // 3
+
+function withTimeout(promise, ms, what) {
+  let timer
+  return Promise.race([
+    promise,
+    new Promise((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`${what} after ${ms} ms`)), ms)
+    })
+  ]).finally(() => clearTimeout(timer))
+}
 
 // A session waits for the app's window; an app that dies at startup must not hang the suite.
-const driver = await Promise.race([
+const driver = await withTimeout(
   new Builder()
     .usingServer(DRIVER_URL)
     .withCapabilities({
@@ -19,17 +53,18 @@ const driver = await Promise.race([
       'tauri:options': { application: APP }
     })
     .build(),
-  new Promise((_, reject) =>
-    setTimeout(
-      () =>
-        reject(
-          new Error('no WebDriver session after 60 s (did the app start?)')
-        ),
-      60_000
-    )
-  )
-])
+  60_000,
+  'no WebDriver session (did the app start?)'
+)
+await driver.manage().setTimeouts({ script: STEP, pageLoad: STEP })
 
+async function getJson(path) {
+  const res = await fetch(`${api}${path}`, {
+    signal: AbortSignal.timeout(10_000)
+  })
+  assert.equal(res.status, 200, `GET ${path}`)
+  return res.json()
+}
 async function text(id) {
   return (await driver.findElement(By.id(id)).getText()).trim()
 }
@@ -40,19 +75,33 @@ async function waitText(id, expected, what) {
     `${what}: #${id} != ${expected}`
   )
 }
+async function waitEvent(re, what) {
+  await driver.wait(async () => re.test(await text('events')), STEP, what)
+}
 async function type(id, value) {
   const el = await driver.findElement(By.id(id))
   await el.clear()
   if (value) await el.sendKeys(value)
 }
-async function addVisit({ site, notes, priority, photo }) {
+async function setBox(id, checked) {
+  const box = await driver.findElement(By.id(id))
+  if ((await box.isSelected()) !== checked) await box.click()
+}
+/** Fills and submits the form; returns the visit's temp id shown by the app. */
+async function addVisit({
+  site,
+  notes,
+  priority,
+  photo = false,
+  reject = false
+}) {
   await type('site', site)
   await type('notes', notes)
   await driver
     .findElement(By.css(`#priority option[value="${priority}"]`))
     .click()
-  const box = await driver.findElement(By.id('attach-photo'))
-  if ((await box.isSelected()) !== photo) await box.click()
+  await setBox('attach-photo', photo)
+  await setBox('reject', reject)
   const before = await text('form-result')
   await driver.findElement(By.id('submit')).click()
   await driver.wait(
@@ -64,7 +113,16 @@ async function addVisit({ site, notes, priority, photo }) {
     'the form never confirmed'
   )
   const result = await text('form-result')
-  assert.match(result, /^saved visit-/, result)
+  const m = /^saved (visit-[0-9a-f-]{36}) \(queued\)$/.exec(result)
+  assert.ok(m, result)
+  return m[1]
+}
+/** The pending list's cells, read in one script call (a refresh may replace the rows). */
+async function pendingRows() {
+  return driver.executeScript(
+    `return Array.from(document.querySelectorAll('#pending-list tr[data-testid="pending-row"]'))
+       .map((tr) => Array.from(tr.cells).map((td) => td.textContent))`
+  )
 }
 async function screenshot(name) {
   mkdirSync(ARTIFACTS, { recursive: true })
@@ -87,95 +145,165 @@ try {
     false,
     'starts offline'
   )
+  assert.equal(
+    await driver.findElement(By.id('bg-enabled')).isSelected(),
+    false,
+    'background sync is off by default'
+  )
+  await assert.rejects(
+    fetch(`${api}/health`, { signal: AbortSignal.timeout(5_000) }),
+    'the API is really unreachable while offline'
+  )
 
-  // Offline: three visits, two with a follow-up note (an update of the temp id), one photo.
-  await addVisit({
-    site: 'North field, gate 3',
-    notes: 'gate was open',
-    priority: 'high',
-    photo: true
-  })
-  await addVisit({
-    site: 'Pump house',
-    notes: 'meter read 4211',
-    priority: 'normal',
-    photo: false
-  })
-  await addVisit({
-    site: 'Barn B',
-    notes: '',
-    priority: 'critical',
-    photo: false
-  })
-  await waitText('pending-count', '5', 'queued while offline')
+  // Offline: the five visits.
+  const ids = []
+  for (const v of VISITS) ids.push(await addVisit(v))
+  await waitText('pending-count', String(MUTATIONS), 'queued while offline')
   await waitText('uploads-count', '1', 'photo queued while offline')
   // The list refreshes shortly after the counts.
   await driver.wait(
-    async () =>
-      (await driver.findElements(By.css('#pending-list tr'))).length === 5,
+    async () => (await pendingRows()).length === MUTATIONS,
     STEP,
     'pending list shows every queued mutation'
+  )
+  const rows = await pendingRows()
+  for (const [i, v] of VISITS.entries()) {
+    const own = rows.filter(([, path]) => path === `/visits/${ids[i]}`)
+    assert.equal(own.length, v.notes ? 1 : 0, `update of ${ids[i]} queued`)
+    if (v.notes) {
+      assert.equal(own[0][0], 'PATCH')
+      assert.equal(own[0][2], v.priority)
+    }
+  }
+  assert.equal(
+    rows.filter(([m, p]) => m === 'POST' && p === '/visits').length,
+    VISITS.length
   )
 
   // Sync while the API is down: nothing is lost, nothing dead.
   await driver.findElement(By.id('sync-now')).click()
-  await driver.wait(
-    async () => (await text('events')).includes('noNetwork'),
-    STEP,
-    'no offline report'
-  )
-  assert.equal(await text('pending-count'), '5')
+  await waitEvent(/sync now: noNetwork/, 'no offline report')
+  assert.equal(await text('pending-count'), String(MUTATIONS))
   assert.equal(await text('dead-count'), '0')
   await screenshot('1-offline')
 
-  // Back online, then sync: everything is delivered.
+  // Back online, then sync: everything is delivered except the visit the server rejects.
   await driver.findElement(By.id('server-online')).click()
-  await driver.wait(
-    async () => (await text('events')).includes('API server online'),
-    STEP,
-    'server start'
-  )
+  await waitEvent(/API server online/, 'server start')
+  const health = await fetch(`${api}/health`, {
+    signal: AbortSignal.timeout(5_000)
+  })
+  assert.equal(health.status, 200, 'the API is back')
   await driver.findElement(By.id('sync-now')).click()
   await waitText('pending-count', '0', 'delivered')
   await waitText('uploads-count', '0', 'photo uploaded')
+  await waitText('dead-count', '1', 'the rejected visit is a dead letter')
+  // The status stream reported the deliveries (progress + the run's report).
+  await waitEvent(/progress: [1-9]\d* delivered/, 'no progress event')
+  await waitEvent(/report: \w+, [1-9]\d* delivered/, 'no delivery report')
+
+  // The dead letter: the server's reason, then fixed in the UI and sent again.
+  const dead = await driver.wait(
+    until.elementLocated(By.css('[data-testid="dead-letter"]')),
+    STEP,
+    'dead letter not listed'
+  )
+  assert.match(await dead.findElement(By.css('p')).getText(), /422/)
+  const area = await dead.findElement(By.css('[data-testid="dead-body"]'))
+  const body = JSON.parse(await area.getAttribute('value'))
+  assert.equal(body.__reject, true)
+  assert.equal(body.site, 'Silo 2')
+  delete body.__reject
+  await area.clear()
+  await area.sendKeys(JSON.stringify(body))
+  // The edit survives the list refreshes that status events trigger.
+  await driver.sleep(300)
+  assert.deepEqual(JSON.parse(await area.getAttribute('value')), body)
+  await screenshot('2-dead-letter')
+  await dead.findElement(By.css('[data-testid="dead-edit"]')).click()
+  await waitText('dead-count', '0', 'edited dead letter queued again')
+  await waitText('pending-count', '1', 'edited dead letter queued again')
+  await driver.findElement(By.id('sync-now')).click()
+  await waitText('pending-count', '0', 'edited visit delivered')
   await waitText('dead-count', '0', 'no dead letters')
   await driver.wait(
     async () => (await text('last-report')).includes('stopped: empty'),
     STEP,
     'report'
   )
-  await screenshot('2-delivered')
+  await driver.wait(
+    async () =>
+      (await driver.findElements(By.css('#pending-list tr, #dead-list > *')))
+        .length === 0,
+    STEP,
+    'lists emptied'
+  )
+  await screenshot('3-delivered')
 
-  // The server applied each mutation once, with server ids and the photo URL in place.
-  const log = await (await fetch(`${api}/_admin/log`)).json()
-  assert.equal(log.length, 5, `server applied ${log.length} mutations`)
+  // The server's view: each mutation applied exactly once, in order, with server ids.
+  const log = await getJson('/_admin/log')
+  const stats = await getJson('/_admin/stats')
+  assert.equal(log.length, MUTATIONS, `server applied ${log.length} mutations`)
   assert.equal(
     new Set(log.map((e) => e.idempotencyKey)).size,
-    5,
+    MUTATIONS,
     'each key once'
   )
-  const state = await (await fetch(`${api}/_admin/state`)).json()
-  const visits = Object.values(state.visits ?? {})
-  assert.equal(visits.length, 3, JSON.stringify(state))
-  const json = JSON.stringify(state)
-  assert.doesNotMatch(
-    json,
-    /visit-[0-9a-f]{8}/,
-    'no temp id reached the server'
-  )
-  assert.doesNotMatch(json, /att_/, 'no upload placeholder reached the server')
-  const objects = await (await fetch(`${api}/_admin/objects`)).json()
-  assert.equal(objects.length, 1, 'one photo stored')
-  const north = visits.find((v) => v.site === 'North field, gate 3')
-  assert.equal(north.photoUrl, objects[0].url, 'the visit points at its photo')
+  assert.equal(stats.applied, MUTATIONS, JSON.stringify(stats))
+  assert.equal(stats.replayed, 0, 'no resend needed a replay')
   assert.equal(
-    north.notes,
-    'gate was open',
-    'the follow-up update reached the created visit'
+    stats.rejected,
+    1,
+    'the rejected body was sent once (4xx is not retried)'
   )
+  const creates = log.filter((e) => e.method === 'POST')
+  const updates = log.filter((e) => e.method === 'PATCH')
+  assert.equal(creates.length, VISITS.length)
+  assert.equal(updates.length, UPDATES)
+  for (const u of updates) {
+    const c = creates.find((c) => c.entityId === u.entityId)
+    assert.ok(c, `update ${u.path} targets a created visit`)
+    assert.ok(
+      c.seq < u.seq,
+      `create of ${u.entityId} applied before its update`
+    )
+    assert.match(u.path, /^\/visits\/srv_\d+$/)
+  }
+  const state = await getJson('/_admin/state')
+  const visits = Object.values(state.visits ?? {})
+  assert.equal(visits.length, VISITS.length, JSON.stringify(state))
+  for (const v of VISITS) {
+    const got = visits.filter((s) => s.site === v.site)
+    assert.equal(got.length, 1, `${v.site} stored once`)
+    assert.equal(got[0].priority, v.priority)
+    if (v.notes)
+      assert.equal(
+        got[0].notes,
+        v.notes,
+        `${v.site}: the update reached the created visit`
+      )
+    assert.equal('__reject' in got[0], false)
+  }
+  const serverSide = JSON.stringify({ log, state })
+  assert.doesNotMatch(serverSide, TEMP_ID, 'no temp id reached the server')
+  for (const id of ids)
+    assert.equal(serverSide.includes(id), false, `${id} leaked`)
+  assert.doesNotMatch(
+    serverSide,
+    /att_/,
+    'no upload placeholder reached the server'
+  )
+  const objects = await getJson('/_admin/objects')
+  assert.equal(objects.length, 1, 'one photo stored')
+  const north = visits.find((v) => v.site === VISITS[0].site)
+  assert.equal(north.photoUrl, objects[0].url, 'the visit points at its photo')
+
   console.log(
-    `e2e: 5 mutations + 1 photo queued offline, 0 lost while offline, delivered once after ` +
-      `reconnect (server log ${log.length}, objects ${objects.length}); screenshots in ${ARTIFACTS}`
+    `e2e passed in ${((Date.now() - started) / 1000).toFixed(1)} s: ${VISITS.length} visits ` +
+      `(${MUTATIONS} mutations incl. ${UPDATES} temp-id updates) + 1 photo queued offline, ` +
+      `0 lost offline, 1 dead letter edited in the UI; server applied ${log.length} ` +
+      `mutations (${new Set(log.map((e) => e.idempotencyKey)).size} distinct keys), ` +
+      `${objects.length} photo, 0 temp ids; screenshots in ${ARTIFACTS}`
   )
 } catch (e) {
   failed = true
@@ -185,6 +313,6 @@ try {
     console.error('events:', await text('events'))
   } catch {}
 } finally {
-  await driver.quit().catch(() => {})
+  await withTimeout(driver.quit(), 15_000, 'quit').catch(() => {})
 }
 process.exit(failed ? 1 : 0)

@@ -50,7 +50,7 @@ function renderStatus(s: SyncStatus) {
   $('uploads-count').textContent = String(s.uploadsPending)
   const r = s.lastReport
   $('last-report').textContent = r
-    ? `last run (${r.trigger}): ${r.done} delivered, ${r.uploaded} photos, ${r.retried} retried, ` +
+    ? `last run (${r.trigger}): ${r.done} delivered, ${r.uploaded} photo(s), ${r.retried} retried, ` +
       `${r.dead} dead — stopped: ${r.stopReason}${r.lastError ? ` (${r.lastError})` : ''}`
     : 'no run yet'
 }
@@ -75,6 +75,8 @@ async function renderPending() {
   body.replaceChildren(
     ...rows.map((m) => {
       const tr = document.createElement('tr')
+      tr.dataset.id = m.id
+      tr.dataset.testid = 'pending-row'
       for (const v of [
         m.method,
         m.path,
@@ -91,36 +93,69 @@ async function renderPending() {
   )
 }
 
+// Dead letters are keyed by id and kept across refreshes (every status event refreshes the
+// lists), so a body being edited is not wiped by an unrelated event.
 async function renderDead() {
   const rows = await deadLetters({ limit: 100 })
-  $('dead-list').replaceChildren(
-    ...rows.map((m) => {
-      const div = document.createElement('div')
-      div.className = 'dead'
-      div.dataset.id = m.id
-      const title = document.createElement('p')
-      title.textContent = `${m.method} ${m.path} — ${m.lastError ?? ''}`
-      const text = document.createElement('textarea')
-      text.value = JSON.stringify(m.body ?? null, null, 2)
-      const buttons = [
-        ['Retry', () => retry(m.id)],
-        ['Save edit', () => editDeadLetter(m.id, JSON.parse(text.value))],
-        ['Discard', () => discard(m.id)]
-      ] as const
-      div.append(title, text)
-      for (const [label, act] of buttons) {
-        const b = document.createElement('button')
-        b.textContent = label
-        b.onclick = () =>
-          act().then(
-            () => log(`${label.toLowerCase()} ${m.id}`),
-            (e) => log(`${label} failed: ${describe(e)}`)
-          )
-        div.append(b)
-      }
-      return div
-    })
+  const list = $('dead-list')
+  const existing = new Map(
+    Array.from(list.querySelectorAll<HTMLElement>(':scope > .dead')).map(
+      (d) => [d.dataset.id, d]
+    )
   )
+  const divs = rows.map((m) => {
+    const body = JSON.stringify(m.body ?? null, null, 2)
+    const div = existing.get(m.id) ?? deadLetterCard(m.id, body)
+    div.querySelector('p')!.textContent =
+      `${m.method} ${m.path} — ${m.lastError ?? ''}`
+    const text = div.querySelector('textarea')!
+    if (text.value === text.dataset.original && document.activeElement !== text)
+      text.value = body
+    text.dataset.original = body
+    return div
+  })
+  const same =
+    divs.length === list.children.length &&
+    divs.every((d, i) => list.children[i] === d)
+  if (!same) list.replaceChildren(...divs)
+}
+
+function deadLetterCard(id: string, body: string): HTMLElement {
+  const div = document.createElement('div')
+  div.className = 'dead'
+  div.dataset.id = id
+  div.dataset.testid = 'dead-letter'
+  const title = document.createElement('p')
+  const text = document.createElement('textarea')
+  text.dataset.testid = 'dead-body'
+  text.rows = 4
+  text.value = body
+  text.dataset.original = body
+  const buttons = [
+    ['Retry', 'dead-retry', () => retry(id)],
+    [
+      'Save edit',
+      'dead-edit',
+      () => editDeadLetter(id, JSON.parse(text.value))
+    ],
+    ['Discard', 'dead-discard', () => discard(id)]
+  ] as const
+  div.append(title, text)
+  for (const [label, testid, act] of buttons) {
+    const b = document.createElement('button')
+    b.textContent = label
+    b.dataset.testid = testid
+    // Through a promise so an unparsable edit is reported like any other failure.
+    b.onclick = () =>
+      Promise.resolve()
+        .then(act)
+        .then(
+          () => log(`${label.toLowerCase()} ${id}`),
+          (e) => log(`${label} failed: ${describe(e)}`)
+        )
+    div.append(b)
+  }
+  return div
 }
 
 function onEvent(e: StatusEvent) {
@@ -142,7 +177,7 @@ function onEvent(e: StatusEvent) {
     }
     case 'report':
       log(
-        `report: ${e.stopReason}, ${e.done} delivered, ${e.uploaded} photos, ${e.remaining} left`
+        `report: ${e.stopReason}, ${e.done} delivered, ${e.uploaded} photo(s), ${e.remaining} left`
       )
       break
   }
@@ -180,6 +215,9 @@ async function saveVisit(ev: SubmitEvent) {
   const visit = tempId('visit')
   try {
     const body: Record<string, unknown> = { site, priority }
+    // The reference server answers 422 to this flag: the visit becomes a dead letter, to be
+    // edited (remove the flag), retried or discarded in the list below.
+    if ($<HTMLInputElement>('reject').checked) body.__reject = true
     if ($<HTMLInputElement>('attach-photo').checked) {
       // The upload is queued first; the visit carries its placeholder and is sent with the
       // photo's URL once the file is up.
