@@ -1,19 +1,28 @@
 #!/usr/bin/env bash
 # Compiles the whole Android shim (android/src/main/java/**.kt) on the host, against:
-#   - the Android framework: Robolectric's android-all (API 36) from Maven Central,
+#   - the Android framework: Robolectric's android-all (API 36 = compileSdk) from Maven Central,
 #   - Tauri's Kotlin plugin API: the real sources shipped in the `tauri` crate (mobile/android),
+#   - Jackson and kotlinx-coroutines(-android) jars from Maven Central (tests/native/android-stubs/pom.xml),
 #   - AndroidX (activity, appcompat, core, lifecycle, work): compile-only stubs in
 #     tests/native/android-stubs/src (Google Maven is not reachable here),
-# with kotlinc 2.1 from Maven Central. Catches type errors in BackgroundSyncPlugin.kt,
-# SyncWorker.kt, Prefs.kt, Notifications.kt; it does not run them (no device).
+# with kotlinc 2.1 from Maven Central, twice:
+#   1. everything with the K2 compiler (language 2.1: what an app on Kotlin 2.x compiles),
+#   2. the shim again with the K1 front end at the language/API version of the Kotlin Gradle
+#      plugin that android/settings.gradle pins (1.8: no newer language features or stdlib API).
+# Catches type errors in BackgroundSyncPlugin.kt, SyncWorker.kt, Prefs.kt, Notifications.kt;
+# it does not run them (no device). Fails on any compile error.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+t0=$SECONDS
 deps=target/native-deps/android
 kdeps=target/native-deps/kotlin
-if [ ! -f "$deps/.done" ]; then
-  mkdir -p "$deps"
-  mvn -q -B -f tests/native/android-stubs/pom.xml dependency:copy-dependencies -DoutputDirectory="$PWD/$deps"
-  touch "$deps/.done"
+pom=tests/native/android-stubs/pom.xml
+stamp="$deps/.pom-$(sha256sum "$pom" | cut -c1-16)"
+if [ ! -f "$stamp" ]; then  # first run, or the pom changed: fetch the classpath afresh
+  rm -rf "$deps" && mkdir -p "$deps"
+  mvn -q -B -f "$pom" dependency:copy-dependencies -DoutputDirectory="$PWD/$deps" >"$deps.mvn.log" 2>&1 \
+    || { cat "$deps.mvn.log"; echo "fetching the compile classpath failed"; exit 1; }
+  touch "$stamp"
 fi
 if [ ! -f "$kdeps/kotlin-compiler-embeddable-2.1.0.jar" ]; then
   mvn -q -B -f tests/native/kotlin/pom.xml dependency:copy-dependencies -DoutputDirectory="$PWD/$kdeps"
@@ -29,18 +38,29 @@ tauri_src=$tauri_dir/mobile/android/src/main/java
 # The compiler itself runs on kotlin-stdlib 2.1 (not android-all's or coroutines' older copy).
 compiler_cp=$(ls "$kdeps"/*.jar | grep -v -e junit -e hamcrest -e '/json-' | tr '\n' ':')
 compile_cp=$(ls "$deps"/*.jar | grep -v kotlin-stdlib | tr '\n' ':')$kdeps/kotlin-stdlib-2.1.0.jar
-out=target/native-android
-rm -rf "$out" && mkdir -p "$out"
-mapfile -t sources < <(find tests/native/android-stubs/src "$tauri_src/app/tauri" android/src/main/java -name '*.kt' | sort)
-echo "kotlinc: ${#sources[@]} files (AndroidX stubs, Tauri's plugin API, the shim) against android-all API 36"
-log=$out/kotlinc.log
-if ! java -Xmx1g -cp "$compiler_cp" org.jetbrains.kotlin.cli.jvm.K2JVMCompiler -no-stdlib -no-reflect \
-  -jvm-target 1.8 -cp "$compile_cp" -d "$out" "${sources[@]}" >"$log" 2>&1; then
-  grep -E "^(error|e:)|error:" "$log" | head -40 || cat "$log"
-  echo "Android shim compilation FAILED"
+kotlinc() { java -Xmx1g -cp "$compiler_cp" org.jetbrains.kotlin.cli.jvm.K2JVMCompiler -no-stdlib -no-reflect -jvm-target 1.8 "$@"; }
+fail() { # log, what
+  grep -E "^(error|e:)|error:" "$1" | head -40 || cat "$1"
+  echo "Android shim compilation FAILED ($2)"
   exit 1
-fi
+}
+out=target/native-android
+rm -rf "$out" && mkdir -p "$out/classes" "$out/k1"
+mapfile -t shim < <(find android/src/main/java -name '*.kt' | sort)
+mapfile -t sources < <(find tests/native/android-stubs/src "$tauri_src/app/tauri" -name '*.kt' | sort)
+sources+=("${shim[@]}")
+
+echo "kotlinc (K2, language 2.1): ${#sources[@]} files (AndroidX stubs, Tauri $(basename "$tauri_dir") plugin API, ${#shim[@]} shim files) against android-all API 36"
+kotlinc -cp "$compile_cp" -d "$out/classes" "${sources[@]}" >"$out/kotlinc-k2.log" 2>&1 || fail "$out/kotlinc-k2.log" "K2"
 for c in BackgroundSyncPlugin SyncWorker Prefs Notifications NativeBridge WorkPlanner; do
-  [ -f "$out/app/tauri/backgroundsync/$c.class" ] || { echo "missing $c.class"; exit 1; }
+  [ -f "$out/classes/app/tauri/backgroundsync/$c.class" ] || { echo "missing $c.class"; exit 1; }
 done
-echo "Android shim compiled: $(find "$out/app/tauri/backgroundsync" -name '*.class' | wc -l) classes"
+
+kv=$(grep -A1 '"org.jetbrains.kotlin.android"' android/settings.gradle | grep -oE 'useVersion\("[0-9]+\.[0-9]+' | grep -oE '[0-9]+\.[0-9]+$')
+[ -n "$kv" ] || { echo "no Kotlin plugin version in android/settings.gradle"; exit 1; }
+echo "kotlinc (K1, language/API $kv as android/settings.gradle pins): the ${#shim[@]} shim files"
+kotlinc -language-version "$kv" -api-version "$kv" -cp "$out/classes:$compile_cp" -d "$out/k1" "${shim[@]}" \
+  >"$out/kotlinc-k1.log" 2>&1 || fail "$out/kotlinc-k1.log" "K1, Kotlin $kv"
+[ -f "$out/k1/app/tauri/backgroundsync/SyncWorker.class" ] || { echo "K1 pass produced no classes"; exit 1; }
+
+echo "Android shim compiled: $(find "$out/classes/app/tauri/backgroundsync" -name '*.class' | wc -l) classes, both passes, in $((SECONDS - t0)) s"

@@ -3,7 +3,8 @@
 # compiler from Maven Central, runs the JUnit tests of the config → WorkManager mapping, and
 # calls the Rust library through the real NativeBridge.kt on the host JVM.
 # The Android/WorkManager/Tauri-dependent classes (BackgroundSyncPlugin, SyncWorker, Prefs,
-# Notifications) are NOT compiled here: that needs the Android SDK (see the mobile workflow).
+# Notifications) are compiled by tests/native/android_compile.sh (android-all + Tauri's Kotlin
+# API + AndroidX stubs); the Gradle build against the real AndroidX is the mobile workflow.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 deps=target/native-deps/kotlin

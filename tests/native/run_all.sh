@@ -12,4 +12,5 @@ if [ -x tests/native/kotlin_compile.sh ]; then
   run "Kotlin shim compile + unit tests" bash tests/native/kotlin_compile.sh
 fi
 run "whole Android shim vs android-all + Tauri's Kotlin API + AndroidX stubs" bash tests/native/android_compile.sh
+run "iOS shim Swift syntax (swift-frontend -parse, Debian trixie's swiftlang)" bash tests/native/swift_parse.sh
 [ "$total_fail" = 0 ]

@@ -1,6 +1,12 @@
 // Compile-only stubs of the androidx.work (WorkManager 2.9, work-runtime + work-runtime-ktx)
 // API the Android shim uses; WorkManager is on Google Maven only. Signatures follow
 // developer.android.com/reference/androidx/work; bodies never run.
+// Each declaration below was checked against the metalava API signature file of that release,
+// androidx/androidx work/work-runtime/api/2.9.0-beta01.txt (the 2.9.x public API): names,
+// parameter and return types, nullability, final/open/abstract (the Java statics of
+// ListenableWorker.Result and WorkManager are companion @JvmStatic here: Kotlin callers write
+// them the same way). Members the shim does not use are left out, so using one fails here
+// first (a false alarm, never a false pass).
 // Mirrors:
 //   https://developer.android.com/reference/androidx/work/WorkManager
 //   https://developer.android.com/reference/androidx/work/CoroutineWorker
@@ -130,11 +136,11 @@ abstract class WorkManager internal constructor() {
         existingPeriodicWorkPolicy: ExistingPeriodicWorkPolicy,
         periodicWork: PeriodicWorkRequest,
     ): Operation
-    abstract fun enqueueUniqueWork(
+    open fun enqueueUniqueWork(
         uniqueWorkName: String,
         existingWorkPolicy: ExistingWorkPolicy,
         work: OneTimeWorkRequest,
-    ): Operation
+    ): Operation = throw UnsupportedOperationException()
     abstract fun cancelUniqueWork(uniqueWorkName: String): Operation
 
     companion object {
