@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tauri_plugin_background_sync::{
-    BackgroundSync, Clock, DrainOptions, MutationState, OpenOptions, StopReason,
+    AuthConfig, BackgroundSync, BatchConfig, Clock, DrainOptions, MutationState, OpenOptions, StopReason,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -102,8 +102,109 @@ async fn database_locked_by_another_process() {
     server.shutdown().await;
 }
 
-/// Fill a small file system until enqueues fail, then free space.
-async fn fill_until_full(bs: &BackgroundSync) -> (Vec<String>, tauri_plugin_background_sync::Error) {
+/// The drain side of a lock held by another process: a drain that starts under a long lock
+/// fails typed (nothing sent); a lock taken while requests are in flight (the server has
+/// applied them, the engine cannot record it) stops the drain with a visible storage error,
+/// keeps the rows, and the next drain resends them under the same key (applied once).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_while_another_process_holds_the_lock() {
+    let server = server(FaultConfig {
+        delay_ms: 1_500,
+        ..Default::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("outbox.db");
+    let bs = engine(&dir, config(&server.base_url)).await;
+    let mut acked = Vec::new();
+    for i in 0..3 {
+        acked.push(
+            bs.enqueue(mutation(
+                "PUT",
+                &format!("/v/{i}"),
+                Some(json!({"v": i})),
+                "v",
+                &i.to_string(),
+            ))
+            .await
+            .unwrap(),
+        );
+    }
+
+    // (a) The drain starts under a 7 s lock: a typed storage error after the 5 s busy timeout
+    // (longer than its 3 s budget: the budget cannot interrupt a SQLite wait), nothing sent.
+    let mut child = lock_from_another_process(&db, 7.0);
+    let t = Instant::now();
+    let e = bs.drain(opts(Duration::from_secs(3))).await.unwrap_err();
+    let under_lock = t.elapsed();
+    assert_eq!(e.kind(), "storage", "{e}");
+    assert!(e.to_string().contains("locked"), "{e}");
+    assert!(
+        under_lock >= Duration::from_millis(4_500) && under_lock < Duration::from_millis(6_900),
+        "failed after the busy timeout, before the lock was gone: {under_lock:?}"
+    );
+    assert_eq!(server.stats().mutating_requests, 0, "nothing sent");
+    child.wait().unwrap();
+    for a in &acked {
+        assert_eq!(bs.get(&a.id).await.unwrap().state, MutationState::Pending);
+    }
+
+    // (b) The lock is taken while the three requests are in flight (the server holds each for
+    // 1.5 s, then applies it); the engine cannot record the results for longer than its busy
+    // timeout.
+    let bs2 = bs.clone();
+    let drain = tokio::spawn(async move { bs2.drain(opts(Duration::from_secs(30))).await });
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let mut child = lock_from_another_process(&db, 7.5);
+    let outcome = drain.await.unwrap();
+    let described = match &outcome {
+        Ok(r) => {
+            assert_eq!(r.stop_reason, StopReason::Error, "{r:?}");
+            assert_eq!(r.done, 0, "{r:?}");
+            let err = r.last_error.clone().unwrap_or_default();
+            assert!(
+                err.starts_with("storage error") && err.contains("locked"),
+                "{r:?}"
+            );
+            format!("Ok(stopReason=error, lastError={err:?})")
+        }
+        Err(e) => {
+            assert_eq!(e.kind(), "storage", "{e}");
+            format!("Err({}: {e})", e.kind())
+        }
+    };
+    child.wait().unwrap();
+    // Nothing acknowledged is lost: the rows are still queued (left in flight by the failed
+    // record, or back to pending).
+    let mut states = Vec::new();
+    for a in &acked {
+        let m = bs.get(&a.id).await.unwrap();
+        assert!(
+            matches!(m.state, MutationState::InFlight | MutationState::Pending),
+            "{m:?}"
+        );
+        states.push(format!("{:?}", m.state));
+    }
+    // The lock is gone: the next drain recovers them and the server's idempotency absorbs the
+    // resend.
+    let r = bs.drain(opts(Duration::from_secs(30))).await.unwrap();
+    assert_eq!((r.done, r.stop_reason), (3, StopReason::Empty), "{r:?}");
+    let st = bs.status().await.unwrap();
+    assert_eq!((st.pending, st.in_flight, st.dead), (0, 0, 0), "{st:?}");
+    assert_applied_once(&server, 3).await;
+    let replayed = server.stats().replayed;
+    assert!(replayed <= 3, "{replayed}");
+    println!(
+        "drain under a 7 s lock (budget 3 s): {} error after {under_lock:?}, 0 sent; lock taken mid-request: {described}, rows left {states:?}, next drain delivered 3 (server replayed {replayed} under the same key, applied once)",
+        e.kind()
+    );
+    server.shutdown().await;
+}
+
+/// Fill a small file system until enqueues fail. Returns the acknowledged (id, key) pairs.
+async fn fill_until_full(
+    bs: &BackgroundSync,
+) -> (Vec<(String, String)>, tauri_plugin_background_sync::Error) {
     let mut acked = Vec::new();
     let pad = "x".repeat(4_000);
     for i in 0..100_000 {
@@ -117,11 +218,23 @@ async fn fill_until_full(bs: &BackgroundSync) -> (Vec<String>, tauri_plugin_back
             ))
             .await
         {
-            Ok(e) => acked.push(e.id),
+            Ok(e) => acked.push((e.id, e.idempotency_key)),
             Err(e) => return (acked, e),
         }
     }
     panic!("the disk never filled");
+}
+
+/// A drain on the full disk: whatever it manages, the outcome is typed (an `Err` of a known
+/// kind, or a report), never a panic. Described for the log.
+async fn drain_on_full_disk(bs: &BackgroundSync) -> String {
+    match bs.drain(opts(Duration::from_secs(5))).await {
+        Ok(r) => format!(
+            "Ok(done={}, stopReason={:?}, lastError={:?})",
+            r.done, r.stop_reason, r.last_error
+        ),
+        Err(e) => format!("Err({}: {e})", e.kind()),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -139,15 +252,17 @@ async fn full_disk() {
             .stderr(Stdio::null())
             .status()
             .is_ok_and(|s| s.success());
-    let (acked, err, method) = if mounted {
+    let (acked, err, full_drain, method) = if mounted {
         let db = mnt.path().join("outbox.db");
         let bs = BackgroundSync::open(&db).await.unwrap();
         bs.configure(config(&server.base_url)).await.unwrap();
         let (acked, err) = fill_until_full(&bs).await;
+        let full_drain = drain_on_full_disk(&bs).await;
         bs.close().await;
         (
             acked,
             err.kind().to_string() + ": " + &err.to_string(),
+            full_drain,
             "tmpfs of 3 MiB",
         )
     } else {
@@ -169,19 +284,29 @@ async fn full_disk() {
             .as_array()
             .unwrap()
             .iter()
-            .map(|x| x.as_str().unwrap().to_string())
+            .map(|x| {
+                (
+                    x[0].as_str().unwrap().to_string(),
+                    x[1].as_str().unwrap().to_string(),
+                )
+            })
             .collect();
         (
             acked,
             v["error"].as_str().unwrap().to_string(),
+            v["drain"].as_str().unwrap().to_string(),
             "RLIMIT_FSIZE of 3 MiB",
         )
     };
     assert!(err.starts_with("storage:"), "typed error: {err}");
     assert!(acked.len() > 50, "some enqueues succeeded before the disk filled");
+    assert!(
+        full_drain.starts_with("Err(storage:") || full_drain.starts_with("Ok("),
+        "a drain on the full disk fails typed: {full_drain}"
+    );
 
-    // Space again (a bigger file system / no limit): every acknowledged row is there, and
-    // the queue works and drains.
+    // Space again (a bigger file system / no limit): every acknowledged row is there (or was
+    // delivered by the drain on the full disk), and the queue works and drains.
     let db = mnt.path().join("outbox.db");
     if mounted {
         Command::new("mount")
@@ -191,12 +316,28 @@ async fn full_disk() {
             .unwrap();
     }
     let bs = BackgroundSync::open(&db).await.unwrap();
-    for id in &acked {
-        assert_eq!(
-            bs.get(id).await.unwrap().state,
-            MutationState::Pending,
-            "acknowledged {id} kept"
-        );
+    let applied: std::collections::HashSet<String> = server
+        .applied_log()
+        .await
+        .into_iter()
+        .map(|e| e.idempotency_key)
+        .collect();
+    let mut already_applied = 0;
+    for (id, key) in &acked {
+        match bs.get(id).await {
+            Ok(m) => assert!(
+                matches!(m.state, MutationState::Pending | MutationState::InFlight),
+                "acknowledged {id} kept: {m:?}"
+            ),
+            Err(e) => {
+                assert_eq!(e.kind(), "notFound", "{e}");
+                assert!(
+                    applied.contains(key),
+                    "acknowledged {id} gone but never delivered"
+                );
+                already_applied += 1;
+            }
+        }
     }
     bs.enqueue(mutation(
         "PUT",
@@ -207,18 +348,19 @@ async fn full_disk() {
     ))
     .await
     .unwrap();
-    let mut delivered = 0;
     for _ in 0..20 {
-        delivered += bs.drain(opts(Duration::from_secs(20))).await.unwrap().done;
+        bs.drain(opts(Duration::from_secs(20))).await.unwrap();
         if bs.status().await.unwrap().pending == 0 {
             break;
         }
     }
-    assert_eq!(delivered as usize, acked.len() + 1);
+    let st = bs.status().await.unwrap();
+    assert_eq!((st.pending, st.in_flight, st.dead), (0, 0, 0), "{st:?}");
     assert_applied_once(&server, acked.len() + 1).await;
     println!(
-        "full disk ({method}): {} acknowledged before '{err}'; all kept and delivered after",
-        acked.len()
+        "full disk ({method}): {} acknowledged before '{err}'; a drain on the full disk: {full_drain} ({already_applied} recorded as delivered); all kept and each delivered once after space returned (server replays: {})",
+        acked.len(),
+        server.stats().replayed
     );
     bs.close().await;
     if mounted {
@@ -242,7 +384,8 @@ async fn fsize_child() {
         libc::setrlimit(libc::RLIMIT_FSIZE, &lim);
     }
     let (acked, e) = fill_until_full(&bs).await;
-    let line = json!({"acked": acked, "error": format!("{}: {e}", e.kind())});
+    let drain = drain_on_full_disk(&bs).await;
+    let line = json!({"acked": acked, "error": format!("{}: {e}", e.kind()), "drain": drain});
     let mut out = std::io::stdout();
     writeln!(out, "FSIZE-RESULT {line}").unwrap();
     out.flush().unwrap();
@@ -321,7 +464,7 @@ async fn clock_jumps_backwards_and_forwards() {
     server.shutdown().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redirects_are_not_followed_to_another_origin() {
     // The "other origin" counts every connection it gets: it must stay at 0.
     let other = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -333,43 +476,126 @@ async fn redirects_are_not_followed_to_another_origin() {
             h.fetch_add(1, Ordering::SeqCst);
         }
     });
-    // The API answers every request with a redirect there.
+    // The API redirects there: `/r/<status>` with that status, the batch endpoint with a 307,
+    // the token refresh endpoint with a 307; `/needs-auth` answers 401 (to make the engine
+    // refresh its token).
     let api = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let api_addr = api.local_addr().unwrap();
     let api_task = tokio::spawn(async move {
         while let Ok((mut s, _)) = api.accept().await {
             tokio::spawn(async move {
                 let mut buf = vec![0u8; 65536];
-                let _ = s.read(&mut buf).await;
+                let n = s.read(&mut buf).await.unwrap_or(0);
+                let head = String::from_utf8_lossy(&buf[..n]).to_string();
+                let path = head.split(' ').nth(1).unwrap_or("/").to_string();
+                let (status, reason) = if let Some(code) = path.strip_prefix("/r/") {
+                    (code.parse::<u16>().unwrap_or(307), "Redirect")
+                } else if path == "/needs-auth" {
+                    (401, "Unauthorized")
+                } else {
+                    (307, "Temporary Redirect")
+                };
                 let resp = format!(
-                    "HTTP/1.1 307 Temporary Redirect\r\nLocation: http://{other_addr}/steal\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                    "HTTP/1.1 {status} {reason}\r\nLocation: http://{other_addr}/steal{path}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
                 );
                 let _ = s.write_all(resp.as_bytes()).await;
             });
         }
     });
+    let base = format!("http://{api_addr}");
+
+    // Single requests: every redirect status is a visible dead letter with that status.
     let dir = tempfile::tempdir().unwrap();
-    let bs = engine(&dir, config(&format!("http://{api_addr}"))).await;
-    let m = bs
-        .enqueue(mutation(
-            "POST",
-            "/visits",
-            Some(json!({"secret": "field data"})),
-            "visit",
+    let bs = engine(&dir, config(&base)).await;
+    let codes = [301u16, 302, 303, 307, 308];
+    let mut ids = Vec::new();
+    for code in codes {
+        let m = bs
+            .enqueue(mutation(
+                "POST",
+                &format!("/r/{code}"),
+                Some(json!({"secret": "field data"})),
+                "visit",
+                &code.to_string(),
+            ))
+            .await
+            .unwrap();
+        ids.push((code, m.id));
+    }
+    let r = bs.drain(opts(Duration::from_secs(5))).await.unwrap();
+    assert_eq!((r.dead, r.done), (codes.len() as u32, 0), "{r:?}");
+    for (code, id) in &ids {
+        let dead = bs.get(id).await.unwrap();
+        assert_eq!(dead.state, MutationState::Dead);
+        assert_eq!(dead.last_status, Some(*code), "{dead:?}");
+        assert_eq!(dead.attempts, 1, "not retried: {dead:?}");
+    }
+
+    // Through the batch endpoint: the batch answered 307 is not followed either. A batch-level
+    // 3xx/4xx is the endpoint's fault, not the mutations', so the engine retries it (recorded
+    // as a synthetic 503 whose error names the real status) and buries the rows only at the
+    // retry limit.
+    let dir_b = tempfile::tempdir().unwrap();
+    let mut cfg = config(&base);
+    cfg.max_attempts = 3;
+    cfg.batch = Some(BatchConfig {
+        path: "/batch".into(),
+        max_items: 10,
+    });
+    let bs_b = engine(&dir_b, cfg).await;
+    for i in 0..3 {
+        bs_b.enqueue(mutation(
+            "PUT",
+            &format!("/v/{i}"),
+            Some(json!({"i": i})),
             "v",
+            &i.to_string(),
         ))
         .await
         .unwrap();
-    let r = bs.drain(opts(Duration::from_secs(5))).await.unwrap();
-    assert_eq!(r.dead, 1, "{r:?}");
-    let dead = bs.get(&m.id).await.unwrap();
-    assert_eq!(dead.state, MutationState::Dead);
-    assert_eq!(dead.last_status, Some(307));
+    }
+    let rb = bs_b.drain(opts(Duration::from_secs(5))).await.unwrap();
+    assert_eq!(rb.done, 0, "{rb:?}");
+    let dead_b = bs_b.dead_letters(10, 0).await.unwrap();
+    assert_eq!(dead_b.len(), 3, "{rb:?}");
+    for m in &dead_b {
+        assert_eq!(m.attempts, 3, "{m:?}");
+        let err = m.last_error.as_deref().unwrap_or_default();
+        assert!(err.contains("batch endpoint answered HTTP 307"), "{m:?}");
+    }
+
+    // The token refresh after a 401: the refresh endpoint's 307 is not followed (the refresh
+    // token would go with it); the drain stops with an auth failure, the row stays queued.
+    let dir_a = tempfile::tempdir().unwrap();
+    let bs_a = engine(&dir_a, config(&base)).await;
+    bs_a.set_auth(AuthConfig {
+        access_token: Some("expired".into()),
+        refresh_token: Some("refresh-secret".into()),
+        refresh_url: Some("/auth/refresh".into()),
+    })
+    .await
+    .unwrap();
+    let ma = bs_a
+        .enqueue(mutation("PUT", "/needs-auth", Some(json!({"x": 1})), "v", "a"))
+        .await
+        .unwrap();
+    let ra = bs_a.drain(opts(Duration::from_secs(5))).await.unwrap();
+    assert_eq!(ra.stop_reason, StopReason::AuthFailed, "{ra:?}");
+    assert!(ra.last_error.is_some(), "{ra:?}");
+    assert_eq!(bs_a.get(&ma.id).await.unwrap().state, MutationState::Pending);
+
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(
         hits.load(Ordering::SeqCst),
         0,
         "nothing reached the redirect target"
+    );
+    println!(
+        "redirects: {codes:?} -> {} dead letters with their status, batch 307 -> {} dead after 3 attempts, refresh 307 -> {:?} ({:?}); 0 connections to the other origin",
+        r.dead,
+        dead_b.len(),
+        ra.stop_reason,
+        ra.last_error
     );
     other_task.abort();
     api_task.abort();

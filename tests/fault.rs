@@ -1,250 +1,33 @@
-//! Network fault suite: a fault-injecting TCP proxy between the engine and the reference server
-//! (latency, bandwidth limits and slow bodies, resets mid-request and mid-response, truncated
-//! responses, half-open connections that never answer), combined with server-side faults
-//! (500/503/429 with Retry-After, dropped connections, responses lost after commit, 401 storms).
-//! Every scenario drains a temp-id backlog through bounded repeated drains and asserts: nothing
-//! lost (server state equals the expected state), nothing applied twice, per-entity order held.
+//! Network fault suite: a fault-injecting HTTP/1.1 proxy (tests/common/proxy.rs) between the
+//! engine and the reference server on 127.0.0.1 — added latency, bandwidth limits with bodies
+//! dribbled in small pieces, resets on accept, resets mid-request and mid-response, truncated
+//! responses, half-open connections, responses withheld after the commit, requests delivered
+//! after the client gave up — alone and combined with server faults (500/503/429 with
+//! Retry-After, dropped connections, responses lost after the commit) and a 401 storm.
 //!
-//! Knobs: BGSYNC_SOAK_MUTATIONS (e.g. 10000: one long soak mixing every fault),
-//! BGSYNC_FAULT_SEED (default 1).
+//! Every scenario queues a temp-id backlog (creates, updates, notes referencing the temp ids,
+//! deletes), drains it through a bounded number of drains with a small budget each, and checks:
+//! nothing lost (the server's state equals the expected state), nothing applied twice, each
+//! entity's mutations applied in enqueue order, no dead letters. One line of figures per scenario
+//! (`--nocapture` shows them). The mutant tests make the proxy lie and check that the same checks
+//! catch it.
+//!
+//! Knobs: `BGSYNC_SOAK_MUTATIONS` (e.g. 10000) runs one long soak mixing every fault;
+//! `BGSYNC_FAULT_SEED` (default 1) seeds the backlog, the proxy and the server.
 
 mod common;
+#[path = "common/proxy.rs"]
+mod proxy;
 
 use common::*;
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
-use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-
+use futures_util::FutureExt;
+use proxy::{Fault, Head, Mix, Proxy};
+use serde_json::Value;
+use std::collections::{BTreeMap, HashMap};
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tauri_plugin_background_sync::{AuthConfig, BackgroundSync, DrainOptions, SyncConfig};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-
-// ---- the proxy ---------------------------------------------------------------------------------
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-enum Fault {
-    Clean,
-    /// One-way delay added to every chunk, both directions.
-    Latency,
-    /// Bytes dribbled at `bytes_per_sec` in small pieces, both directions (slow bodies).
-    Throttle,
-    /// Half the first request chunk reaches the server, then both sides get a RST.
-    ResetRequest,
-    /// The request goes through; half the first response chunk reaches the client, then RST.
-    ResetResponse,
-    /// Half the first response chunk, then a clean close (FIN): a cut body.
-    Truncate,
-    /// Accepted, never answered, never closed: only the client's timeout ends it.
-    HalfOpen,
-}
-
-const KINDS: [Fault; 7] = [
-    Fault::Clean,
-    Fault::Latency,
-    Fault::Throttle,
-    Fault::ResetRequest,
-    Fault::ResetResponse,
-    Fault::Truncate,
-    Fault::HalfOpen,
-];
-
-/// Probability of each fault per request (the rest are clean).
-#[derive(Debug, Clone, Copy, Default)]
-struct Mix {
-    latency: f64,
-    throttle: f64,
-    reset_request: f64,
-    reset_response: f64,
-    truncate: f64,
-    half_open: f64,
-    latency_ms: u64,
-    bytes_per_sec: u64,
-}
-
-type Counts = Arc<HashMap<Fault, AtomicU64>>;
-
-struct Proxy {
-    addr: SocketAddr,
-    counts: Counts,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Proxy {
-    /// Listen on 127.0.0.1 and forward to `upstream`; a fault is drawn for every request from
-    /// a ChaCha RNG seeded with `seed` (in arrival order: the sequence of faults is fixed, which
-    /// request gets which depends on timing).
-    async fn start(upstream: SocketAddr, seed: u64, mix: Mix) -> Proxy {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let counts: Counts = Arc::new(KINDS.iter().map(|k| (*k, AtomicU64::new(0))).collect());
-        let rng = Arc::new(Mutex::new(ChaCha8Rng::seed_from_u64(seed)));
-        let c = counts.clone();
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((client, _)) = listener.accept().await else {
-                    continue;
-                };
-                tokio::spawn(handle(client, upstream, rng.clone(), mix, c.clone()));
-            }
-        });
-        Proxy { addr, counts, task }
-    }
-
-    fn count(&self, f: Fault) -> u64 {
-        self.counts[&f].load(Ordering::Relaxed)
-    }
-
-    fn faults(&self) -> u64 {
-        KINDS
-            .iter()
-            .filter(|k| **k != Fault::Clean)
-            .map(|k| self.count(*k))
-            .sum()
-    }
-
-    fn summary(&self) -> String {
-        // "requests" counts what the proxy saw start; a request cut by a fault may be resent.
-        KINDS
-            .iter()
-            .map(|k| format!("{k:?} {}", self.count(*k)))
-            .collect::<Vec<_>>()
-            .join(", ")
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-/// One connection, both directions in one loop. HTTP/1.1 without pipelining (what reqwest
-/// sends): client bytes that follow response bytes start a new request, and every request
-/// draws its own fault, so kept-alive connections are not spared.
-async fn handle(
-    mut client: TcpStream,
-    upstream: SocketAddr,
-    rng: Arc<Mutex<ChaCha8Rng>>,
-    mix: Mix,
-    counts: Counts,
-) {
-    let Ok(mut server) = TcpStream::connect(upstream).await else {
-        return;
-    };
-    let mut cbuf = vec![0u8; 16 * 1024];
-    let mut sbuf = vec![0u8; 16 * 1024];
-    let mut fault = Fault::Clean;
-    let mut new_request = true;
-    loop {
-        tokio::select! {
-            r = client.read(&mut cbuf) => {
-                let n = match r { Ok(0) | Err(_) => return, Ok(n) => n };
-                if new_request {
-                    fault = roll(&rng, &mix);
-                    counts[&fault].fetch_add(1, Ordering::Relaxed);
-                    new_request = false;
-                }
-                let chunk = &cbuf[..n];
-                match fault {
-                    Fault::HalfOpen => {
-                        // Swallow everything, answer nothing, keep the socket open until the
-                        // client gives up.
-                        drop(server);
-                        while matches!(client.read(&mut cbuf).await, Ok(n) if n > 0) {}
-                        return;
-                    }
-                    Fault::ResetRequest => {
-                        let _ = server.write_all(&chunk[..n / 2]).await;
-                        reset(client, server);
-                        return;
-                    }
-                    _ => {
-                        if !forward(&mut server, chunk, fault, &mix).await {
-                            return;
-                        }
-                    }
-                }
-            }
-            r = server.read(&mut sbuf) => {
-                let n = match r { Ok(0) | Err(_) => { let _ = client.shutdown().await; return } Ok(n) => n };
-                new_request = true;
-                let chunk = &sbuf[..n];
-                match fault {
-                    Fault::ResetResponse => {
-                        let _ = client.write_all(&chunk[..n / 2]).await;
-                        reset(client, server);
-                        return;
-                    }
-                    Fault::Truncate => {
-                        let _ = client.write_all(&chunk[..n / 2]).await;
-                        let _ = client.shutdown().await;
-                        return;
-                    }
-                    _ => {
-                        if !forward(&mut client, chunk, fault, &mix).await {
-                            return;
-                        }
-                    }
-                }
-            }
-        }
-    }
-}
-
-fn roll(rng: &Mutex<ChaCha8Rng>, mix: &Mix) -> Fault {
-    let x: f64 = rng.lock().unwrap().gen();
-    let table = [
-        (mix.latency, Fault::Latency),
-        (mix.throttle, Fault::Throttle),
-        (mix.reset_request, Fault::ResetRequest),
-        (mix.reset_response, Fault::ResetResponse),
-        (mix.truncate, Fault::Truncate),
-        (mix.half_open, Fault::HalfOpen),
-    ];
-    let mut acc = 0.0;
-    table
-        .iter()
-        .find(|(p, _)| {
-            acc += p;
-            x < acc
-        })
-        .map_or(Fault::Clean, |(_, f)| *f)
-}
-
-/// Both sockets closed with RST (SO_LINGER 0), not FIN.
-fn reset(a: TcpStream, b: TcpStream) {
-    for s in [&a, &b] {
-        let _ = socket2::SockRef::from(s).set_linger(Some(Duration::ZERO));
-    }
-}
-
-async fn forward(to: &mut TcpStream, chunk: &[u8], fault: Fault, mix: &Mix) -> bool {
-    match fault {
-        Fault::Latency => {
-            tokio::time::sleep(Duration::from_millis(mix.latency_ms)).await;
-            to.write_all(chunk).await.is_ok()
-        }
-        Fault::Throttle => {
-            for piece in chunk.chunks(256) {
-                if to.write_all(piece).await.is_err() {
-                    return false;
-                }
-                tokio::time::sleep(Duration::from_secs_f64(
-                    piece.len() as f64 / mix.bytes_per_sec as f64,
-                ))
-                .await;
-            }
-            true
-        }
-        _ => to.write_all(chunk).await.is_ok(),
-    }
-}
-
-// ---- scenarios ---------------------------------------------------------------------------------
+use tauri_plugin_background_sync::{AuthConfig, BackgroundSync, BatchConfig, DrainOptions};
 
 fn seed() -> u64 {
     std::env::var("BGSYNC_FAULT_SEED")
@@ -253,35 +36,102 @@ fn seed() -> u64 {
         .unwrap_or(1)
 }
 
+// ---- scenarios ---------------------------------------------------------------------------------
+
 struct Scenario {
     name: &'static str,
     mutations: usize,
     entities: usize,
+    /// Bytes added to every note's text: bodies big enough to be dribbled and cut mid-body.
+    pad: usize,
     mix: Mix,
     server: FaultConfig,
-    /// Revoke every access token this often (a 401 storm); refresh must keep up.
-    revoke_every: Option<Duration>,
-    request_timeout_ms: u64,
+    /// Revoke every access token this often (a 401 storm); the refresh path must keep up.
+    storm: Option<Duration>,
+    timeout_ms: u64,
+    budget_ms: u64,
+    batch: Option<u32>,
 }
 
-async fn run(s: Scenario) {
+/// Slack over a drain's budget for scheduling noise and the final bookkeeping.
+const OVERRUN_SLACK: Duration = Duration::from_millis(1_000);
+
+impl Scenario {
+    fn new(name: &'static str, mutations: usize, entities: usize, mix: Mix) -> Self {
+        Self {
+            name,
+            mutations,
+            entities,
+            pad: 0,
+            mix,
+            server: FaultConfig::default(),
+            storm: None,
+            timeout_ms: 2_000,
+            budget_ms: 5_000,
+            batch: None,
+        }
+    }
+}
+
+/// What a scenario measured. `lost`..`order_violations` are computed from the server's log,
+/// before any assertion runs, so a failing run still prints them.
+#[derive(Debug, Default)]
+struct Figures {
+    lost: usize,
+    duplicated: usize,
+    order_violations: usize,
+    dead: u64,
+    pending: u64,
+    drains: usize,
+    wall: Duration,
+    /// Longest a drain ran past its budget.
+    max_overrun: Duration,
+    stops: BTreeMap<String, usize>,
+    /// The first `lastError` seen with each stop reason other than `Empty`.
+    why: BTreeMap<String, String>,
+}
+
+struct Done {
+    name: &'static str,
+    /// How far past its budget a drain may return.
+    overrun_limit: Duration,
+    seed: u64,
+    mutations: usize,
+    figures: Figures,
+    bs: BackgroundSync,
+    server: Arc<RunningServer>,
+    proxy: Proxy,
+    backlog: Backlog,
+    _dir: tempfile::TempDir,
+}
+
+async fn run(s: Scenario) -> Done {
     let seed = seed();
-    let auth = s.revoke_every.map(|_| AuthSetup {
-        access_tokens: vec!["t0".into()],
-        refresh_token: "r0".into(),
-    });
-    let server = match auth {
-        Some(a) => server_with_auth(s.server.clone(), a).await,
+    let server = Arc::new(match s.storm {
+        Some(_) => {
+            server_with_auth(
+                s.server.clone(),
+                AuthSetup {
+                    access_tokens: vec!["t0".into()],
+                    refresh_token: "r0".into(),
+                },
+            )
+            .await
+        }
         None => server(s.server.clone()).await,
-    };
-    let proxy = Proxy::start(server.addr, seed, s.mix).await;
+    });
+    let proxy = Proxy::start(server.addr, seed, s.mix.clone()).await;
     let dir = tempfile::tempdir().unwrap();
-    let mut cfg: SyncConfig = config(&format!("http://{}", proxy.addr));
+    let mut cfg = config(&format!("http://{}", proxy.addr));
     cfg.concurrency = 8;
-    cfg.request_timeout_ms = s.request_timeout_ms;
-    cfg.max_attempts = 1_000; // the suite is about loss and duplicates, not giving up
+    cfg.request_timeout_ms = s.timeout_ms;
+    cfg.max_attempts = 1_000; // this suite is about loss and duplicates, not about giving up
+    cfg.batch = s.batch.map(|n| BatchConfig {
+        path: "/batch".into(),
+        max_items: n,
+    });
     let bs = engine(&dir, cfg).await;
-    if s.revoke_every.is_some() {
+    if s.storm.is_some() {
         bs.set_auth(AuthConfig {
             access_token: Some("t0".into()),
             refresh_token: Some("r0".into()),
@@ -290,7 +140,7 @@ async fn run(s: Scenario) {
         .await
         .unwrap();
     }
-    let b = backlog(s.mutations, s.entities, seed);
+    let b = padded(backlog(s.mutations, s.entities, seed), s.pad);
     let enq = bs.enqueue_many(b.mutations.clone()).await.unwrap();
     let order: Vec<(String, String)> = b
         .mutations
@@ -304,217 +154,493 @@ async fn run(s: Scenario) {
         })
         .collect();
 
-    // The 401 storm: every access token revoked periodically, also in the middle of drains.
-    let storm = s.revoke_every.map(|every| {
-        let admin = server.addr;
+    let storm = s.storm.map(|every| {
+        let server = server.clone();
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(every).await;
-                if let Ok(mut c) = TcpStream::connect(admin).await {
-                    let _ = c
-                        .write_all(
-                            b"POST /_admin/revoke-tokens HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-                        )
-                        .await;
-                    let mut sink = Vec::new();
-                    let _ = c.read_to_end(&mut sink).await;
-                }
+                server.revoke_tokens();
             }
         })
     });
+    let budget = Duration::from_millis(s.budget_ms);
+    let max_drains = 30 + s.mutations / 10;
+    let mut f = Figures::default();
     let started = Instant::now();
-    let drains = drain_until_empty(&bs, s.mutations).await;
-    let elapsed = started.elapsed();
-    if let Some(t) = storm {
-        t.abort();
-    }
-
-    assert_state_matches(&bs, &server, &b).await;
-    assert_applied_once(&server, s.mutations).await;
-    assert_entity_order(&server, &order).await;
-    let st = server.stats();
-    println!(
-        "fault[{}] seed {seed}: {} mutations, {} drains, {:.1} s; proxy: {} faults in {} requests ({}); \
-         server: {} errors, {} drops, {} lost responses, {} replays, {} 401s, {} refreshes; lost 0, duplicated 0",
-        s.name,
-        s.mutations,
-        drains,
-        elapsed.as_secs_f64(),
-        proxy.faults(),
-        proxy.faults() + proxy.count(Fault::Clean),
-        proxy.summary(),
-        st.injected_errors,
-        st.injected_drops,
-        st.injected_commit_then_drops,
-        st.replayed,
-        st.unauthorized,
-        st.refreshes,
-    );
-    assert!(proxy.faults() > 0, "the scenario injected nothing");
-    server.shutdown().await;
-}
-
-/// Drain until the queue is empty (bounded).
-async fn drain_until_empty(bs: &BackgroundSync, mutations: usize) -> usize {
-    let max_drains = 50 + mutations / 20;
-    for n in 1..=max_drains {
+    while f.drains < max_drains {
+        f.drains += 1;
+        let t = Instant::now();
         let r = bs
             .drain(DrainOptions {
-                budget: Duration::from_secs(10),
+                budget,
                 ..Default::default()
             })
             .await
             .unwrap();
-        assert_eq!(r.dead, 0, "no dead letters expected: {:?}", r.last_error);
+        f.max_overrun = f.max_overrun.max(t.elapsed().saturating_sub(budget));
+        let reason = format!("{:?}", r.stop_reason);
+        *f.stops.entry(reason.clone()).or_default() += 1;
+        if reason != "Empty" {
+            f.why
+                .entry(reason)
+                .or_insert_with(|| r.last_error.clone().unwrap_or_default());
+        }
         let st = bs.status().await.unwrap();
-        if st.pending == 0 && st.in_flight == 0 && st.dead == 0 {
-            return n;
+        if st.pending == 0 && st.in_flight == 0 {
+            break;
         }
     }
-    panic!(
-        "not drained after {max_drains} drains: {:?}",
-        bs.status().await.unwrap()
+    f.wall = started.elapsed();
+    if let Some(t) = storm {
+        t.abort();
+        let _ = t.await;
+    }
+    let st = bs.status().await.unwrap();
+    (f.dead, f.pending) = (st.dead, st.pending + st.in_flight);
+    count_log(&server, &order, &mut f).await;
+
+    let ss = server.stats();
+    let stops: Vec<String> = f.stops.iter().map(|(k, v)| format!("{k} {v}")).collect();
+    println!(
+        "fault[{}] seed {seed}: {} mutations, lost {}, duplicated {}, out of order {}, dead {}, \
+         left {}; {} drains ({}), {:.1} s to drain, max overrun {} ms; proxy: {} faults over {} \
+         requests on {} connections ({}); server: {} errors, {} drops, {} lost responses, {} \
+         replays, {} 401s, {} refreshes",
+        s.name,
+        s.mutations,
+        f.lost,
+        f.duplicated,
+        f.order_violations,
+        f.dead,
+        f.pending,
+        f.drains,
+        stops.join(", "),
+        f.wall.as_secs_f64(),
+        f.max_overrun.as_millis(),
+        proxy.faults(),
+        proxy.decisions() - proxy.count(Fault::ResetOnAccept),
+        proxy.connections(),
+        proxy.summary(),
+        ss.injected_errors,
+        ss.injected_drops,
+        ss.injected_commit_then_drops,
+        ss.replayed,
+        ss.unauthorized,
+        ss.refreshes,
     );
-}
-
-/// Per entity, the server applied the mutations in enqueue order.
-async fn assert_entity_order(server: &RunningServer, expected: &[(String, String)]) {
-    let log = server.applied_log().await;
-    let pos: HashMap<&str, usize> = log
-        .iter()
-        .enumerate()
-        .map(|(i, e)| (e.idempotency_key.as_str(), i))
-        .collect();
-    let mut last: HashMap<&str, usize> = HashMap::new();
-    for (entity, key) in expected {
-        let p = *pos
-            .get(key.as_str())
-            .unwrap_or_else(|| panic!("{key} never applied"));
-        if let Some(&prev) = last.get(entity.as_str()) {
-            assert!(
-                prev < p,
-                "entity {entity}: {key} applied before an earlier mutation"
-            );
-        }
-        last.insert(entity.as_str(), p);
+    for (reason, error) in &f.why {
+        println!(
+            "fault[{}]   last error of the first {reason} drain: {error}",
+            s.name
+        );
+    }
+    // A token refresh is not clamped to the budget (see the known issue at the end): with a 401
+    // storm a drain may overrun by one request timeout.
+    let overrun_limit = OVERRUN_SLACK
+        + s.storm
+            .map_or(Duration::ZERO, |_| Duration::from_millis(s.timeout_ms));
+    Done {
+        name: s.name,
+        overrun_limit,
+        seed,
+        mutations: s.mutations,
+        figures: f,
+        bs,
+        server,
+        proxy,
+        backlog: b,
+        _dir: dir,
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn latency_bandwidth_and_slow_bodies() {
-    run(Scenario {
-        name: "latency+bandwidth",
-        mutations: 200,
-        entities: 25,
-        mix: Mix {
-            latency: 0.3,
-            throttle: 0.2,
-            latency_ms: 40,
-            bytes_per_sec: 20_000,
-            ..Default::default()
-        },
-        server: FaultConfig::default(),
-        revoke_every: None,
-        request_timeout_ms: 5_000,
-    })
-    .await;
+impl Done {
+    /// The delivery promise under faults: everything delivered, once, in order.
+    async fn check(self) {
+        let f = &self.figures;
+        let ctx = format!("scenario {} (seed {})", self.name, self.seed);
+        assert_eq!(f.pending, 0, "{ctx}: not drained after {} drains", f.drains);
+        assert_eq!(
+            f.dead,
+            0,
+            "{ctx}: dead letters: {:?}",
+            self.bs.dead_letters(10, 0).await
+        );
+        assert_eq!(f.lost, 0, "{ctx}: mutations lost");
+        assert_eq!(f.duplicated, 0, "{ctx}: mutations applied twice");
+        assert_eq!(f.order_violations, 0, "{ctx}: per-entity order broken");
+        assert!(
+            f.max_overrun <= self.overrun_limit,
+            "{ctx}: a drain ran {:?} past its budget",
+            f.max_overrun
+        );
+        assert_state_matches(&self.bs, &self.server, &self.backlog).await;
+        assert_applied_once(&self.server, self.mutations).await;
+        assert!(self.proxy.faults() > 0, "{ctx}: the proxy injected nothing");
+        if let Ok(server) = Arc::try_unwrap(self.server) {
+            server.shutdown().await;
+        }
+    }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn resets_and_truncated_responses() {
-    run(Scenario {
-        name: "resets+truncation",
-        mutations: 300,
-        entities: 30,
-        mix: Mix {
-            reset_request: 0.08,
-            reset_response: 0.08,
-            truncate: 0.08,
-            ..Default::default()
-        },
-        server: FaultConfig::default(),
-        revoke_every: None,
-        request_timeout_ms: 2_000,
-    })
-    .await;
+/// Bigger notes (text padded), in the mutations and in the expectation alike.
+fn padded(mut b: Backlog, pad: usize) -> Backlog {
+    if pad == 0 {
+        return b;
+    }
+    let filler: String = "field notes ".chars().cycle().take(pad).collect();
+    for m in b.mutations.iter_mut().filter(|m| m.entity.kind == "note") {
+        let Some(Value::Object(body)) = &mut m.body else {
+            continue;
+        };
+        if let Some(Value::String(t)) = body.get_mut("text") {
+            t.push_str(&filler);
+        }
+        if let Some(Value::Object(exp)) = m.temp_id.as_ref().and_then(|t| b.expected_notes.get_mut(t)) {
+            if let Some(Value::String(t)) = exp.get_mut("text") {
+                t.push_str(&filler);
+            }
+        }
+    }
+    b
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn half_open_connections_cost_a_timeout_not_a_mutation() {
-    run(Scenario {
-        name: "half-open",
-        mutations: 150,
-        entities: 20,
-        mix: Mix {
-            half_open: 0.1,
-            ..Default::default()
-        },
-        server: FaultConfig::default(),
-        revoke_every: None,
-        request_timeout_ms: 500,
-    })
-    .await;
+/// Lost, duplicated and out-of-order mutations, from the server's log of applied changes.
+async fn count_log(server: &RunningServer, order: &[(String, String)], f: &mut Figures) {
+    let log = server.applied_log().await;
+    let mut applied: HashMap<&str, (usize, usize)> = HashMap::new(); // key → (times, first seq)
+    for (i, e) in log.iter().enumerate() {
+        applied.entry(e.idempotency_key.as_str()).or_insert((0, i)).0 += 1;
+    }
+    let expected: std::collections::HashSet<&str> = order.iter().map(|(_, k)| k.as_str()).collect();
+    let mut last: HashMap<&str, usize> = HashMap::new();
+    for (entity, key) in order {
+        match applied.get(key.as_str()) {
+            None => f.lost += 1,
+            Some(&(times, pos)) => {
+                f.duplicated += times - 1;
+                if last.get(entity.as_str()).is_some_and(|&prev| prev > pos) {
+                    f.order_violations += 1;
+                }
+                last.insert(entity.as_str(), pos);
+            }
+        }
+    }
+    // A change under a key the engine never used is a copy of something (applied twice).
+    f.duplicated += log
+        .iter()
+        .filter(|e| !expected.contains(e.idempotency_key.as_str()))
+        .count();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn network_and_server_faults_and_a_401_storm_together() {
-    run(Scenario {
-        name: "everything",
-        mutations: 300,
-        entities: 30,
-        mix: everything(),
-        server: server_faults(seed()),
-        revoke_every: Some(Duration::from_millis(400)),
-        request_timeout_ms: 1_000,
-    })
-    .await;
-}
-
-fn everything() -> Mix {
+/// Every network fault at once (the soak and the combined scenario).
+fn every_network_fault(timeout_ms: u64) -> Mix {
     Mix {
-        latency: 0.1,
-        throttle: 0.05,
-        reset_request: 0.04,
-        reset_response: 0.04,
-        truncate: 0.04,
-        half_open: 0.03,
+        faults: vec![
+            (Fault::Latency, 0.08),
+            (Fault::Throttle, 0.05),
+            (Fault::ResetRequest, 0.03),
+            (Fault::ResetResponse, 0.03),
+            (Fault::Truncate, 0.03),
+            (Fault::HalfOpen, 0.015),
+            (Fault::Stall, 0.015),
+            (Fault::Late, 0.015),
+        ],
+        reset_on_accept: 0.03,
         latency_ms: 20,
-        bytes_per_sec: 50_000,
+        bytes_per_sec: 128 * 1024,
+        piece: 64,
+        late_ms: timeout_ms + 300,
+        target: None,
     }
 }
 
 fn server_faults(seed: u64) -> FaultConfig {
     FaultConfig {
         seed,
-        error_rate: 0.1,
+        error_rate: 0.08,
         error_statuses: vec![500, 503, 429],
         retry_after_secs: Some(1),
         drop_rate: 0.03,
-        commit_then_drop_rate: 0.05,
+        commit_then_drop_rate: 0.04,
         ..Default::default()
     }
 }
 
-/// The long soak: `BGSYNC_SOAK_MUTATIONS=10000 cargo test --test fault soak -- --nocapture`.
+// ---- the default run ---------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn latency_bandwidth_and_slow_bodies() {
+    let mut s = Scenario::new(
+        "latency+bandwidth",
+        150,
+        20,
+        Mix {
+            faults: vec![(Fault::Latency, 0.3), (Fault::Throttle, 0.25)],
+            latency_ms: 40,
+            // A 4 KiB note takes ~200 ms each way, 64 bytes at a time.
+            bytes_per_sec: 20 * 1024,
+            piece: 64,
+            ..Default::default()
+        },
+    );
+    s.pad = 4_096;
+    s.timeout_ms = 3_000;
+    run(s).await.check().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resets_and_truncated_responses() {
+    let mut s = Scenario::new(
+        "resets+truncation",
+        250,
+        25,
+        Mix {
+            faults: vec![
+                (Fault::ResetRequest, 0.08),
+                (Fault::ResetResponse, 0.08),
+                (Fault::Truncate, 0.08),
+            ],
+            reset_on_accept: 0.1,
+            ..Default::default()
+        },
+    );
+    s.pad = 2_048; // cuts land mid-body, not only in the head
+    run(s).await.check().await;
+}
+
+/// Half-open connections, responses withheld after the commit and requests that reach the
+/// server after the client gave up: each costs one request timeout, never a mutation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_open_stalled_and_late_requests() {
+    let timeout_ms = 300;
+    let mut s = Scenario::new(
+        "half-open+stall+late",
+        150,
+        20,
+        Mix {
+            faults: vec![(Fault::HalfOpen, 0.05), (Fault::Stall, 0.05), (Fault::Late, 0.05)],
+            late_ms: timeout_ms + 200,
+            ..Default::default()
+        },
+    );
+    s.timeout_ms = timeout_ms;
+    s.budget_ms = 3_000;
+    run(s).await.check().await;
+}
+
+/// The batch endpoint: a cut or withheld batch response is resent whole; the server replays
+/// the items it already applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_endpoint_through_resets_and_stalls() {
+    let timeout_ms = 500;
+    let mut s = Scenario::new(
+        "batch",
+        200,
+        25,
+        Mix {
+            faults: vec![
+                (Fault::ResetRequest, 0.1),
+                (Fault::ResetResponse, 0.1),
+                (Fault::Truncate, 0.1),
+                (Fault::Stall, 0.05),
+                (Fault::Late, 0.05),
+            ],
+            late_ms: timeout_ms + 200,
+            ..Default::default()
+        },
+    );
+    s.batch = Some(10);
+    s.timeout_ms = timeout_ms;
+    s.budget_ms = 3_000;
+    run(s).await.check().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn network_and_server_faults_and_a_401_storm_together() {
+    let timeout_ms = 600;
+    let mut s = Scenario::new("everything", 250, 25, every_network_fault(timeout_ms));
+    s.pad = 1_024;
+    s.server = server_faults(seed());
+    s.storm = Some(Duration::from_millis(400));
+    s.timeout_ms = timeout_ms;
+    s.budget_ms = 3_000;
+    run(s).await.check().await;
+}
+
+// ---- the checks catch a lying network ----------------------------------------------------------
+
+/// Mutants: a proxy that acknowledges updates without forwarding them (lost), and one that
+/// forwards new notes a second time under another key (duplicated). The figures count exactly
+/// what the proxy did, and the scenario's checks fail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_checks_catch_lost_and_duplicated_mutations() {
+    let lying = |fault: Fault, method: &'static str, prefix: &'static str| Mix {
+        faults: vec![(fault, 0.2)],
+        target: Some(Arc::new(move |h: &Head| {
+            h.method == method && h.path.starts_with(prefix)
+        })),
+        ..Default::default()
+    };
+
+    let d = run(Scenario::new(
+        "mutant: fake acks",
+        100,
+        10,
+        lying(Fault::FakeAck, "PATCH", "/visits/"),
+    ))
+    .await;
+    let acked = d.proxy.count(Fault::FakeAck);
+    assert!(acked > 0);
+    assert_eq!(d.figures.lost as u64, acked);
+    assert_eq!(d.figures.duplicated, 0);
+    println!("(the panics printed below are the checks catching the mutants, as expected)");
+    let caught = AssertUnwindSafe(d.check()).catch_unwind().await;
+    assert!(caught.is_err(), "the checks missed {acked} lost updates");
+
+    let d = run(Scenario::new(
+        "mutant: duplicates",
+        100,
+        10,
+        lying(Fault::DupFreshKey, "POST", "/notes"),
+    ))
+    .await;
+    let copies = d.proxy.count(Fault::DupFreshKey);
+    assert!(copies > 0);
+    assert_eq!(d.figures.duplicated as u64, copies);
+    assert_eq!(d.figures.lost, 0);
+    // The shared helpers alone catch it too (one more note than expected, a key applied twice).
+    let state = AssertUnwindSafe(assert_state_matches(&d.bs, &d.server, &d.backlog))
+        .catch_unwind()
+        .await;
+    assert!(
+        state.is_err(),
+        "assert_state_matches missed {copies} duplicated notes"
+    );
+    let once = AssertUnwindSafe(assert_applied_once(&d.server, d.mutations))
+        .catch_unwind()
+        .await;
+    assert!(
+        once.is_err(),
+        "assert_applied_once missed {copies} duplicated notes"
+    );
+}
+
+// ---- the soak ----------------------------------------------------------------------------------
+
+/// `BGSYNC_SOAK_MUTATIONS=10000 cargo test --test fault soak -- --nocapture`
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn soak() {
     let Some(n) = std::env::var("BGSYNC_SOAK_MUTATIONS")
         .ok()
         .and_then(|v| v.parse::<usize>().ok())
     else {
-        println!("soak skipped (set BGSYNC_SOAK_MUTATIONS, e.g. 10000)");
+        println!("fault[soak] skipped (set BGSYNC_SOAK_MUTATIONS, e.g. 10000)");
         return;
     };
-    let mut server = server_faults(seed());
-    server.retry_after_secs = None; // keep a long soak from idling on Retry-After floors
-    run(Scenario {
-        name: "soak",
-        mutations: n,
-        entities: (n / 20).max(10),
-        mix: everything(),
-        server,
-        revoke_every: Some(Duration::from_secs(2)),
-        request_timeout_ms: 1_000,
-    })
+    let timeout_ms = 800;
+    let mut s = Scenario::new("soak", n, (n / 20).max(10), every_network_fault(timeout_ms));
+    s.pad = 1_024;
+    s.server = server_faults(seed());
+    s.storm = Some(Duration::from_secs(2));
+    s.timeout_ms = timeout_ms;
+    s.budget_ms = 10_000;
+    run(s).await.check().await;
+}
+
+// ---- known issues (fail today; run with --ignored) ---------------------------------------------
+
+/// A token refresh that hangs (a half-open connection on `refreshUrl`) holds the drain for the
+/// full `requestTimeoutMs`: the refresh is neither clamped to the drain's remaining budget nor
+/// raced against cancellation (src/drain.rs `Run::settle` and src/uploads.rs call
+/// `AuthCell::unauthorized` with `request_timeout_ms`). Seen: a 1 s budget, cancelled at 1.5 s,
+/// returned after 4.0 s (= requestTimeoutMs). With the defaults (10 s timeout, 25 s background
+/// budget) a drain can run ~35 s, past iOS's ~30 s background window.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "known issue: token refresh ignores the drain budget and cancellation"]
+async fn known_issue_hung_token_refresh_overruns_budget_and_cancel() {
+    let server = server_with_auth(
+        FaultConfig::default(),
+        AuthSetup {
+            access_tokens: vec!["t0".into()],
+            refresh_token: "r0".into(),
+        },
+    )
     .await;
+    let proxy = Proxy::start(
+        server.addr,
+        seed(),
+        Mix {
+            faults: vec![(Fault::HalfOpen, 1.0)],
+            target: Some(Arc::new(|h: &Head| h.path == "/auth/refresh")),
+            ..Default::default()
+        },
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(&format!("http://{}", proxy.addr));
+    cfg.request_timeout_ms = 4_000;
+    let bs = engine(&dir, cfg).await;
+    bs.set_auth(AuthConfig {
+        access_token: Some("t0".into()),
+        refresh_token: Some("r0".into()),
+        refresh_url: Some("/auth/refresh".into()),
+    })
+    .await
+    .unwrap();
+    bs.enqueue_many(backlog(20, 5, seed()).mutations).await.unwrap();
+    server.revoke_tokens(); // the first request gets a 401, the refresh hangs
+    let cancel = tauri_plugin_background_sync::CancellationToken::new();
+    let c = cancel.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        c.cancel();
+    });
+    let t = Instant::now();
+    let r = bs
+        .drain(DrainOptions {
+            budget: Duration::from_secs(1),
+            cancel,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let took = t.elapsed();
+    println!(
+        "fault[refresh hang] 1 s budget, cancelled at 1.5 s: returned after {:.2} s ({:?}, {:?}); proxy {}",
+        took.as_secs_f64(),
+        r.stop_reason,
+        r.last_error,
+        proxy.summary()
+    );
+    assert_eq!(proxy.count(Fault::HalfOpen), 1, "the refresh was not attempted");
+    assert!(
+        took < Duration::from_millis(1_700),
+        "a 1 s drain cancelled at 1.5 s ran {took:?}"
+    );
+}
+
+/// A fresh connection that the peer resets right after accepting it ("tcp connect error:
+/// Connection reset by peer") is classified `Unreachable` (reqwest's `is_connect()`), so the
+/// whole drain stops with `noNetwork`, although the API answers every other connection; the
+/// desktop scheduler then backs off as if offline (30 s, 1 min, ...). Only connections the proxy
+/// resets before the client's connect future completes take this path (a race: ~1 in 4 here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "known issue: a reset on connect is taken for 'no network' and ends the drain"]
+async fn known_issue_reset_on_connect_ends_the_drain_as_offline() {
+    let s = Scenario::new(
+        "reset on accept",
+        200,
+        25,
+        Mix {
+            reset_on_accept: 0.3,
+            ..Default::default()
+        },
+    );
+    let d = run(s).await;
+    let offline = d.figures.stops.get("NoNetwork").copied().unwrap_or(0);
+    assert_eq!(
+        offline, 0,
+        "{offline} drains stopped as 'no network' while the API was reachable"
+    );
+    d.check().await;
 }
