@@ -687,23 +687,28 @@ impl Store {
     /// (4xx) was not applied, so it gets a new idempotency key (the old one would replay the
     /// rejection); one that ran out of transient retries keeps its key (it may have been applied).
     pub(crate) async fn retry(&self, id: &str, now: i64) -> Result<()> {
-        let n = sqlx::query(
-            "UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at = ?, \
+        if self.revive_dead("outbox", id, now).await? == 0 {
+            self.get(id).await?;
+            return Err(Error::Conflict(format!("mutation '{id}' is not a dead letter")));
+        }
+        Ok(())
+    }
+
+    /// The retry rule shared by mutations and uploads (`table` is `outbox` or `uploads`).
+    pub(crate) async fn revive_dead(&self, table: &str, id: &str, now: i64) -> Result<u64> {
+        debug_assert!(table == "outbox" || table == "uploads");
+        Ok(sqlx::query(&format!(
+            "UPDATE {table} SET state = 'pending', attempts = 0, next_attempt_at = ?, \
              idempotency_key = CASE WHEN last_status BETWEEN 400 AND 499 AND last_status NOT IN (408, 425, 429) \
                                THEN ? ELSE idempotency_key END \
-             WHERE id = ? AND state = 'dead'",
-        )
+             WHERE id = ? AND state = 'dead'"
+        ))
         .bind(now)
         .bind(uuid::Uuid::new_v4().to_string())
         .bind(id)
         .execute(&self.pool)
         .await?
-        .rows_affected();
-        if n == 0 {
-            self.get(id).await?;
-            return Err(Error::Conflict(format!("mutation '{id}' is not a dead letter")));
-        }
-        Ok(())
+        .rows_affected())
     }
 
     /// Replace a dead letter's body (references recomputed) and make it pending again.
@@ -798,15 +803,12 @@ impl Store {
                     .bind(&t)
                     .execute(&mut *tx)
                     .await?;
-                orphaned = sqlx::query(
-                    "UPDATE outbox SET state = 'dead', last_error = ?1 \
-                     WHERE state = 'pending' AND seq IN (SELECT mutation_seq FROM mutation_deps WHERE temp_id = ?2)",
+                orphaned = bury_dependents(
+                    &mut tx,
+                    &t,
+                    &format!("waits for temp id '{t}' whose create was discarded"),
                 )
-                .bind(format!("waits for temp id '{t}' whose create was discarded"))
-                .bind(&t)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
+                .await?;
             }
         }
         tx.commit().await?;
@@ -888,6 +890,24 @@ impl Store {
                 .flatten(),
         )
     }
+}
+
+/// Pending mutations that wait for `temp_id` (a discarded create or upload) become dead
+/// letters with `error`, so they surface for review instead of waiting forever.
+pub(crate) async fn bury_dependents(
+    conn: &mut sqlx::SqliteConnection,
+    temp_id: &str,
+    error: &str,
+) -> Result<u64> {
+    Ok(sqlx::query(
+        "UPDATE outbox SET state = 'dead', last_error = ?1 \
+         WHERE state = 'pending' AND seq IN (SELECT mutation_seq FROM mutation_deps WHERE temp_id = ?2)",
+    )
+    .bind(error)
+    .bind(temp_id)
+    .execute(conn)
+    .await?
+    .rows_affected())
 }
 
 /// What happened to one claimed row.

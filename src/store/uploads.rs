@@ -386,19 +386,7 @@ impl Store {
     /// Dead upload back to pending with a fresh retry budget (and a fresh key after a 4xx, as
     /// for mutations).
     pub(crate) async fn retry_upload(&self, id: &str, now: i64) -> Result<()> {
-        let n = sqlx::query(
-            "UPDATE uploads SET state = 'pending', attempts = 0, next_attempt_at = ?, \
-             idempotency_key = CASE WHEN last_status BETWEEN 400 AND 499 AND last_status NOT IN (408, 425, 429) \
-                               THEN ? ELSE idempotency_key END \
-             WHERE id = ? AND state = 'dead'",
-        )
-        .bind(now)
-        .bind(uuid::Uuid::new_v4().to_string())
-        .bind(id)
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
-        if n == 0 {
+        if self.revive_dead("uploads", id, now).await? == 0 {
             self.get_upload(id).await?;
             return Err(Error::Conflict(format!("upload '{id}' is not a dead letter")));
         }
@@ -433,15 +421,12 @@ impl Store {
                 .bind(&placeholder)
                 .execute(&mut *tx)
                 .await?;
-            orphaned = sqlx::query(
-                "UPDATE outbox SET state = 'dead', last_error = ?1 \
-                 WHERE state = 'pending' AND seq IN (SELECT mutation_seq FROM mutation_deps WHERE temp_id = ?2)",
+            orphaned = super::bury_dependents(
+                &mut tx,
+                &placeholder,
+                &format!("waits for upload '{placeholder}' which was discarded"),
             )
-            .bind(format!("waits for upload '{placeholder}' which was discarded"))
-            .bind(&placeholder)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
+            .await?;
         }
         tx.commit().await?;
         Ok((orphaned, owned.then_some(file)))
@@ -480,15 +465,9 @@ impl Store {
         let Ok(entries) = std::fs::read_dir(&dir) else {
             return Ok(0);
         };
-        let open: std::collections::HashSet<String> = sqlx::query_scalar(
-            "SELECT id FROM uploads WHERE owned = 1 AND state IN ('pending', 'in_flight', 'dead')",
-        )
-        .fetch_all(&self.pool)
-        .await?
-        .into_iter()
-        .collect();
-        let known: std::collections::HashSet<String> =
-            sqlx::query_scalar("SELECT id FROM uploads WHERE owned = 1")
+        // Copies the plugin owns: id → still needed (not finished).
+        let owned: std::collections::HashMap<String, bool> =
+            sqlx::query_as::<_, (String, bool)>("SELECT id, state != 'done' FROM uploads WHERE owned = 1")
                 .fetch_all(&self.pool)
                 .await?
                 .into_iter()
@@ -497,7 +476,7 @@ impl Store {
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
             let id = name.strip_suffix(".part").unwrap_or(&name);
-            if open.contains(id) {
+            if owned.get(id) == Some(&true) {
                 continue;
             }
             let old = e
@@ -507,7 +486,7 @@ impl Store {
                 .and_then(|t| t.elapsed().ok())
                 .is_some_and(|age| age >= orphan_age);
             // A finished upload's copy goes at once; an unknown one may be an enqueue in progress.
-            let finished = known.contains(id) && !name.ends_with(".part");
+            let finished = owned.contains_key(id) && !name.ends_with(".part");
             if (finished || old) && std::fs::remove_file(e.path()).is_ok() {
                 removed += 1;
             }
