@@ -5,6 +5,7 @@
 use crate::engine::Inner;
 use crate::error::{Error, Result};
 use crate::idmap;
+use crate::lease::Lease;
 use crate::models::{AuthConfig, DrainReport, StatusEvent, StopReason, SyncConfig, SyncState};
 use crate::policy::{self, Class, Observed};
 use crate::store::{Claimed, Outcome};
@@ -70,6 +71,9 @@ pub(crate) enum Effect {
     Release,
     /// The API is unreachable: pending, unchanged, and the drain stops.
     Offline(String),
+    /// The API answered, but not so that any mutation could be sent (TLS handshake refused):
+    /// pending, unchanged, and the drain stops with an error.
+    Fatal(String),
     Unauthorized,
 }
 
@@ -85,7 +89,7 @@ pub(crate) fn decide(
     let class = policy::classify(observed, now);
     let status = match observed {
         Observed::Response { status, .. } => Some(*status),
-        Observed::TransportError(_) | Observed::Unreachable(_) => None,
+        Observed::TransportError(_) | Observed::Unreachable(_) | Observed::Tls(_) => None,
     };
     let describe = || match observed {
         Observed::Response { status, .. } => {
@@ -96,7 +100,7 @@ pub(crate) fn decide(
                 format!("HTTP {status}: {ex}")
             }
         }
-        Observed::TransportError(e) | Observed::Unreachable(e) => e.clone(),
+        Observed::TransportError(e) | Observed::Unreachable(e) | Observed::Tls(e) => e.clone(),
     };
     match class {
         Class::Done => {
@@ -129,6 +133,7 @@ pub(crate) fn decide(
         }
         Class::Unauthorized => Effect::Unauthorized,
         Class::Unreachable => Effect::Offline(describe()),
+        Class::Fatal => Effect::Fatal(describe()),
         Class::Permanent => Effect::Bury {
             attempts: row.attempts + 1,
             status,
@@ -170,31 +175,48 @@ struct FlightResult {
 }
 
 /// Credentials shared by the mutation and upload passes of one run: one refresh per run, and
-/// a 401 on a request sent with an older token just retries with the new one.
+/// a 401 on a request sent with an older token just retries with the new one. It follows the
+/// app: a `setAuth`/`clearAuth` while the run is going takes effect for the next request, and
+/// a refresh never writes tokens back over credentials the app changed meanwhile.
 pub(crate) struct AuthCell {
     state: Mutex<AuthState>,
+    deadline: Instant,
+    cancel: CancellationToken,
 }
 
 struct AuthState {
     auth: AuthConfig,
     generation: u64,
     refreshed: bool,
+    /// The app's credential epoch this state was loaded at (`Inner::auth_epoch`).
+    epoch: u64,
 }
 
 impl AuthCell {
-    fn new(auth: AuthConfig) -> Self {
+    pub(crate) fn new(auth: AuthConfig, epoch: u64, deadline: Instant, cancel: CancellationToken) -> Self {
         Self {
             state: Mutex::new(AuthState {
                 auth,
                 generation: 0,
                 refreshed: false,
+                epoch,
             }),
+            deadline,
+            cancel,
         }
     }
 
-    pub(crate) async fn current(&self) -> (AuthConfig, u64) {
-        let s = self.state.lock().await;
-        (s.auth.clone(), s.generation)
+    /// The credentials to send now (re-read when the app changed them in this process).
+    pub(crate) async fn current(&self, inner: &Inner) -> Result<(AuthConfig, u64)> {
+        let mut s = self.state.lock().await;
+        let epoch = inner.auth_epoch();
+        if epoch != s.epoch {
+            s.auth = inner.store.load_auth().await?;
+            s.generation += 1;
+            s.refreshed = false;
+            s.epoch = epoch;
+        }
+        Ok((s.auth.clone(), s.generation))
     }
 
     /// A request sent with the token of `generation` got a 401. `Ok(())`: send again with the
@@ -208,16 +230,38 @@ impl AuthCell {
     ) -> Result<std::result::Result<(), String>> {
         let mut s = self.state.lock().await;
         if generation < s.generation {
-            return Ok(Ok(())); // sent with a token that has since been refreshed
+            return Ok(Ok(())); // sent with a token that has since been replaced
+        }
+        // Another process (or handle) may have stored new credentials: use them first.
+        let stored = inner.store.load_auth().await?;
+        if stored != s.auth {
+            s.auth = stored;
+            s.generation += 1;
+            s.refreshed = false;
+            return Ok(Ok(()));
         }
         if s.refreshed {
             return Ok(Err("HTTP 401 after a token refresh".into()));
         }
         s.refreshed = true;
-        match transport.refresh(&s.auth, timeout).await {
+        // The refresh obeys the run's deadline and cancellation like any request.
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        if left < MIN_WINDOW {
+            return Ok(Err("HTTP 401 and no time left in this run to refresh the token".into()));
+        }
+        let refreshed = tokio::select! {
+            r = transport.refresh(&s.auth, timeout.min(left)) => r,
+            _ = self.cancel.cancelled() => return Ok(Err("cancelled while refreshing the token".into())),
+        };
+        match refreshed {
             Ok(new_auth) => {
-                inner.store.save_auth(&new_auth).await?;
-                s.auth = new_auth;
+                // Written only over the credentials it was refreshed from: a clearAuth/setAuth
+                // meanwhile wins, and the refreshed tokens of the old session are dropped.
+                if inner.store.replace_auth(&s.auth, &new_auth).await? {
+                    s.auth = new_auth;
+                } else {
+                    s.auth = inner.store.load_auth().await?;
+                }
                 s.generation += 1;
                 tracing::info!("access token refreshed after a 401");
                 Ok(Ok(()))
@@ -241,6 +285,10 @@ struct Run<'a> {
     report: DrainReport,
     auth: &'a AuthCell,
     uploads: &'a UploadSignal,
+    lease: &'a Lease,
+    /// The error that explains why the pass stopped (no network, auth, lease): later outcomes
+    /// must not replace it in the report.
+    stop_error: Option<String>,
     /// Outcomes decided but not yet written: they go out with the next claim, in the same
     /// transaction (or on their own when nothing is claimed next).
     deferred: Vec<(Outcome, Tally)>,
@@ -294,9 +342,12 @@ pub(crate) async fn run(inner: &Inner, opts: DrainOptions) -> Result<DrainReport
     let Ok(_local) = inner.drain_lock.clone().try_lock_owned() else {
         return inner.finish(report, StopReason::AlreadyRunning).await;
     };
-    let ttl = cfg.lease_ttl_ms as i64;
-    if !inner.store.acquire_lease(&run_id, now, ttl).await? {
+    let Some(lease) = Lease::acquire(&inner.store, &run_id, &cfg).await? else {
         return inner.finish(report, StopReason::AlreadyRunning).await;
+    };
+    let rebased = inner.store.rebase_backoff(now).await?;
+    if rebased > 0 {
+        tracing::info!(rebased, "the wall clock went back: backoffs restart from now");
     }
     let recovered = inner.store.recover_in_flight().await?;
     if recovered > 0 {
@@ -307,7 +358,14 @@ pub(crate) async fn run(inner: &Inner, opts: DrainOptions) -> Result<DrainReport
     }
     inner.set_state(SyncState::Running).await;
 
-    let auth = AuthCell::new(inner.store.load_auth().await?);
+    // The passes stop on the caller's cancellation or when the lease is lost.
+    let pass_cancel = opts.cancel.child_token();
+    let auth = AuthCell::new(
+        inner.store.load_auth().await?,
+        inner.auth_epoch(),
+        deadline,
+        pass_cancel.clone(),
+    );
     let transport = match Transport::new(&cfg) {
         Ok(t) => std::sync::Arc::new(t),
         Err(e) => {
@@ -316,6 +374,10 @@ pub(crate) async fn run(inner: &Inner, opts: DrainOptions) -> Result<DrainReport
             let _ = inner.store.release_lease(&run_id).await;
             return inner.finish(report, StopReason::Error).await;
         }
+    };
+    let pass_opts = DrainOptions {
+        cancel: pass_cancel.clone(),
+        ..opts.clone()
     };
     let signal = UploadSignal::default();
     signal.active.store(true, std::sync::atomic::Ordering::SeqCst);
@@ -326,15 +388,26 @@ pub(crate) async fn run(inner: &Inner, opts: DrainOptions) -> Result<DrainReport
         report,
         auth: &auth,
         uploads: &signal,
+        lease: &lease,
+        stop_error: None,
         deferred: Vec::new(),
     };
-    let mut pass = crate::uploads::Pass::new(inner, &cfg, &run_id, &auth, &signal, transport.clone());
-    let (outcome, upload_outcome) = tokio::join!(run.drive(&opts, deadline, &transport), async {
-        let r = pass.drive(&opts, deadline).await;
-        signal.active.store(false, std::sync::atomic::Ordering::SeqCst);
-        signal.finished_one.notify_one();
+    let mut pass = crate::uploads::Pass::new(inner, &cfg, &run_id, &auth, &signal, transport.clone(), &lease);
+    let passes_done = CancellationToken::new();
+    let passes = async {
+        let r = tokio::join!(run.drive(&pass_opts, deadline, &transport), async {
+            let r = pass.drive(&pass_opts, deadline).await;
+            signal.active.store(false, std::sync::atomic::Ordering::SeqCst);
+            signal.finished_one.notify_one();
+            r
+        });
+        passes_done.cancel();
         r
-    });
+    };
+    let ((outcome, upload_outcome), ()) = tokio::join!(
+        passes,
+        lease.keep(&inner.store, &passes_done, || pass_cancel.cancel())
+    );
     let mut report = run.report;
     let stop_of = |outcome: Result<StopReason>, report: &mut DrainReport| match outcome {
         Ok(reason) => reason,
@@ -347,10 +420,16 @@ pub(crate) async fn run(inner: &Inner, opts: DrainOptions) -> Result<DrainReport
     let stop = stop_of(outcome, &mut report);
     let upload_stop = stop_of(upload_outcome, &mut report);
     pass.merge_into(&mut report);
-    let stop = combine(stop, upload_stop);
-    let owner = run.owner;
+    let mut stop = combine(stop, upload_stop);
+    if let Some(e) = run.stop_error {
+        report.last_error = Some(e);
+    }
+    if lease.is_lost() {
+        stop = StopReason::Error;
+        report.last_error = Some("lost the drain lease (another drainer took over): stopped sending".into());
+    }
     let _ = inner.store.prune(inner.now(), cfg.retention_ms).await;
-    let _ = inner.store.release_lease(&owner).await;
+    let _ = inner.store.release_lease(lease.owner()).await;
     inner.finish(report, stop).await
 }
 
@@ -391,26 +470,15 @@ impl Run<'_> {
         let mut ready: std::collections::VecDeque<Vec<Claimed>> = Default::default();
         let mut estimate = INITIAL_ESTIMATE;
         let mut stop: Option<StopReason> = None;
-        let mut last_renew = Instant::now();
-        let renew_every = Duration::from_millis((self.cfg.lease_ttl_ms / 3).max(200));
 
         loop {
             if opts.cancel.is_cancelled() {
                 return self.abandon(flights).await;
             }
-            if last_renew.elapsed() >= renew_every {
-                if !self
-                    .inner
-                    .store
-                    .renew_lease(&self.owner, self.inner.now(), self.cfg.lease_ttl_ms as i64)
-                    .await?
-                {
-                    self.report.last_error = Some("lost the drain lease (expired while paused?)".into());
-                    stop.get_or_insert(StopReason::Error);
-                }
-                last_renew = Instant::now();
-            }
-            // Fill free slots, unless stopping or too close to the deadline.
+            // Fill free slots, unless stopping or too close to the deadline. Every send is the
+            // best row sendable at that moment: rows are claimed when a lane is free, never
+            // ahead (a row claimed ahead would go before a higher-priority row that became
+            // sendable meanwhile).
             let remaining = deadline.saturating_duration_since(Instant::now());
             let mut claimed_any = false;
             if stop.is_none() && remaining >= estimate.max(MIN_WINDOW) {
@@ -435,19 +503,26 @@ impl Run<'_> {
                     };
                     let remaining = deadline.saturating_duration_since(Instant::now());
                     let t = timeout.min(remaining);
-                    let auth = self.auth.current().await;
+                    if remaining < MIN_WINDOW {
+                        ready.push_front(rows);
+                        break;
+                    }
+                    if !self.lease.allows(t) {
+                        // The lease could not be renewed in time: a request now could outlive
+                        // it and overlap with the next drainer's.
+                        ready.push_front(rows);
+                        self.stop_error
+                            .get_or_insert_with(|| "the drain lease could not be renewed in time".into());
+                        stop = Some(StopReason::Error);
+                        break;
+                    }
+                    let auth = self.auth.current(self.inner).await?;
                     flights.push(self.launch(transport.clone(), rows, t, t < timeout, auth));
                 }
-                // Every lane busy: claim the next rows now, while the requests are on the wire,
-                // so the next send starts without a database round trip. (Only other entities'
-                // heads can be claimed: per-entity order is untouched.)
-                if flights.len() == slots && ready.is_empty() {
-                    let limit = match self.cfg.batch {
-                        Some(_) => per_request,
-                        None => slots as u32,
-                    };
-                    let rows = self.settle_and_claim(limit, max_wait).await?;
-                    self.group(rows, &mut ready);
+                // Claimed for a lane that is no longer free (or no longer usable): back, untouched.
+                for row in ready.drain(..).flatten() {
+                    self.deferred
+                        .push((Outcome::Release { seq: row.seq }, Tally::None));
                 }
             } else if stop.is_none() && flights.is_empty() {
                 // Too close to the deadline to start anything.
@@ -652,8 +727,18 @@ impl Run<'_> {
                     }
                     Effect::Release => (Outcome::Release { seq: row.seq }, Tally::None),
                     Effect::Offline(error) => {
-                        self.report.last_error = Some(format!("cannot reach the API: {error}"));
-                        stop = Some(StopReason::NoNetwork);
+                        let e = format!("cannot reach the API: {error}");
+                        self.report.last_error = Some(e.clone());
+                        self.stop_error.get_or_insert(e);
+                        stop.get_or_insert(StopReason::NoNetwork);
+                        (Outcome::Release { seq: row.seq }, Tally::None)
+                    }
+                    Effect::Fatal(error) => {
+                        // Not the mutation's fault and not offline either (a TLS handshake
+                        // failure): stop, surface it, cost no attempt.
+                        self.report.last_error = Some(error.clone());
+                        self.stop_error.get_or_insert(error);
+                        stop = Some(StopReason::Error);
                         (Outcome::Release { seq: row.seq }, Tally::None)
                     }
                     Effect::Unauthorized => {
@@ -674,7 +759,8 @@ impl Run<'_> {
                 .unauthorized(generation, self.inner, transport, timeout)
                 .await?
             {
-                self.report.last_error = Some(e);
+                self.report.last_error = Some(e.clone());
+                self.stop_error.get_or_insert(e);
                 stop = Some(StopReason::AuthFailed);
             }
         }
@@ -780,7 +866,9 @@ pub(crate) fn split_batch(
     let all =
         |o: Observed, b: Option<Vec<u8>>| rows.iter().map(|_| (o.clone(), b.clone())).collect::<Vec<_>>();
     let status = match &observed {
-        Observed::TransportError(_) | Observed::Unreachable(_) => return all(observed, None),
+        Observed::TransportError(_) | Observed::Unreachable(_) | Observed::Tls(_) => {
+            return all(observed, None)
+        }
         Observed::Response { status, .. } => *status,
     };
     if !(200..300).contains(&status) {

@@ -40,6 +40,9 @@ pub(crate) struct Inner {
     /// enqueue then costs one small read instead of a parse (another process may configure
     /// the same file, so the stored text is always read).
     config_cache: StdMutex<Option<(String, ParsedConfig)>>,
+    /// Bumped by every setAuth/clearAuth through this handle, so a running drain switches to
+    /// (or drops) the credentials for its next request.
+    auth_epoch: std::sync::atomic::AtomicU64,
 }
 
 /// Options for [`BackgroundSync::open_with`].
@@ -132,6 +135,7 @@ impl BackgroundSync {
                 state: StdMutex::new(SyncState::Idle),
                 last_report: StdMutex::new(None),
                 config_cache: StdMutex::new(None),
+                auth_epoch: std::sync::atomic::AtomicU64::new(0),
             }),
         })
     }
@@ -157,22 +161,23 @@ impl BackgroundSync {
 
     /// Store credentials (never logged, never returned to JS).
     pub async fn set_auth(&self, auth: AuthConfig) -> Result<()> {
-        if let Some(t) = auth.access_token.as_deref().or(auth.refresh_token.as_deref()) {
-            if t.contains(['\r', '\n']) || t.is_empty() {
-                return Err(Error::invalid(
-                    "tokens must be non-empty and contain no line breaks",
-                ));
-            }
+        for t in [&auth.access_token, &auth.refresh_token].into_iter().flatten() {
+            validate::token(t)?;
         }
         if let (Some(url), Some(cfg)) = (&auth.refresh_url, self.config().await?) {
             OriginPolicy::new(&cfg)?.resolve(url)?;
         }
-        self.inner.store.save_auth(&auth).await
+        self.inner.store.save_auth(&auth).await?;
+        self.inner.bump_auth_epoch();
+        Ok(())
     }
 
-    /// Forget credentials (e.g. on sign-out).
+    /// Forget credentials (e.g. on sign-out). A drain in progress sends no token from its next
+    /// request on, and a token refresh it started is not written back.
     pub async fn clear_auth(&self) -> Result<()> {
-        self.inner.store.save_auth(&AuthConfig::default()).await
+        self.inner.store.save_auth(&AuthConfig::default()).await?;
+        self.inner.bump_auth_epoch();
+        Ok(())
     }
 
     /// Turn background sync on or off (persisted; background entries check it first).
@@ -442,6 +447,19 @@ impl BackgroundSync {
     }
 
     /// Where copied files wait for upload: beside the database.
+    /// Files the webview must never read through an upload: the database with its journal
+    /// files (they hold the queue and the tokens) and the plugin's own copies.
+    pub(crate) fn private_paths(&self) -> (Vec<PathBuf>, PathBuf) {
+        let db = self.path().to_path_buf();
+        let mut files = vec![db.clone()];
+        for suffix in ["-wal", "-shm", "-journal"] {
+            let mut p = db.clone().into_os_string();
+            p.push(suffix);
+            files.push(PathBuf::from(p));
+        }
+        (files, self.uploads_dir())
+    }
+
     fn uploads_dir(&self) -> PathBuf {
         self.inner.store.uploads_dir()
     }
@@ -521,6 +539,14 @@ impl Inner {
     pub(crate) fn emit(&self, e: StatusEvent) {
         // No receivers is fine (headless runs).
         let _ = self.events.send(e);
+    }
+
+    pub(crate) fn auth_epoch(&self) -> u64 {
+        self.auth_epoch.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn bump_auth_epoch(&self) {
+        self.auth_epoch.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     }
 
     pub(crate) async fn set_state(&self, s: SyncState) {

@@ -22,11 +22,15 @@ where
     F::Output: Send,
 {
     let run = move || {
-        tokio::runtime::Builder::new_current_thread()
+        let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .map(|rt| rt.block_on(f))
-            .map_err(|e| Error::Platform(format!("cannot start the async runtime: {e}")))
+            .map_err(|e| Error::Platform(format!("cannot start the async runtime: {e}")))?;
+        let out = rt.block_on(f);
+        // Do not wait for blocking tasks on the way out: a `getaddrinfo` that never answers
+        // (hung DNS) would hold the caller past its budget. They finish on their own threads.
+        rt.shutdown_background();
+        Ok(out)
     };
     // Called from inside a runtime (a host that is itself async): a runtime cannot be nested
     // on one thread, so run on a scoped helper thread.
@@ -150,4 +154,27 @@ pub fn set_enabled_json(db_path: &str, enabled: bool) -> String {
 pub fn config(db_path: &str) -> Result<Option<SyncConfig>> {
     let path = check_path(db_path)?;
     block_on(async { BackgroundSync::open(path).await?.config().await })?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 11, defect 6: tokio's resolver runs `getaddrinfo` on a blocking thread; with a
+    /// resolver that never answers, dropping the runtime used to wait for it (a 2 s drain
+    /// returned after 12 s). The headless entries must return when their future does.
+    #[test]
+    fn the_headless_runtime_does_not_wait_for_hung_blocking_work() {
+        let t = std::time::Instant::now();
+        block_on(async {
+            let _hung = tokio::task::spawn_blocking(|| std::thread::sleep(Duration::from_secs(5)));
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        })
+        .unwrap();
+        assert!(
+            t.elapsed() < Duration::from_secs(1),
+            "the entry returned {:?} after its work ended",
+            t.elapsed()
+        );
+    }
 }

@@ -18,6 +18,7 @@ use tauri::{
 
 mod commands;
 mod drain;
+mod lease;
 mod engine;
 mod error;
 mod idmap;
@@ -179,10 +180,41 @@ impl<R: Runtime> Plugin<R> {
                  or uploads.allowedDirs",
             ));
         }
+        if self.is_private(&file) {
+            return Err(Error::invalid(
+                "the webview may not upload the sync database, its journal files or the plugin's copies",
+            ));
+        }
         // The checked path, not the given one: a symlink swapped later cannot redirect the read.
         let mut upload = upload;
         upload.file_path = file.to_string_lossy().into_owned();
         self.enqueue_upload(upload).await
+    }
+
+    /// The outbox database (with its WAL/SHM/journal) or a file in the plugin's copy folder,
+    /// compared by canonical path and, on Unix, by inode (a hard link is the same file).
+    fn is_private(&self, file: &std::path::Path) -> bool {
+        let (files, copies) = self.engine.private_paths();
+        if std::fs::canonicalize(&copies).is_ok_and(|c| file.starts_with(c)) {
+            return true;
+        }
+        #[cfg(unix)]
+        let id = |p: &std::path::Path| {
+            use std::os::unix::fs::MetadataExt;
+            std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino()))
+        };
+        files.iter().any(|f| {
+            std::fs::canonicalize(f).is_ok_and(|c| c == file) || {
+                #[cfg(unix)]
+                {
+                    id(f).is_some() && id(f) == id(file)
+                }
+                #[cfg(not(unix))]
+                {
+                    false
+                }
+            }
+        })
     }
 
     /// Drain now in the foreground and return the report.

@@ -613,20 +613,22 @@ pub(crate) fn merge_config(existing: Option<SyncConfig>, patch: Value) -> crate:
         return Err(crate::Error::invalid("config must be a JSON object"));
     }
     let mut base = serde_json::to_value(existing.unwrap_or_default())?;
-    merge(&mut base, patch);
+    let defaults = serde_json::to_value(SyncConfig::default())?;
+    merge(&mut base, patch, Some(&defaults));
     serde_json::from_value(base).map_err(|e| crate::Error::invalid(format!("config: {e}")))
 }
 
-fn merge(base: &mut Value, patch: Value) {
+/// RFC 7396-style merge, except that `null` resets a field to its default at the same depth
+/// (`{"uploads":{"concurrency":null}}` gives the default of `uploads.concurrency`).
+fn merge(base: &mut Value, patch: Value, defaults: Option<&Value>) {
     match (base, patch) {
         (Value::Object(b), Value::Object(p)) => {
             for (k, v) in p {
+                let default = defaults.and_then(|d| d.get(&k));
                 match b.get_mut(&k) {
-                    Some(slot) if v.is_object() && slot.is_object() => merge(slot, v),
+                    Some(slot) if v.is_object() && slot.is_object() => merge(slot, v, default),
                     Some(slot) if v.is_null() => {
-                        // Reset to the default value of that field.
-                        let d = serde_json::to_value(SyncConfig::default()).unwrap_or(Value::Null);
-                        *slot = d.get(&k).cloned().unwrap_or(Value::Null);
+                        *slot = default.cloned().unwrap_or(Value::Null);
                     }
                     _ => {
                         b.insert(k, v);

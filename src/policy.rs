@@ -21,6 +21,9 @@ pub(crate) enum Observed {
     /// No connection could be made (no network, DNS failure, refused). Says nothing about the
     /// mutation, so it costs no attempt: a day offline must not turn the queue into dead letters.
     Unreachable(String),
+    /// The TLS handshake with the API failed (untrusted certificate, interception, a plain
+    /// HTTP port): not offline, not the mutation's fault.
+    Tls(String),
 }
 
 /// What the drain does about it.
@@ -36,13 +39,16 @@ pub(crate) enum Class {
     Permanent,
     /// The API cannot be reached at all: stop the drain, keep everything pending.
     Unreachable,
+    /// Nothing can be sent until the app or the network is fixed (TLS refused): stop the drain
+    /// with an error, keep everything pending, cost no attempt.
+    Fatal,
 }
 
 impl Class {
     /// Whether sending the same request again may succeed.
     #[cfg(test)]
     pub(crate) fn can_retry(&self) -> bool {
-        !matches!(self, Class::Permanent | Class::Done)
+        !matches!(self, Class::Permanent | Class::Done | Class::Fatal)
     }
 }
 
@@ -51,10 +57,13 @@ pub(crate) fn classify(observed: &Observed, now_ms: i64) -> Class {
     match observed {
         Observed::TransportError(_) => Class::Transient { retry_after_ms: None },
         Observed::Unreachable(_) => Class::Unreachable,
+        Observed::Tls(_) => Class::Fatal,
         Observed::Response { status, retry_after } => match *status {
             200..=299 => Class::Done,
             401 => Class::Unauthorized,
-            408 | 425 | 429 | 500..=599 => Class::Transient {
+            // 409: the IETF Idempotency-Key draft's "a request with this key is still being
+            // processed" (a retry that overtook a slow original): retry later, same key.
+            408 | 409 | 425 | 429 | 500..=599 => Class::Transient {
                 retry_after_ms: retry_after.as_deref().and_then(|v| parse_retry_after(v, now_ms)),
             },
             _ => Class::Permanent,
@@ -157,7 +166,7 @@ mod tests {
         for s in [200, 201, 202, 204, 299] {
             assert_eq!(classify(&resp(s), now), Class::Done, "{s}");
         }
-        for s in [408, 425, 429, 500, 502, 503, 504, 599] {
+        for s in [408, 409, 425, 429, 500, 502, 503, 504, 599] {
             assert_eq!(
                 classify(&resp(s), now),
                 Class::Transient { retry_after_ms: None },
@@ -166,7 +175,7 @@ mod tests {
         }
         assert_eq!(classify(&resp(401), now), Class::Unauthorized);
         for s in [
-            100, 301, 302, 304, 400, 403, 404, 405, 409, 410, 413, 422, 451, 499,
+            100, 301, 302, 304, 400, 403, 404, 405, 410, 413, 422, 451, 499,
         ] {
             assert_eq!(classify(&resp(s), now), Class::Permanent, "{s}");
         }

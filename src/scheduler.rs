@@ -81,9 +81,15 @@ impl Scheduler {
         let cancel = self.inner.shutdown.child_token();
         let caller = opts.cancel.clone();
         opts.cancel = cancel.clone();
+        // Forward the caller's cancellation only while this call runs: the helper task ends
+        // with it (it used to wait for a cancellation that never came, one task per syncNow).
+        let finished = CancellationToken::new();
+        let _finished = finished.clone().drop_guard();
         tauri::async_runtime::spawn(async move {
-            caller.cancelled().await;
-            cancel.cancel();
+            tokio::select! {
+                _ = caller.cancelled() => cancel.cancel(),
+                _ = finished.cancelled() => {}
+            }
         });
         loop {
             let r = self.inner.engine.drain(opts.clone()).await?;

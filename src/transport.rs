@@ -249,12 +249,17 @@ impl Transport {
             .iter()
             .map(|(c, o)| {
                 let body = o.body.as_deref().map(serde_json::from_str::<Value>).transpose()?;
-                Ok(serde_json::json!({
+                let mut item = serde_json::json!({
                     "idempotencyKey": c.idempotency_key,
                     "method": o.method.as_str(),
                     "path": o.path,
                     "body": body,
-                }))
+                });
+                // Per-mutation headers (If-Match, API versions) travel with their item.
+                if !c.headers.is_empty() {
+                    item["headers"] = serde_json::to_value(&c.headers)?;
+                }
+                Ok(item)
             })
             .collect::<Result<_>>()?;
         let req = self
@@ -297,6 +302,10 @@ impl Transport {
             .get("refreshToken")
             .or_else(|| v.get("refresh_token"))
             .and_then(Value::as_str);
+        for t in std::iter::once(access).chain(rotated) {
+            validate::token(t)
+                .map_err(|_| Error::Auth("token refresh returned a token that cannot be sent in a header".into()))?;
+        }
         Ok(AuthConfig {
             access_token: Some(access.to_string()),
             refresh_token: rotated.map(str::to_string).or_else(|| auth.refresh_token.clone()),
@@ -305,10 +314,53 @@ impl Transport {
     }
 }
 
+/// What a failed connection attempt says. Only "no route" answers mean offline (refused,
+/// unreachable, DNS, a connect timeout): they cost no attempt and stop the drain. A TLS
+/// handshake failure is not offline and never heals by waiting (`Tls`); anything else (a reset
+/// right after connecting, a peer that hung up) is an ordinary transient error.
+pub(crate) fn connect_failure(e: &reqwest::Error) -> Observed {
+    use std::error::Error as _;
+    use std::io::ErrorKind;
+    let text = describe(e);
+    // Every error in the chain, also those nested inside io::Errors (whose `source()` skips
+    // the error they wrap).
+    let mut causes: Vec<&(dyn std::error::Error + 'static)> = Vec::new();
+    let mut src = e.source();
+    while let Some(cause) = src {
+        causes.push(cause);
+        let mut inner = cause.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref());
+        while let Some(i) = inner {
+            causes.push(i);
+            inner = i.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref());
+        }
+        src = cause.source();
+    }
+    if causes.iter().any(|c| c.downcast_ref::<rustls::Error>().is_some()) {
+        return Observed::Tls(format!("TLS handshake with the API failed: {text}"));
+    }
+    for io in causes.iter().filter_map(|c| c.downcast_ref::<std::io::Error>()) {
+        match io.kind() {
+            ErrorKind::ConnectionRefused
+            | ErrorKind::HostUnreachable
+            | ErrorKind::NetworkUnreachable
+            | ErrorKind::NetworkDown
+            | ErrorKind::AddrNotAvailable
+            | ErrorKind::TimedOut => return Observed::Unreachable(text),
+            ErrorKind::ConnectionReset
+            | ErrorKind::ConnectionAborted
+            | ErrorKind::UnexpectedEof
+            | ErrorKind::BrokenPipe => return Observed::TransportError(text),
+            _ => {}
+        }
+    }
+    // No io error to go by: DNS failures and connect timeouts say so in words.
+    Observed::Unreachable(text)
+}
+
 async fn execute(req: reqwest::RequestBuilder) -> Sent {
     match req.send().await {
         Err(e) if e.is_connect() => Sent {
-            observed: Observed::Unreachable(describe(&e)),
+            observed: connect_failure(&e),
             body: None,
         },
         Err(e) => Sent {

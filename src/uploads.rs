@@ -4,6 +4,7 @@
 //! cancellation; a finished upload resolves its placeholder so waiting mutations can go.
 
 use crate::drain::{AuthCell, DrainOptions, UploadSignal};
+use crate::lease::Lease;
 use crate::engine::Inner;
 use crate::error::{Error, Result};
 use crate::idmap;
@@ -55,6 +56,8 @@ pub(crate) enum UploadEffect {
     },
     Release,
     Offline(String),
+    /// TLS refused: pending, no attempt, the pass stops with an error.
+    Fatal(String),
     Unauthorized,
 }
 
@@ -76,7 +79,7 @@ pub(crate) fn decide(
             Some(ex) => format!("HTTP {status}: {ex}"),
             None => format!("HTTP {status}"),
         },
-        Observed::TransportError(e) | Observed::Unreachable(e) => e.clone(),
+        Observed::TransportError(e) | Observed::Unreachable(e) | Observed::Tls(e) => e.clone(),
     };
     let signed = matches!(u.destination, UploadDestination::Signed);
     let attempts = u.attempts + 1;
@@ -126,6 +129,7 @@ pub(crate) fn decide(
         }
         Class::Unauthorized => UploadEffect::Unauthorized,
         Class::Unreachable => UploadEffect::Offline(describe()),
+        Class::Fatal => UploadEffect::Fatal(describe()),
         Class::Permanent => UploadEffect::Bury {
             attempts,
             status,
@@ -209,6 +213,7 @@ pub(crate) struct Pass<'a> {
     auth: &'a AuthCell,
     signal: &'a UploadSignal,
     transport: Arc<Transport>,
+    lease: &'a Lease,
     /// Bytes per millisecond, smoothed, persisted across runs.
     throughput: Option<f64>,
     active: HashMap<String, Active>,
@@ -228,6 +233,7 @@ impl<'a> Pass<'a> {
         auth: &'a AuthCell,
         signal: &'a UploadSignal,
         transport: Arc<Transport>,
+        lease: &'a Lease,
     ) -> Self {
         Self {
             inner,
@@ -236,6 +242,7 @@ impl<'a> Pass<'a> {
             auth,
             signal,
             transport,
+            lease,
             throughput: None,
             active: HashMap::new(),
             uploaded: 0,
@@ -300,7 +307,7 @@ impl<'a> Pass<'a> {
                         .claim_uploads(&self.owner, now, batch as u32, self.fits_in(remaining), max_wait)
                         .await?;
                     claimed_any = !claimed.is_empty();
-                    match self.ensure_signed(claimed, remaining).await? {
+                    match self.ensure_signed(claimed, remaining, &opts.cancel).await? {
                         Ok(signed) => ready.extend(signed),
                         Err(reason) => stop = Some(reason),
                     }
@@ -319,8 +326,23 @@ impl<'a> Pass<'a> {
                         self.inner.store.release_upload(u.seq, &self.owner).await?;
                         continue;
                     }
-                    let auth = self.auth.current().await;
+                    // The upload may stream until the deadline: the lease must last that long.
+                    if !self.lease.cover(&self.inner.store, remaining).await? {
+                        self.inner.store.release_upload(u.seq, &self.owner).await?;
+                        self.last_error = Some("the drain lease could not be renewed in time".into());
+                        stop = Some(StopReason::Error);
+                        break;
+                    }
+                    let auth = self.auth.current(self.inner).await?;
                     flights.push(self.launch(u, remaining, auth));
+                }
+            }
+            // Claimed but not startable now (deadline passed, stopping): back to pending at
+            // once, or the loop below would wait for them forever.
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if !ready.is_empty() && (stop.is_some() || remaining <= MIN_WINDOW) {
+                for u in ready.drain(..) {
+                    self.inner.store.release_upload(u.seq, &self.owner).await?;
                 }
             }
 
@@ -396,6 +418,7 @@ impl<'a> Pass<'a> {
         &mut self,
         claimed: Vec<ClaimedUpload>,
         remaining: Duration,
+        cancel: &tokio_util::sync::CancellationToken,
     ) -> Result<std::result::Result<Vec<ClaimedUpload>, StopReason>> {
         let now = self.inner.now();
         let (mut ready, mut unsigned): (Vec<_>, Vec<_>) = claimed.into_iter().partition(|u| {
@@ -409,7 +432,8 @@ impl<'a> Pass<'a> {
             return Ok(Ok(ready));
         }
         let batch = self.cfg.uploads.sign_batch_size.max(1) as usize;
-        let timeout = Duration::from_millis(self.cfg.request_timeout_ms).min(remaining);
+        let configured_timeout = Duration::from_millis(self.cfg.request_timeout_ms);
+        let timeout = configured_timeout.min(remaining);
         let mut stop = None;
         while !unsigned.is_empty() {
             let chunk: Vec<ClaimedUpload> = unsigned.drain(..unsigned.len().min(batch)).collect();
@@ -419,10 +443,42 @@ impl<'a> Pass<'a> {
                 }
                 continue;
             }
-            let (auth, generation) = self.auth.current().await;
+            let (auth, generation) = self.auth.current(self.inner).await?;
+            if !self.lease.allows(timeout) {
+                for u in &chunk {
+                    self.inner.store.release_upload(u.seq, &self.owner).await?;
+                }
+                self.last_error = Some("the drain lease could not be renewed in time".into());
+                stop = Some(StopReason::Error);
+                continue;
+            }
             self.requests += 1;
             let refs: Vec<&ClaimedUpload> = chunk.iter().collect();
-            let sent = match self.transport.sign_uploads(&refs, timeout, &auth).await {
+            let started = Instant::now();
+            let signed = tokio::select! {
+                r = self.transport.sign_uploads(&refs, timeout, &auth) => Some(r),
+                _ = cancel.cancelled() => None,
+            };
+            let Some(signed) = signed else {
+                // Cancelled: nothing was decided about these files.
+                for u in &chunk {
+                    self.inner.store.release_upload(u.seq, &self.owner).await?;
+                }
+                stop = Some(StopReason::Cancelled);
+                continue;
+            };
+            let cut_by_deadline = timeout < configured_timeout
+                && started.elapsed() + Duration::from_millis(5) >= timeout
+                && matches!(&signed, Ok(s) if matches!(&s.observed, Observed::TransportError(e) if e.contains("timed out")));
+            if cut_by_deadline {
+                // The run ended, not the sign endpoint's fault: no attempt counted.
+                for u in &chunk {
+                    self.inner.store.release_upload(u.seq, &self.owner).await?;
+                }
+                stop = Some(StopReason::Deadline);
+                continue;
+            }
+            let sent = match signed {
                 Ok(s) => s,
                 Err(e) => {
                     // The sign path itself is not allowed: a configuration error.
@@ -709,6 +765,11 @@ impl<'a> Pass<'a> {
                 self.inner.store.release_upload(u.seq, &self.owner).await?;
                 self.last_error = Some(format!("cannot reach the upload host: {e}"));
                 Ok(Some(StopReason::NoNetwork))
+            }
+            UploadEffect::Fatal(e) => {
+                self.inner.store.release_upload(u.seq, &self.owner).await?;
+                self.last_error = Some(e);
+                Ok(Some(StopReason::Error))
             }
             UploadEffect::Unauthorized => {
                 self.inner.store.release_upload(u.seq, &self.owner).await?;

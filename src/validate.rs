@@ -127,6 +127,17 @@ fn is_loopback(url: &Url) -> bool {
 }
 
 /// Check a configuration before it is persisted.
+const MAX_LEASE_TTL_MS: u64 = 3_600_000;
+const MAX_RETENTION_MS: u64 = 365 * 24 * 3_600_000;
+const MAX_BACKOFF_MS: u64 = 24 * 3_600_000;
+
+/// A path on the API for the plugin's own endpoints: '/' then RFC 3986 path characters.
+fn api_path(p: &str) -> bool {
+    p.starts_with('/')
+        && p.len() <= 2_048
+        && p.bytes().all(|b| b.is_ascii_alphanumeric() || b"/-._~!$&'()*+,;=:@%".contains(&b))
+}
+
 pub(crate) fn config(cfg: &SyncConfig) -> Result<()> {
     OriginPolicy::new(cfg)?;
     if !cfg.id_pointer.is_empty() && !cfg.id_pointer.starts_with('/') {
@@ -150,8 +161,10 @@ pub(crate) fn config(cfg: &SyncConfig) -> Result<()> {
         return Err(Error::invalid("backoff.initialMs must not exceed backoff.maxMs"));
     }
     if let Some(b) = &cfg.batch {
-        if !b.path.starts_with('/') {
-            return Err(Error::invalid("batch.path must start with '/'"));
+        if !api_path(&b.path) {
+            return Err(Error::invalid(
+                "batch.path must be a URL path starting with '/' (no spaces, query or fragment)",
+            ));
         }
         if !(1..=1_000).contains(&b.max_items) {
             return Err(Error::invalid("batch.maxItems must be between 1 and 1000"));
@@ -160,16 +173,25 @@ pub(crate) fn config(cfg: &SyncConfig) -> Result<()> {
     if cfg.max_payload_bytes == 0 || cfg.max_queue_len == 0 {
         return Err(Error::invalid("maxPayloadBytes and maxQueueLen must be positive"));
     }
-    if cfg.lease_ttl_ms < 1_000 {
-        return Err(Error::invalid("leaseTtlMs must be at least 1000"));
+    // Upper bounds keep every sum of a timestamp and a duration far from i64 overflow.
+    if !(1_000..=MAX_LEASE_TTL_MS).contains(&cfg.lease_ttl_ms) {
+        return Err(Error::invalid("leaseTtlMs must be between 1000 and 3600000 (an hour)"));
+    }
+    if cfg.retention_ms > MAX_RETENTION_MS {
+        return Err(Error::invalid("retentionMs must be at most 31536000000 (a year)"));
+    }
+    if cfg.backoff.max_ms > MAX_BACKOFF_MS {
+        return Err(Error::invalid("backoff.maxMs must be at most 86400000 (a day)"));
     }
     for (k, v) in &cfg.default_headers {
         header(k, v)?;
     }
     let u = &cfg.uploads;
     OriginPolicy::for_uploads(cfg)?;
-    if !u.sign_path.starts_with('/') {
-        return Err(Error::invalid("uploads.signPath must start with '/'"));
+    if !api_path(&u.sign_path) {
+        return Err(Error::invalid(
+            "uploads.signPath must be a URL path starting with '/' (no spaces, query or fragment)",
+        ));
     }
     if !(1..=500).contains(&u.sign_batch_size) || !(1..=64).contains(&u.concurrency) {
         return Err(Error::invalid(
@@ -184,6 +206,17 @@ pub(crate) fn config(cfg: &SyncConfig) -> Result<()> {
     if u.max_file_bytes == 0 || u.max_queued == 0 {
         return Err(Error::invalid(
             "uploads.maxFileBytes and uploads.maxQueued must be positive",
+        ));
+    }
+    Ok(())
+}
+
+/// A bearer or refresh token: non-empty visible ASCII (RFC 6750 §2.1's b64token is a subset),
+/// so it can always go into a header; anything else would fail every request later.
+pub(crate) fn token(t: &str) -> Result<()> {
+    if t.is_empty() || t.len() > 16 * 1024 || !t.bytes().all(|b| (0x21..=0x7e).contains(&b)) {
+        return Err(Error::invalid(
+            "tokens must be 1-16384 visible ASCII characters (no spaces, line breaks or control characters)",
         ));
     }
     Ok(())

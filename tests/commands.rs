@@ -334,3 +334,72 @@ fn conf_settings_without_base_url_wait_for_the_first_configure() {
     assert_eq!(cfg.backoff.initial_ms, 7);
     assert_eq!(cfg.backoff.max_ms, 300_000, "other fields keep their defaults");
 }
+
+/// Issue 11, defect 9: the database (queue and tokens), its WAL/SHM files and the plugin's
+/// copies lie inside the directories the webview may upload from; they must still be refused,
+/// also through a hard link.
+#[test]
+fn webview_cannot_upload_the_database_or_the_plugins_copies() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("outbox.db");
+    let mut ctx = mock_context(noop_assets());
+    ctx.config_mut().plugins.0.insert(
+        "background-sync".into(),
+        json!({ "database": db, "baseUrl": "http://127.0.0.1:9",
+                "uploads": { "allowedDirs": [dir.path()] } }),
+    );
+    for c in ["enqueue_upload", "set_auth", "enqueue"] {
+        ctx.runtime_authority_mut()
+            .__allow_command(format!("plugin:background-sync|{c}"), ExecutionContext::Local);
+    }
+    let app = mock_builder()
+        .plugin(tauri_plugin_background_sync::init())
+        .build(ctx)
+        .expect("app builds");
+    let w = WebviewWindowBuilder::new(&app, "main", Default::default())
+        .build()
+        .unwrap();
+    invoke(&w, "set_auth", json!({ "auth": { "accessToken": "secret-token" } })).unwrap();
+    let link = dir.path().join("innocent.jpg");
+    std::fs::hard_link(&db, &link).unwrap();
+    let mut wal = db.clone().into_os_string();
+    wal.push("-wal");
+    for target in [db.clone(), std::path::PathBuf::from(&wal), link] {
+        if !target.exists() {
+            continue;
+        }
+        let err = invoke(
+            &w,
+            "enqueue_upload",
+            json!({ "upload": { "filePath": target, "destination": { "type": "direct", "url": "/me/avatar" } } }),
+        )
+        .unwrap_err();
+        assert_eq!(err["kind"], "invalidInput", "{} was accepted: {err}", target.display());
+    }
+    // A copy the plugin made of an allowed file is refused too (by folder).
+    let photo = dir.path().join("photo.jpg");
+    std::fs::write(&photo, [1u8, 2, 3]).unwrap();
+    invoke(&w, "enqueue_upload", json!({ "upload": { "filePath": photo } })).unwrap();
+    let copies: Vec<_> = walk(dir.path())
+        .into_iter()
+        .filter(|p| p != &photo && std::fs::read(p).is_ok_and(|b| b == [1u8, 2, 3]))
+        .collect();
+    assert!(!copies.is_empty(), "the plugin keeps a copy");
+    for c in copies {
+        let err = invoke(&w, "enqueue_upload", json!({ "upload": { "filePath": c } })).unwrap_err();
+        assert_eq!(err["kind"], "invalidInput", "copy {} was accepted: {err}", c.display());
+    }
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}

@@ -439,9 +439,14 @@ async fn clock_jumps_backwards_and_forwards() {
     clock.0.store(start - HOUR, Ordering::SeqCst);
     let r = bs.drain(opts(Duration::from_secs(2))).await.unwrap();
     assert_eq!((r.done, r.stop_reason), (0, StopReason::Waiting), "{r:?}");
-    // Backwards by 3 days: the stored time is implausibly far ahead, so it counts as due
-    // instead of stranding the rows for days.
+    // Backwards by 3 days: the backoff restarts from now with the delay it was given (the
+    // server's Retry-After), instead of stranding the rows for days.
     clock.0.store(start - 72 * HOUR, Ordering::SeqCst);
+    let r = bs.drain(opts(Duration::from_secs(2))).await.unwrap();
+    assert_eq!((r.done, r.stop_reason), (0, StopReason::Waiting), "{r:?}");
+    let due = bs.get(&a.id).await.unwrap().next_attempt_at;
+    assert!(due <= start - 71 * HOUR + 60_000, "waits the scheduled hour, not days");
+    clock.0.store(start - 71 * HOUR + 60_000, Ordering::SeqCst);
     let r = bs.drain(opts(Duration::from_secs(5))).await.unwrap();
     assert_eq!((r.done, r.stop_reason), (2, StopReason::Empty), "{r:?}");
 

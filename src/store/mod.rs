@@ -222,6 +222,30 @@ impl Store {
         self.set_setting(KEY_AUTH, &serde_json::to_string(auth)?).await
     }
 
+    /// Store `new` only if the stored credentials are still `old` (a token refresh must not
+    /// overwrite a sign-out or another user's sign-in that happened meanwhile).
+    pub(crate) async fn replace_auth(&self, old: &AuthConfig, new: &AuthConfig) -> Result<bool> {
+        let old_json = serde_json::to_string(old)?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let stored: Option<String> = sqlx::query_scalar("SELECT value FROM settings WHERE key = ?")
+            .bind(KEY_AUTH)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let current = stored
+            .and_then(|s| serde_json::from_str::<AuthConfig>(&s).ok())
+            .unwrap_or_default();
+        if serde_json::to_string(&current)? != old_json {
+            return Ok(false);
+        }
+        sqlx::query("INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value")
+            .bind(KEY_AUTH)
+            .bind(serde_json::to_string(new)?)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
     pub(crate) async fn enabled(&self) -> Result<bool> {
         Ok(self.get_setting(KEY_ENABLED).await?.as_deref() == Some("1"))
     }
@@ -270,8 +294,15 @@ impl Store {
             .into_iter()
             .map(|(k, d)| (k, d != 0))
             .collect();
+        // Temp ids created by this call, by position: a mutation may reference a create that
+        // comes later in the same call (across entities it then waits for it).
+        let created_here: HashMap<&String, (usize, &EntityRef)> = items
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| p.temp_id.as_ref().map(|t| (t, (i, &p.entity))))
+            .collect();
         let mut out = Vec::with_capacity(items.len());
-        for p in items {
+        for (index, p) in items.iter().enumerate() {
             if p.caller_key {
                 let existing: Option<(String, i64)> = sqlx::query_as(
                     "SELECT id, seq FROM outbox WHERE idempotency_key = ?1 \
@@ -343,7 +374,25 @@ impl Store {
                         .execute(&mut *tx)
                         .await?;
                     }
-                    None => {}
+                    None => match created_here.get(c) {
+                        Some((at, entity)) if *at > index => {
+                            if entity.kind == p.entity.kind && entity.id == p.entity.id {
+                                // It would wait for a create queued behind it in its own lane.
+                                return Err(Error::invalid(format!(
+                                    "mutation {index} references temp id '{c}', whose create comes later in \
+                                     the same entity: put the create first"
+                                )));
+                            }
+                            sqlx::query(
+                                "INSERT OR IGNORE INTO mutation_deps (mutation_seq, temp_id) VALUES (?, ?)",
+                            )
+                            .bind(seq)
+                            .bind(c)
+                            .execute(&mut *tx)
+                            .await?;
+                        }
+                        _ => {}
+                    },
                 }
             }
             if let Some(t) = &p.temp_id {
@@ -375,19 +424,23 @@ impl Store {
 
     // ---- lease ----------------------------------------------------------------------------
 
-    /// Take (or renew) the single-drainer lease. A lease whose expiry is implausibly far in the
-    /// future (the clock jumped backwards) counts as expired.
+    /// Take the single-drainer lease for `ttl_ms` on the lease clock (monotonic, shared by the
+    /// processes of one boot). A lease whose expiry lies further ahead than it was ever granted
+    /// for (a reboot reset the clock, or a row written by an older version on the wall clock)
+    /// counts as expired.
     pub(crate) async fn acquire_lease(&self, owner: &str, now: i64, ttl_ms: i64) -> Result<bool> {
         let mut tx = self.drain.begin_with("BEGIN IMMEDIATE").await?;
         sqlx::query(
-            "INSERT INTO drain_lease (id, owner, expires_at) VALUES (1, ?1, ?2) \
-             ON CONFLICT(id) DO UPDATE SET owner = excluded.owner, expires_at = excluded.expires_at \
-             WHERE drain_lease.owner = excluded.owner OR drain_lease.expires_at <= ?3 OR drain_lease.expires_at > ?3 + ?4",
+            "INSERT INTO drain_lease (id, owner, expires_at, ttl_ms) VALUES (1, ?1, ?2, ?4) \
+             ON CONFLICT(id) DO UPDATE SET owner = excluded.owner, expires_at = excluded.expires_at, \
+                                           ttl_ms = excluded.ttl_ms \
+             WHERE drain_lease.owner = excluded.owner OR drain_lease.expires_at <= ?3 \
+                OR drain_lease.expires_at > ?3 + MAX(drain_lease.ttl_ms, ?4) + 1000",
         )
         .bind(owner)
-        .bind(now + ttl_ms)
+        .bind(now.saturating_add(ttl_ms))
         .bind(now)
-        .bind(ttl_ms * 2)
+        .bind(ttl_ms)
         .execute(&mut *tx)
         .await?;
         let holder: String = sqlx::query_scalar("SELECT owner FROM drain_lease WHERE id = 1")
@@ -397,13 +450,20 @@ impl Store {
         Ok(holder == owner)
     }
 
+    /// Keep the lease until at least `now + ttl_ms` (never shortens an extension). False: the
+    /// lease is someone else's now.
     pub(crate) async fn renew_lease(&self, owner: &str, now: i64, ttl_ms: i64) -> Result<bool> {
-        let n = sqlx::query("UPDATE drain_lease SET expires_at = ? WHERE id = 1 AND owner = ?")
-            .bind(now + ttl_ms)
-            .bind(owner)
-            .execute(&self.drain)
-            .await?
-            .rows_affected();
+        let until = now.saturating_add(ttl_ms);
+        let n = sqlx::query(
+            "UPDATE drain_lease SET expires_at = MAX(expires_at, ?1), ttl_ms = MAX(expires_at, ?1) - ?2 \
+             WHERE id = 1 AND owner = ?3",
+        )
+        .bind(until)
+        .bind(now)
+        .bind(owner)
+        .execute(&self.drain)
+        .await?
+        .rows_affected();
         Ok(n == 1)
     }
 
@@ -413,6 +473,25 @@ impl Store {
             .execute(&self.drain)
             .await?;
         Ok(())
+    }
+
+    /// The wall clock was stepped back since rows were last attempted: their backoff restarts
+    /// from now with the delay it was scheduled for (a server's Retry-After is still honoured,
+    /// and a step of days strands nothing for days). Rows never attempted are always due.
+    pub(crate) async fn rebase_backoff(&self, now: i64) -> Result<u64> {
+        let mut n = 0;
+        for table in ["outbox", "uploads"] {
+            n += sqlx::query(&format!(
+                // language=SQLite
+                "UPDATE {table} SET next_attempt_at = ?1 + MAX(0, next_attempt_at - claimed_at), claimed_at = ?1 \
+                 WHERE claimed_at > ?1 AND state = 'pending' AND attempts > 0"
+            ))
+            .bind(now)
+            .execute(&self.drain)
+            .await?
+            .rows_affected();
+        }
+        Ok(n)
     }
 
     /// Rows left in flight by a drainer that died. Only call while holding the lease: then no
@@ -481,7 +560,8 @@ impl Store {
              WHERE seq IN ( \
                SELECT o.seq FROM outbox o INDEXED BY outbox_heads \
                WHERE o.is_head = 1 AND o.state = 'pending' \
-                 AND (o.next_attempt_at <= ?2 OR o.next_attempt_at > ?2 + ?4) \
+                 AND EXISTS (SELECT 1 FROM drain_lease WHERE id = 1 AND owner = ?1) \
+                 AND (o.attempts = 0 OR o.next_attempt_at <= ?2 OR o.next_attempt_at > ?2 + ?4) \
                  AND NOT EXISTS (SELECT 1 FROM mutation_deps d JOIN id_map m ON m.temp_id = d.temp_id \
                                  WHERE d.mutation_seq = o.seq AND m.server_id IS NULL) \
                ORDER BY o.priority DESC, o.seq ASC LIMIT ?3) \
@@ -643,7 +723,7 @@ impl Store {
     /// Earliest future due time among pending rows.
     pub(crate) async fn next_due(&self, now: i64) -> Result<Option<i64>> {
         Ok(sqlx::query_scalar(
-            "SELECT MIN(next_attempt_at) FROM outbox WHERE state = 'pending' AND next_attempt_at > ?",
+            "SELECT MIN(next_attempt_at) FROM outbox WHERE state = 'pending' AND next_attempt_at > ?1 AND attempts > 0",
         )
         .bind(now)
         .fetch_one(&self.pool)
@@ -854,7 +934,7 @@ impl Store {
         Ok(rows.iter().filter_map(|r| serde_json::from_str(r).ok()).collect())
     }
 
-    /// Drop delivered rows, old run reports and resolved temp ids past the retention.
+    /// Drop delivered rows and old run reports past the retention (never the id map).
     pub(crate) async fn prune(&self, now: i64, retention_ms: u64) -> Result<u64> {
         let cutoff = now - retention_ms as i64;
         let mut n = sqlx::query("DELETE FROM delivered WHERE delivered_at < ?")
@@ -870,13 +950,9 @@ impl Store {
         .execute(&self.pool)
         .await?
         .rows_affected();
-        sqlx::query(
-            "DELETE FROM id_map WHERE server_id IS NOT NULL AND resolved_at < ? \
-             AND NOT EXISTS (SELECT 1 FROM mutation_deps d WHERE d.temp_id = id_map.temp_id)",
-        )
-        .bind(cutoff)
-        .execute(&self.pool)
-        .await?;
+        // Resolved temp ids are kept for good: the app may reference a temp id (a local copy it
+        // never rewrote) long after the create was delivered, and a forgotten mapping would send
+        // the temp id raw. One small row per offline create.
         n += self.prune_uploads(cutoff).await?;
         Ok(n)
     }

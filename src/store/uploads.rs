@@ -164,10 +164,11 @@ impl Store {
         max_wait_ms: i64,
     ) -> Result<Vec<ClaimedUpload>> {
         let rows = sqlx::query(
-            "UPDATE uploads SET state = 'in_flight', claimed_by = ?1 \
+            "UPDATE uploads SET state = 'in_flight', claimed_by = ?1, claimed_at = ?2 \
              WHERE seq IN ( \
                SELECT seq FROM uploads INDEXED BY uploads_due WHERE state = 'pending' AND size <= ?5 \
-                 AND (next_attempt_at <= ?2 OR next_attempt_at > ?2 + ?4) \
+                 AND EXISTS (SELECT 1 FROM drain_lease WHERE id = 1 AND owner = ?1) \
+                 AND (attempts = 0 OR next_attempt_at <= ?2 OR next_attempt_at > ?2 + ?4) \
                ORDER BY priority DESC, seq ASC LIMIT ?3) \
              RETURNING seq, id, placeholder, idempotency_key, priority, file_path, file_name, content_type, size, \
                        destination, target, attempts",
@@ -338,7 +339,7 @@ impl Store {
     /// Earliest future due time among pending uploads.
     pub(crate) async fn next_upload_due(&self, now: i64) -> Result<Option<i64>> {
         Ok(sqlx::query_scalar(
-            "SELECT MIN(next_attempt_at) FROM uploads WHERE state = 'pending' AND next_attempt_at > ?",
+            "SELECT MIN(next_attempt_at) FROM uploads WHERE state = 'pending' AND next_attempt_at > ?1 AND attempts > 0",
         )
         .bind(now)
         .fetch_one(&self.pool)
