@@ -290,7 +290,7 @@ mod tests {
             let expected = match status {
                 200..=299 => Class::Done,
                 401 => Class::Unauthorized,
-                408 | 425 | 429 | 500..=599 => Class::Transient { retry_after_ms: None },
+                408 | 409 | 425 | 429 | 500..=599 => Class::Transient { retry_after_ms: None },
                 _ => Class::Permanent,
             };
             prop_assert_eq!(c, expected);

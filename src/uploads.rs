@@ -371,7 +371,17 @@ impl<'a> Pass<'a> {
                     Some(_) => return Ok(StopReason::Waiting),
                     // Due now but nothing claimed: every due file is too big for what is left.
                     None if self.inner.store.uploads_due_by(now, 0).await? => {
-                        return Ok(StopReason::Deadline)
+                        if let Some(bpms) = self.throughput.filter(|_| self.started_nothing()) {
+                            let whole = opts.budget;
+                            self.last_error = Some(format!(
+                                "a queued file needs a longer window than this run's {:.0} s at the measured \
+                                 {:.0} KB/s: it waits for a longer run (a processing task, the app in the \
+                                 foreground) instead of restarting",
+                                whole.as_secs_f64(),
+                                bpms
+                            ));
+                        }
+                        return Ok(StopReason::Deadline);
                     }
                     None => return self.left_or(StopReason::Empty).await,
                 }
@@ -389,6 +399,10 @@ impl<'a> Pass<'a> {
                 _ = opts.cancel.cancelled() => return self.abandon(flights).await,
             }
         }
+    }
+
+    fn started_nothing(&self) -> bool {
+        self.requests == 0 && self.uploaded == 0
     }
 
     /// Empty, unless uploads are left (dead ones do not count).
@@ -648,7 +662,10 @@ impl<'a> Pass<'a> {
     }
 
     async fn settle(&mut self, r: FlightResult) -> Result<Option<StopReason>> {
-        self.active.remove(&r.upload.id);
+        let bytes_sent = self
+            .active
+            .remove(&r.upload.id)
+            .map_or(0, |a| a.sent.load(std::sync::atomic::Ordering::Relaxed));
         let u = &r.upload;
         let sent = match r.outcome {
             Ok(s) => s,
@@ -671,6 +688,12 @@ impl<'a> Pass<'a> {
         let timed_out =
             !r.stalled && matches!(&sent.observed, Observed::TransportError(e) if e.contains("timed out"));
         let effect = if r.clamped && timed_out {
+            // Cut by the deadline: what got through still measures the link, so a file too big
+            // for the window is not restarted from byte 0 every run (it waits for a longer one).
+            if bytes_sent >= MEASURE_MIN_BYTES && r.elapsed.as_millis() > 0 {
+                let bpms = bytes_sent as f64 / r.elapsed.as_millis() as f64;
+                self.throughput = Some(self.throughput.map_or(bpms, |t| t.min(bpms)));
+            }
             UploadEffect::Release
         } else {
             self.decide_for(u, &sent.observed, sent.body.as_deref()).await

@@ -471,3 +471,69 @@ async fn d17_last_error_explains_the_stop_reason() {
     let e = r.last_error.unwrap_or_default();
     assert!(!e.contains("503"), "authFailed reported with an unrelated error: {e}");
 }
+
+// ---- 8: a file too big for the window is not restarted from byte 0 every run ----------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn d08_a_file_too_big_for_the_window_waits_instead_of_restarting() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use tokio::io::AsyncReadExt;
+    // A storage host that reads about 256 KiB/s and never answers.
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let received = Arc::new(AtomicU64::new(0));
+    let r2 = received.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            let r = r2.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 16 * 1024];
+                loop {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => {
+                            r.fetch_add(n as u64, Ordering::SeqCst);
+                            tokio::time::sleep(Duration::from_millis(62)).await;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let bs = open(&dir, config(&format!("http://{addr}"))).await;
+    let f = dir.path().join("video.bin");
+    std::fs::write(&f, vec![5u8; 24 * 1024 * 1024]).unwrap();
+    bs.enqueue_upload(NewUpload {
+        file_path: f.to_string_lossy().into_owned(),
+        copy: false,
+        content_type: "video/mp4".into(),
+        file_name: None,
+        destination: UploadDestination::Direct {
+            url: "/files/video".into(),
+            method: "PUT".into(),
+        },
+        priority: Priority::Normal,
+        entity: None,
+        placeholder: None,
+        idempotency_key: None,
+    })
+    .await
+    .unwrap();
+    let first = bs.drain(opts(Duration::from_secs(2))).await.unwrap();
+    let after_first = received.load(Ordering::SeqCst);
+    assert!(after_first > 0, "the first run starts the transfer: {first:?}");
+    let second = bs.drain(opts(Duration::from_secs(2))).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let resent = received.load(Ordering::SeqCst) - after_first;
+    assert!(
+        resent < 64 * 1024,
+        "the second 2 s run restarted the 24 MiB upload from byte 0 ({resent} bytes sent again): {second:?}"
+    );
+    assert!(
+        second.last_error.as_deref().unwrap_or("").contains("longer window"),
+        "the report says why the file waits: {second:?}"
+    );
+    let u = &bs.uploads(&[], 10, 0).await.unwrap()[0];
+    assert_eq!(u.attempts, 0, "cut by the deadline, not failed: {u:?}");
+}

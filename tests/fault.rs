@@ -547,7 +547,7 @@ async fn soak() {
     run(s).await.check().await;
 }
 
-// ---- known issues (fail today; run with --ignored) ---------------------------------------------
+// ---- fixed in issue 11 (were #[ignore]d reproductions; the text says what they caught) -------------
 
 /// A token refresh that hangs (a half-open connection on `refreshUrl`) holds the drain for the
 /// full `requestTimeoutMs`: the refresh is neither clamped to the drain's remaining budget nor
@@ -556,8 +556,7 @@ async fn soak() {
 /// returned after 4.0 s (= requestTimeoutMs). With the defaults (10 s timeout, 25 s background
 /// budget) a drain can run ~35 s, past iOS's ~30 s background window.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "known issue: token refresh ignores the drain budget and cancellation"]
-async fn known_issue_hung_token_refresh_overruns_budget_and_cancel() {
+async fn a_hung_token_refresh_obeys_budget_and_cancel_issue11() {
     let server = server_with_auth(
         FaultConfig::default(),
         AuthSetup {
@@ -625,8 +624,7 @@ async fn known_issue_hung_token_refresh_overruns_budget_and_cancel() {
 /// desktop scheduler then backs off as if offline (30 s, 1 min, ...). Only connections the proxy
 /// resets before the client's connect future completes take this path (a race: ~1 in 4 here).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "known issue: a reset on connect is taken for 'no network' and ends the drain"]
-async fn known_issue_reset_on_connect_ends_the_drain_as_offline() {
+async fn a_reset_on_connect_is_not_offline_issue11() {
     let s = Scenario::new(
         "reset on accept",
         200,

@@ -7,10 +7,8 @@
 //! per-entity order through the reference server with injected faults.
 //!
 //! `PROPTEST_CASES` sets the case count (default 48 per property; the end-to-end backlog
-//! property runs a quarter of it, at least 4). `BGSYNC_FUZZ_KNOWN_BUGS=1` lets the
-//! configuration generator reach the value ranges of the engine bugs pinned by the ignored
-//! `known_bug_*` tests at the end (off by default so the suite stays green until they are
-//! fixed).
+//! property runs a quarter of it, at least 4). The configuration generator reaches every u64
+//! (the overflow bugs pinned by the `*_is_bounded_issue11` tests at the end are fixed).
 
 mod common;
 
@@ -44,10 +42,6 @@ fn cases() -> u32 {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(48)
-}
-
-fn known_bugs() -> bool {
-    std::env::var("BGSYNC_FUZZ_KNOWN_BUGS").is_ok_and(|v| v == "1")
 }
 
 /// A runtime for the servers the properties drain against (the entries build their own).
@@ -278,13 +272,9 @@ fn hostile_u32() -> impl Strategy<Value = Value> {
     ]
 }
 
-/// Where the engine's arithmetic on a u64 setting breaks (see the `known_bug_*` tests).
+/// The largest u64 setting the generator tries (every one since issue 11 bounded them).
 fn known_bug_cap() -> u64 {
-    if known_bugs() {
-        u64::MAX
-    } else {
-        (1 << 62) - 1
-    }
+    u64::MAX
 }
 
 /// One field of a configuration patch, valid or hostile.
@@ -845,8 +835,7 @@ fn configure_enqueue_drain(
 /// negative number, which makes the lease look implausible, so any other drainer takes it
 /// over (the single-drainer guarantee is gone).
 #[test]
-#[ignore = "known bug: leaseTtlMs has no upper bound (i64 overflow in acquire_lease)"]
-fn known_bug_lease_ttl_overflow() {
+fn lease_ttl_is_bounded_issue11() {
     let dir = tempfile::tempdir().unwrap();
     let (configured, drain, _db) =
         configure_enqueue_drain(&dir, plain_server(), json!({"leaseTtlMs": 1u64 << 62}));
@@ -866,8 +855,7 @@ fn known_bug_lease_ttl_overflow() {
 /// u64::MAX cast to small negative numbers instead: "keep forever" prunes all history and
 /// resolved temp ids at once.)
 #[test]
-#[ignore = "known bug: retentionMs has no upper bound (i64 overflow in prune, lease left held)"]
-fn known_bug_retention_overflow() {
+fn retention_is_bounded_issue11() {
     let dir = tempfile::tempdir().unwrap();
     let (configured, drain, db) =
         configure_enqueue_drain(&dir, plain_server(), json!({"retentionMs": 1u64 << 63}));
@@ -891,8 +879,7 @@ fn known_bug_retention_overflow() {
 /// server's `Retry-After` are ignored, and a transient outage dead-letters every row within
 /// milliseconds (10 attempts in ~10 ms here).
 #[test]
-#[ignore = "known bug: backoff.maxMs has no upper bound (negative plausible wait, backoff off)"]
-fn known_bug_backoff_max_disables_backoff() {
+fn backoff_max_is_bounded_issue11() {
     let dir = tempfile::tempdir().unwrap();
     let server = rt().block_on(server(FaultConfig {
         error_rate: 1.0,

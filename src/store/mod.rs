@@ -534,6 +534,12 @@ impl Store {
         limit: u32,
         max_wait_ms: i64,
     ) -> Result<Vec<Claimed>> {
+        // Unit tests that do not exercise the lease claim as its first holder.
+        sqlx::query("INSERT INTO drain_lease (id, owner, expires_at, ttl_ms) VALUES (1, ?, ?, 0) ON CONFLICT DO NOTHING")
+            .bind(owner)
+            .bind(now + 60_000)
+            .execute(&self.drain)
+            .await?;
         Ok(self
             .settle_and_claim(owner, &[], now, limit, max_wait_ms)
             .await?
@@ -1323,6 +1329,10 @@ mod tests {
         assert!(
             !s.complete(1, "dead-drainer", 200, None, T0).await.unwrap(),
             "the old owner's late answer is ignored"
+        );
+        assert!(
+            s.claim("dead-drainer", T0 + 1_000, 10, MAX_WAIT).await.unwrap().is_empty(),
+            "a drainer that lost the lease cannot claim (fencing)"
         );
         assert_eq!(s.claim("next", T0 + 1_000, 10, MAX_WAIT).await.unwrap().len(), 2);
         // A lease expiring implausibly far ahead (clock jumped back) is treated as expired.

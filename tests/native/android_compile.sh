@@ -63,4 +63,30 @@ kotlinc -language-version "$kv" -api-version "$kv" -cp "$out/classes:$compile_cp
   >"$out/kotlinc-k1.log" 2>&1 || fail "$out/kotlinc-k1.log" "K1, Kotlin $kv"
 [ -f "$out/k1/app/tauri/backgroundsync/SyncWorker.class" ] || { echo "K1 pass produced no classes"; exit 1; }
 
+# WorkManager's runtime rules (tests/native/android-rules): build every request the shim makes
+# against the rule-enforcing stubs, on the host JVM.
+mkdir -p "$out/rules"
+kotlinc -cp "$out/classes:$compile_cp" -d "$out/rules" tests/native/android-rules/WorkRulesCheck.kt \
+  >"$out/kotlinc-rules.log" 2>&1 || fail "$out/kotlinc-rules.log" "rule check"
+java -cp "$out/rules:$out/classes:$compile_cp" WorkRulesCheckKt || { echo "WorkManager rule check FAILED"; exit 1; }
+
+# The merged manifest must give WorkManager's foreground service the type SyncWorker asks for.
+python3 - android/src/main/AndroidManifest.xml <<'PY'
+import sys, xml.etree.ElementTree as ET
+A = "{http://schemas.android.com/apk/res/android}"
+m = ET.parse(sys.argv[1]).getroot()
+perms = {p.get(A + "name") for p in m.iter("uses-permission")}
+svc = [s for s in m.iter("service") if s.get(A + "name") == "androidx.work.impl.foreground.SystemForegroundService"]
+problems = []
+if not svc or "dataSync" not in (svc[0].get(A + "foregroundServiceType") or ""):
+    problems.append("SystemForegroundService without foregroundServiceType=dataSync (Android 10+ throws)")
+for p in ["android.permission.FOREGROUND_SERVICE", "android.permission.FOREGROUND_SERVICE_DATA_SYNC"]:
+    if p not in perms:
+        problems.append("missing " + p)
+if problems:
+    print("manifest check FAILED: " + "; ".join(problems))
+    sys.exit(1)
+print("manifest: WorkManager's foreground service declares dataSync; permissions present")
+PY
+
 echo "Android shim compiled: $(find "$out/classes/app/tauri/backgroundsync" -name '*.class' | wc -l) classes, both passes, in $((SECONDS - t0)) s"

@@ -1,6 +1,7 @@
 // Compile-only stubs of the androidx.work (WorkManager 2.9, work-runtime + work-runtime-ktx)
 // API the Android shim uses; WorkManager is on Google Maven only. Signatures follow
-// developer.android.com/reference/androidx/work; bodies never run.
+// developer.android.com/reference/androidx/work; bodies never run, except the request
+// builders, which enforce WorkManager's runtime rules (see below).
 // Each declaration below was checked against the metalava API signature file of that release,
 // androidx/androidx work/work-runtime/api/2.9.0-beta01.txt (the 2.9.x public API): names,
 // parameter and return types, nullability, final/open/abstract (the Java statics of
@@ -42,14 +43,41 @@ enum class ExistingPeriodicWorkPolicy { REPLACE, KEEP, UPDATE, CANCEL_AND_REENQU
 enum class ExistingWorkPolicy { REPLACE, KEEP, APPEND, APPEND_OR_REPLACE }
 enum class OutOfQuotaPolicy { RUN_AS_NON_EXPEDITED_WORK_REQUEST, DROP_WORK_REQUEST }
 
-class Constraints private constructor() {
+// Runtime rules: the builders below keep their state and `build()` enforces what androidx's
+// own `WorkRequest.Builder.build()` enforces (androidx/androidx
+// work/work-runtime/src/main/java/androidx/work/WorkRequest.kt): an expedited request may
+// carry network and storage constraints only — charging, battery-not-low, device-idle (and
+// content-URI triggers) make it throw IllegalArgumentException("Expedited jobs only support
+// network and storage constraints") — and may not have an initial delay ("Expedited jobs
+// cannot be delayed"). tests/native/android-rules runs the shim's request factories against
+// them, so a request the real WorkManager would reject fails on the host too.
+class Constraints private constructor(
+    val requiredNetworkType: NetworkType,
+    val requiresCharging: Boolean,
+    val requiresBatteryNotLow: Boolean,
+    val requiresDeviceIdle: Boolean,
+    val requiresStorageNotLow: Boolean,
+) {
+    fun requiresCharging(): Boolean = requiresCharging
+    fun requiresBatteryNotLow(): Boolean = requiresBatteryNotLow
+    fun requiresDeviceIdle(): Boolean = requiresDeviceIdle
+
     class Builder {
-        fun setRequiredNetworkType(networkType: NetworkType): Builder = this
-        fun setRequiresCharging(requiresCharging: Boolean): Builder = this
-        fun setRequiresBatteryNotLow(requiresBatteryNotLow: Boolean): Builder = this
-        fun setRequiresDeviceIdle(requiresDeviceIdle: Boolean): Builder = this
-        fun setRequiresStorageNotLow(requiresStorageNotLow: Boolean): Builder = this
-        fun build(): Constraints = Constraints()
+        private var network = NetworkType.NOT_REQUIRED
+        private var charging = false
+        private var batteryNotLow = false
+        private var idle = false
+        private var storageNotLow = false
+        fun setRequiredNetworkType(networkType: NetworkType): Builder = apply { network = networkType }
+        fun setRequiresCharging(requiresCharging: Boolean): Builder = apply { charging = requiresCharging }
+        fun setRequiresBatteryNotLow(requiresBatteryNotLow: Boolean): Builder = apply { batteryNotLow = requiresBatteryNotLow }
+        fun setRequiresDeviceIdle(requiresDeviceIdle: Boolean): Builder = apply { idle = requiresDeviceIdle }
+        fun setRequiresStorageNotLow(requiresStorageNotLow: Boolean): Builder = apply { storageNotLow = requiresStorageNotLow }
+        fun build(): Constraints = Constraints(network, charging, batteryNotLow, idle, storageNotLow)
+    }
+
+    companion object {
+        @JvmField val NONE: Constraints = Builder().build()
     }
 }
 
@@ -92,19 +120,45 @@ abstract class CoroutineWorker(appContext: Context, params: WorkerParameters) : 
 interface Operation
 
 abstract class WorkRequest internal constructor() {
+    /** What the host-side rule checks read back (not in the real API). */
+    var constraints: Constraints = Constraints.NONE
+        internal set
+    var expedited: Boolean = false
+        internal set
+
     abstract class Builder<B : Builder<B, *>, W : WorkRequest> internal constructor() {
-        fun setConstraints(constraints: Constraints): B = throw UnsupportedOperationException()
-        fun setBackoffCriteria(backoffPolicy: BackoffPolicy, backoffDelay: Long, timeUnit: TimeUnit): B =
-            throw UnsupportedOperationException()
-        fun setInputData(inputData: Data): B = throw UnsupportedOperationException()
-        open fun setExpedited(policy: OutOfQuotaPolicy): B = throw UnsupportedOperationException()
-        fun addTag(tag: String): B = throw UnsupportedOperationException()
-        fun build(): W = throw UnsupportedOperationException()
+        private var constraints: Constraints = Constraints.NONE
+        private var expedited = false
+        private var initialDelayMs = 0L
+        @Suppress("UNCHECKED_CAST")
+        private val self: B get() = this as B
+        fun setConstraints(constraints: Constraints): B = self.also { this.constraints = constraints }
+        fun setBackoffCriteria(backoffPolicy: BackoffPolicy, backoffDelay: Long, timeUnit: TimeUnit): B = self
+        fun setInputData(inputData: Data): B = self
+        open fun setExpedited(policy: OutOfQuotaPolicy): B = self.also { expedited = true }
+        open fun setInitialDelay(duration: Long, timeUnit: TimeUnit): B = self.also { initialDelayMs = timeUnit.toMillis(duration) }
+        fun addTag(tag: String): B = self
+        internal abstract fun buildInternal(): W
+        fun build(): W {
+            val c = constraints
+            if (expedited) {
+                require(!(c.requiresBatteryNotLow() || c.requiresCharging() || c.requiresDeviceIdle())) {
+                    "Expedited jobs only support network and storage constraints"
+                }
+                require(initialDelayMs <= 0) { "Expedited jobs cannot be delayed" }
+            }
+            return buildInternal().also {
+                it.constraints = c
+                it.expedited = expedited
+            }
+        }
     }
 }
 
 class OneTimeWorkRequest internal constructor() : WorkRequest() {
-    class Builder(workerClass: Class<out ListenableWorker>) : WorkRequest.Builder<Builder, OneTimeWorkRequest>()
+    class Builder(workerClass: Class<out ListenableWorker>) : WorkRequest.Builder<Builder, OneTimeWorkRequest>() {
+        override fun buildInternal(): OneTimeWorkRequest = OneTimeWorkRequest()
+    }
 }
 
 class PeriodicWorkRequest internal constructor() : WorkRequest() {
@@ -114,7 +168,9 @@ class PeriodicWorkRequest internal constructor() : WorkRequest() {
         repeatIntervalTimeUnit: TimeUnit,
         flexInterval: Long,
         flexIntervalTimeUnit: TimeUnit,
-    ) : WorkRequest.Builder<Builder, PeriodicWorkRequest>()
+    ) : WorkRequest.Builder<Builder, PeriodicWorkRequest>() {
+        override fun buildInternal(): PeriodicWorkRequest = PeriodicWorkRequest()
+    }
 }
 
 /** work-runtime-ktx: `OneTimeWorkRequestBuilder<W>()`. */

@@ -6,23 +6,16 @@ import android.net.ConnectivityManager
 import android.net.Network
 import android.net.NetworkCapabilities
 import android.net.NetworkRequest
+import android.util.Log
 import android.webkit.WebView
-import androidx.work.BackoffPolicy
-import androidx.work.Constraints
-import androidx.work.Data
 import androidx.work.ExistingPeriodicWorkPolicy
 import androidx.work.ExistingWorkPolicy
-import androidx.work.NetworkType
-import androidx.work.OneTimeWorkRequestBuilder
-import androidx.work.OutOfQuotaPolicy
-import androidx.work.PeriodicWorkRequestBuilder
 import androidx.work.WorkManager
 import app.tauri.annotation.Command
 import app.tauri.annotation.InvokeArg
 import app.tauri.annotation.TauriPlugin
 import app.tauri.plugin.Invoke
 import app.tauri.plugin.Plugin
-import java.util.concurrent.TimeUnit
 
 @InvokeArg
 class RegisterInvokeArgs {
@@ -52,20 +45,20 @@ class BackgroundSyncPlugin(private val activity: Activity) : Plugin(activity) {
 
     @Command
     fun register(invoke: Invoke) {
-        val a = invoke.parseArgs(RegisterInvokeArgs::class.java)
-        val args = RegisterArgs(a.dbPath, a.libraryName, a.intervalMinutes, a.requiresNetwork,
-            a.requiresCharging, a.requiresBatteryNotLow, a.budgetMs, a.runNow)
-        Prefs.save(ctx, args)
-        val plan = WorkPlanner.plan(args)
-        val request = PeriodicWorkRequestBuilder<SyncWorker>(plan.periodMinutes, TimeUnit.MINUTES, plan.flexMinutes, TimeUnit.MINUTES)
-            .setConstraints(constraints(plan))
-            .setBackoffCriteria(BackoffPolicy.EXPONENTIAL, 30, TimeUnit.SECONDS)
-            .setInputData(Data.Builder().putString(SyncWorker.KEY_TRIGGER, "android-periodic").build())
-            .build()
-        // UPDATE keeps the schedule of an existing registration and applies new constraints.
-        WorkManager.getInstance(ctx).enqueueUniquePeriodicWork(PERIODIC, ExistingPeriodicWorkPolicy.UPDATE, request)
-        if (args.runNow) runOnce("android-enable")
-        invoke.resolve()
+        try {
+            val a = invoke.parseArgs(RegisterInvokeArgs::class.java)
+            val args = RegisterArgs(a.dbPath, a.libraryName, a.intervalMinutes, a.requiresNetwork,
+                a.requiresCharging, a.requiresBatteryNotLow, a.budgetMs, a.runNow)
+            Prefs.save(ctx, args)
+            val plan = WorkPlanner.plan(args)
+            // UPDATE keeps the schedule of an existing registration and applies new constraints.
+            WorkManager.getInstance(ctx).enqueueUniquePeriodicWork(PERIODIC, ExistingPeriodicWorkPolicy.UPDATE, WorkRequests.periodic(plan))
+            if (args.runNow) runOnce("android-enable")
+            invoke.resolve()
+        } catch (e: Exception) {
+            Log.e(TAG, "register failed", e)
+            invoke.reject("cannot register background work: ${e.message}")
+        }
     }
 
     @Command
@@ -77,49 +70,71 @@ class BackgroundSyncPlugin(private val activity: Activity) : Plugin(activity) {
 
     @Command
     fun runNow(invoke: Invoke) {
-        runOnce("android-run-now")
-        invoke.resolve()
+        try {
+            runOnce("android-run-now")
+            invoke.resolve()
+        } catch (e: Exception) {
+            Log.e(TAG, "run now failed", e)
+            invoke.reject("cannot schedule a run: ${e.message}")
+        }
     }
-
-    private fun constraints(plan: WorkPlan): Constraints = Constraints.Builder()
-        .setRequiredNetworkType(if (plan.requireConnected) NetworkType.CONNECTED else NetworkType.NOT_REQUIRED)
-        .setRequiresCharging(plan.requireCharging)
-        .setRequiresBatteryNotLow(plan.requireBatteryNotLow)
-        .build()
 
     private fun runOnce(trigger: String) {
         val args = Prefs.load(ctx) ?: return
-        val plan = WorkPlanner.plan(args)
-        val request = OneTimeWorkRequestBuilder<SyncWorker>()
-            .setConstraints(constraints(plan))
-            .setExpedited(OutOfQuotaPolicy.RUN_AS_NON_EXPEDITED_WORK_REQUEST)
-            .setInputData(Data.Builder().putString(SyncWorker.KEY_TRIGGER, trigger).build())
-            .build()
         // KEEP: a burst of network flaps queues one run, not ten.
-        WorkManager.getInstance(ctx).enqueueUniqueWork(ONE_OFF, ExistingWorkPolicy.KEEP, request)
+        WorkManager.getInstance(ctx).enqueueUniqueWork(ONE_OFF, ExistingWorkPolicy.KEEP, WorkRequests.oneOff(WorkPlanner.plan(args), trigger))
     }
 
+    /**
+     * One callback per plugin instance, unregistered in [onDestroy]. Wi-Fi and cellular overlap,
+     * so "online" is the set of validated networks, not one flag: losing Wi-Fi while cellular
+     * stays up is not a reconnect. An exception here would kill the app on ConnectivityManager's
+     * thread, so every callback is guarded.
+     */
     private fun watchConnectivity() {
+        if (networkCallback != null) return
         val cm = ctx.getSystemService(Context.CONNECTIVITY_SERVICE) as ConnectivityManager
         val request = NetworkRequest.Builder()
             .addCapability(NetworkCapabilities.NET_CAPABILITY_INTERNET)
             .addCapability(NetworkCapabilities.NET_CAPABILITY_VALIDATED)
             .build()
+        val networks = NetworkSet()
         val cb = object : ConnectivityManager.NetworkCallback() {
-            @Volatile private var online = true
             override fun onAvailable(network: Network) {
-                if (!online) runOnce("reconnect")
-                online = true
+                guarded("onAvailable") { if (networks.add(network.toString())) runOnce("reconnect") }
             }
             override fun onLost(network: Network) {
-                online = false
+                guarded("onLost") { networks.remove(network.toString()) }
             }
         }
-        cm.registerNetworkCallback(request, cb)
-        networkCallback = cb
+        try {
+            cm.registerNetworkCallback(request, cb)
+            networkCallback = cb
+        } catch (e: Exception) {
+            Log.e(TAG, "cannot watch connectivity; reconnect runs rely on the periodic work", e)
+        }
+    }
+
+    override fun onDestroy() {
+        networkCallback?.let { cb ->
+            guarded("unregister") {
+                (ctx.getSystemService(Context.CONNECTIVITY_SERVICE) as ConnectivityManager).unregisterNetworkCallback(cb)
+            }
+        }
+        networkCallback = null
+        super.onDestroy()
+    }
+
+    private inline fun guarded(what: String, block: () -> Unit) {
+        try {
+            block()
+        } catch (e: Exception) {
+            Log.e(TAG, "network callback $what failed", e)
+        }
     }
 
     companion object {
+        const val TAG = "BackgroundSync"
         const val PERIODIC = "app.tauri.backgroundsync.periodic"
         const val ONE_OFF = "app.tauri.backgroundsync.once"
     }

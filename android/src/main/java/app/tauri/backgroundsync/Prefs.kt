@@ -32,4 +32,15 @@ object Prefs {
             runNow = false,
         )
     }
+
+    /** A worker that could not run records why (the foreground can read it with [lastFailure]). */
+    fun recordFailure(ctx: Context, message: String) {
+        ctx.getSharedPreferences(FILE, Context.MODE_PRIVATE).edit()
+            .putString("lastFailure", message)
+            .putLong("lastFailureAt", System.currentTimeMillis())
+            .apply()
+    }
+
+    fun lastFailure(ctx: Context): String? =
+        ctx.getSharedPreferences(FILE, Context.MODE_PRIVATE).getString("lastFailure", null)
 }

@@ -21,13 +21,21 @@ import kotlinx.coroutines.withContext
 class SyncWorker(context: Context, params: WorkerParameters) : CoroutineWorker(context, params) {
     override suspend fun doWork(): Result {
         val args = Prefs.load(applicationContext) ?: return Result.success() // never registered
-        val lib = args.libraryName ?: return Result.success().also {
-            Log.e(TAG, "no native library name recorded; the foreground must call register first")
+        // The name the foreground recorded, then the one Tauri's app template uses (`app_lib`,
+        // what the CLI passes as WRY_ANDROID_LIBRARY): a failed lookup must not turn every
+        // run into a silent success.
+        val candidates = listOfNotNull(args.libraryName, DEFAULT_LIBRARY).distinct()
+        val loaded = candidates.firstOrNull { lib ->
+            try {
+                NativeBridge.ensureLoaded(lib)
+                true
+            } catch (e: UnsatisfiedLinkError) {
+                Log.e(TAG, "cannot load lib$lib.so: did the app expand export_native_entries!()?", e)
+                false
+            }
         }
-        try {
-            NativeBridge.ensureLoaded(lib)
-        } catch (e: UnsatisfiedLinkError) {
-            Log.e(TAG, "cannot load lib$lib.so: did the app expand export_native_entries!()?", e)
+        if (loaded == null) {
+            Prefs.recordFailure(applicationContext, "cannot load the app's native library (tried ${candidates.joinToString()})")
             return Result.failure()
         }
         val plan = WorkPlanner.plan(args)
@@ -63,5 +71,6 @@ class SyncWorker(context: Context, params: WorkerParameters) : CoroutineWorker(c
     companion object {
         const val TAG = "BackgroundSync"
         const val KEY_TRIGGER = "trigger"
+        const val DEFAULT_LIBRARY = "app_lib"
     }
 }

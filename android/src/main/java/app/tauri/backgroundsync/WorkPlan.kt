@@ -68,3 +68,23 @@ object WorkPlanner {
         }
     }
 }
+
+/**
+ * Which validated networks are up (a pure helper for the network callback): Wi-Fi and cellular
+ * overlap, so a reconnect is the first network after none, not every network that appears.
+ */
+class NetworkSet {
+    private val up = HashSet<String>()
+
+    /** Record [id] as up; true when it is the first one (the device came back online). */
+    @Synchronized fun add(id: String): Boolean {
+        val wasOffline = up.isEmpty()
+        return up.add(id) && wasOffline
+    }
+
+    @Synchronized fun remove(id: String) {
+        up.remove(id)
+    }
+
+    @Synchronized fun isOnline(): Boolean = up.isNotEmpty()
+}
