@@ -247,7 +247,9 @@ impl AuthCell {
         // The refresh obeys the run's deadline and cancellation like any request.
         let left = self.deadline.saturating_duration_since(Instant::now());
         if left < MIN_WINDOW {
-            return Ok(Err("HTTP 401 and no time left in this run to refresh the token".into()));
+            return Ok(Err(
+                "HTTP 401 and no time left in this run to refresh the token".into()
+            ));
         }
         let refreshed = tokio::select! {
             r = transport.refresh(&s.auth, timeout.min(left)) => r,

@@ -18,10 +18,10 @@ use tauri::{
 
 mod commands;
 mod drain;
-mod lease;
 mod engine;
 mod error;
 mod idmap;
+mod lease;
 mod models;
 mod policy;
 mod scheduler;

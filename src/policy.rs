@@ -174,9 +174,7 @@ mod tests {
             );
         }
         assert_eq!(classify(&resp(401), now), Class::Unauthorized);
-        for s in [
-            100, 301, 302, 304, 400, 403, 404, 405, 410, 413, 422, 451, 499,
-        ] {
+        for s in [100, 301, 302, 304, 400, 403, 404, 405, 410, 413, 422, 451, 499] {
             assert_eq!(classify(&resp(s), now), Class::Permanent, "{s}");
         }
         let err = Observed::TransportError("connection reset".into());

@@ -303,8 +303,9 @@ impl Transport {
             .or_else(|| v.get("refresh_token"))
             .and_then(Value::as_str);
         for t in std::iter::once(access).chain(rotated) {
-            validate::token(t)
-                .map_err(|_| Error::Auth("token refresh returned a token that cannot be sent in a header".into()))?;
+            validate::token(t).map_err(|_| {
+                Error::Auth("token refresh returned a token that cannot be sent in a header".into())
+            })?;
         }
         Ok(AuthConfig {
             access_token: Some(access.to_string()),

@@ -4,10 +4,10 @@
 //! cancellation; a finished upload resolves its placeholder so waiting mutations can go.
 
 use crate::drain::{AuthCell, DrainOptions, UploadSignal};
-use crate::lease::Lease;
 use crate::engine::Inner;
 use crate::error::{Error, Result};
 use crate::idmap;
+use crate::lease::Lease;
 use crate::models::{DrainReport, StatusEvent, StopReason, SyncConfig, UploadDestination};
 use crate::policy::{self, Class, Observed};
 use crate::store::{ClaimedUpload, Target};

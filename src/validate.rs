@@ -135,7 +135,8 @@ const MAX_BACKOFF_MS: u64 = 24 * 3_600_000;
 fn api_path(p: &str) -> bool {
     p.starts_with('/')
         && p.len() <= 2_048
-        && p.bytes().all(|b| b.is_ascii_alphanumeric() || b"/-._~!$&'()*+,;=:@%".contains(&b))
+        && p.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/-._~!$&'()*+,;=:@%".contains(&b))
 }
 
 pub(crate) fn config(cfg: &SyncConfig) -> Result<()> {
@@ -175,7 +176,9 @@ pub(crate) fn config(cfg: &SyncConfig) -> Result<()> {
     }
     // Upper bounds keep every sum of a timestamp and a duration far from i64 overflow.
     if !(1_000..=MAX_LEASE_TTL_MS).contains(&cfg.lease_ttl_ms) {
-        return Err(Error::invalid("leaseTtlMs must be between 1000 and 3600000 (an hour)"));
+        return Err(Error::invalid(
+            "leaseTtlMs must be between 1000 and 3600000 (an hour)",
+        ));
     }
     if cfg.retention_ms > MAX_RETENTION_MS {
         return Err(Error::invalid("retentionMs must be at most 31536000000 (a year)"));

@@ -359,7 +359,12 @@ fn webview_cannot_upload_the_database_or_the_plugins_copies() {
     let w = WebviewWindowBuilder::new(&app, "main", Default::default())
         .build()
         .unwrap();
-    invoke(&w, "set_auth", json!({ "auth": { "accessToken": "secret-token" } })).unwrap();
+    invoke(
+        &w,
+        "set_auth",
+        json!({ "auth": { "accessToken": "secret-token" } }),
+    )
+    .unwrap();
     let link = dir.path().join("innocent.jpg");
     std::fs::hard_link(&db, &link).unwrap();
     let mut wal = db.clone().into_os_string();
@@ -374,7 +379,12 @@ fn webview_cannot_upload_the_database_or_the_plugins_copies() {
             json!({ "upload": { "filePath": target, "destination": { "type": "direct", "url": "/me/avatar" } } }),
         )
         .unwrap_err();
-        assert_eq!(err["kind"], "invalidInput", "{} was accepted: {err}", target.display());
+        assert_eq!(
+            err["kind"],
+            "invalidInput",
+            "{} was accepted: {err}",
+            target.display()
+        );
     }
     // A copy the plugin made of an allowed file is refused too (by folder).
     let photo = dir.path().join("photo.jpg");
@@ -387,7 +397,12 @@ fn webview_cannot_upload_the_database_or_the_plugins_copies() {
     assert!(!copies.is_empty(), "the plugin keeps a copy");
     for c in copies {
         let err = invoke(&w, "enqueue_upload", json!({ "upload": { "filePath": c } })).unwrap_err();
-        assert_eq!(err["kind"], "invalidInput", "copy {} was accepted: {err}", c.display());
+        assert_eq!(
+            err["kind"],
+            "invalidInput",
+            "copy {} was accepted: {err}",
+            c.display()
+        );
     }
 }
 

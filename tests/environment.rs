@@ -445,7 +445,10 @@ async fn clock_jumps_backwards_and_forwards() {
     let r = bs.drain(opts(Duration::from_secs(2))).await.unwrap();
     assert_eq!((r.done, r.stop_reason), (0, StopReason::Waiting), "{r:?}");
     let due = bs.get(&a.id).await.unwrap().next_attempt_at;
-    assert!(due <= start - 71 * HOUR + 60_000, "waits the scheduled hour, not days");
+    assert!(
+        due <= start - 71 * HOUR + 60_000,
+        "waits the scheduled hour, not days"
+    );
     clock.0.store(start - 71 * HOUR + 60_000, Ordering::SeqCst);
     let r = bs.drain(opts(Duration::from_secs(5))).await.unwrap();
     assert_eq!((r.done, r.stop_reason), (2, StopReason::Empty), "{r:?}");

@@ -57,27 +57,46 @@ impl Clock for StepClock {
 
 #[derive(Debug, Clone)]
 enum Spec {
-    CreateVisit { v: usize },
-    PatchVisit { v: usize },
-    DeleteVisit { v: usize },
+    CreateVisit {
+        v: usize,
+    },
+    PatchVisit {
+        v: usize,
+    },
+    DeleteVisit {
+        v: usize,
+    },
     /// A note (its own entity) that references visit `v`'s temp id in its body.
-    Note { n: usize, v: usize },
+    Note {
+        n: usize,
+        v: usize,
+    },
 }
 
 #[derive(Debug, Clone)]
 enum Op {
     Enqueue(Vec<(Spec, Priority)>),
-    Drain { budget_ms: u64, cancel_ms: Option<u64> },
+    Drain {
+        budget_ms: u64,
+        cancel_ms: Option<u64>,
+    },
     /// A second process drains the same file while this one does.
-    DrainTwo { budget_ms: u64 },
+    DrainTwo {
+        budget_ms: u64,
+    },
     /// clearAuth while a drain is running.
-    ClearAuthMidDrain { budget_ms: u64, at_ms: u64 },
+    ClearAuthMidDrain {
+        budget_ms: u64,
+        at_ms: u64,
+    },
     SetAuth,
     ClearAuth,
     Retry(usize),
     Edit(usize),
     Discard(usize),
-    Configure { concurrency: u32 },
+    Configure {
+        concurrency: u32,
+    },
     /// Time passes (beyond retention): the engine's clock moves forward for good.
     Advance(i64),
     /// The wall clock is stepped (NTP, the user): forward or backward.
@@ -85,7 +104,12 @@ enum Op {
 }
 
 fn prio(rng: &mut ChaCha8Rng) -> Priority {
-    [Priority::Low, Priority::Normal, Priority::High, Priority::Critical][rng.gen_range(0..4)]
+    [
+        Priority::Low,
+        Priority::Normal,
+        Priority::High,
+        Priority::Critical,
+    ][rng.gen_range(0..4)]
 }
 
 fn gen_ops(seed: u64, n: usize) -> Vec<Op> {
@@ -119,7 +143,12 @@ fn gen_ops(seed: u64, n: usize) -> Vec<Op> {
             0..=29 => {
                 let k = if rng.gen_bool(0.4) { rng.gen_range(2..6) } else { 1 };
                 let mut items: Vec<(Spec, Priority)> = (0..k)
-                    .map(|_| (spec(&mut rng, &mut visits, &mut notes, &mut created), prio(&mut rng)))
+                    .map(|_| {
+                        (
+                            spec(&mut rng, &mut visits, &mut notes, &mut created),
+                            prio(&mut rng),
+                        )
+                    })
                     .collect();
                 // enqueueMany with references placed before their create.
                 if k > 1 && rng.gen_bool(0.3) {
@@ -265,7 +294,13 @@ impl World {
             };
             let (mut m, entity, refs, is_create) = match spec {
                 Spec::CreateVisit { v } => {
-                    let mut m = mutation("POST", "/visits", Some(json!({"site": v})), "visit", &visit_temp(*v));
+                    let mut m = mutation(
+                        "POST",
+                        "/visits",
+                        Some(json!({"site": v})),
+                        "visit",
+                        &visit_temp(*v),
+                    );
                     m.temp_id = Some(visit_temp(*v));
                     creates_here.insert(*v, mid);
                     (m, format!("visit/{v}"), vec![], true)
@@ -284,7 +319,13 @@ impl World {
                             &visit_temp(*v),
                         )
                     } else {
-                        mutation("DELETE", &format!("/visits/{}", visit_temp(*v)), None, "visit", &visit_temp(*v))
+                        mutation(
+                            "DELETE",
+                            &format!("/visits/{}", visit_temp(*v)),
+                            None,
+                            "visit",
+                            &visit_temp(*v),
+                        )
                     };
                     (m, format!("visit/{v}"), vec![], false)
                 }
@@ -293,7 +334,13 @@ impl World {
                         continue;
                     }
                     let t = format!("tmp-n{n}");
-                    let mut m = mutation("POST", "/notes", Some(json!({"visit": visit_temp(*v)})), "note", &t);
+                    let mut m = mutation(
+                        "POST",
+                        "/notes",
+                        Some(json!({"visit": visit_temp(*v)})),
+                        "note",
+                        &t,
+                    );
                     m.temp_id = Some(t);
                     let create = creates_here.get(v).or(self.visit_create.get(v)).copied();
                     (m, format!("note/{n}"), create.into_iter().collect(), true)
@@ -440,7 +487,9 @@ impl World {
                     _ => {
                         // Discarding a create would strand what references it: apps discard
                         // edits, not the records others point at.
-                        let Some(m) = self.muts.iter_mut().find(|m| m.id == d.id) else { return };
+                        let Some(m) = self.muts.iter_mut().find(|m| m.id == d.id) else {
+                            return;
+                        };
                         if m.is_create {
                             return;
                         }
@@ -483,8 +532,10 @@ impl World {
             }
             for r in &m.refs {
                 if !applied_at.get(r).is_some_and(|t| t <= at) {
-                    self.failures
-                        .push(format!("mid {} took effect before the create {r} it references", m.mid));
+                    self.failures.push(format!(
+                        "mid {} took effect before the create {r} it references",
+                        m.mid
+                    ));
                 }
             }
         }
@@ -510,7 +561,9 @@ impl World {
         let mut inversions = Vec::new();
         for (start, end) in &self.single_lane {
             for b in arrivals.iter().filter(|a| a.at >= *start && a.at <= *end) {
-                let Some(bm) = b.mid.and_then(|m| by_mid.get(&m)) else { continue };
+                let Some(bm) = b.mid.and_then(|m| by_mid.get(&m)) else {
+                    continue;
+                };
                 let bp = eff(bm, b.at);
                 for x in &self.muts {
                     if x.mid == bm.mid || x.enqueued > *start || x.discarded.is_some_and(|d| d < b.at) {
@@ -556,7 +609,8 @@ impl World {
                 })
                 .await
                 .unwrap();
-            let open = self.bs.pending(1, 0).await.unwrap().len() + self.bs.dead_letters(1, 0).await.unwrap().len();
+            let open =
+                self.bs.pending(1, 0).await.unwrap().len() + self.bs.dead_letters(1, 0).await.unwrap().len();
             if open == 0 && r.remaining == 0 {
                 break;
             }
@@ -564,7 +618,11 @@ impl World {
         self.check();
         for m in self.muts.clone() {
             if m.discarded.is_none() && !self.oracle.is_applied(m.mid) {
-                let state = self.bs.get(&m.id).await.map(|x| format!("{:?} {:?}", x.state, x.last_error));
+                let state = self
+                    .bs
+                    .get(&m.id)
+                    .await
+                    .map(|x| format!("{:?} {:?}", x.state, x.last_error));
                 self.fail(format!(
                     "mid {} ({}) never took effect after healing; engine: {state:?}",
                     m.mid, m.entity
@@ -578,7 +636,10 @@ impl World {
 #[test]
 fn model_child() {
     let Ok(db) = std::env::var(CHILD_ENV) else { return };
-    let budget: u64 = std::env::var("BGSYNC_MODEL_CHILD_BUDGET").unwrap().parse().unwrap();
+    let budget: u64 = std::env::var("BGSYNC_MODEL_CHILD_BUDGET")
+        .unwrap()
+        .parse()
+        .unwrap();
     let _ = tauri_plugin_background_sync::entry::drain(&db, budget, "foreground", CancellationToken::new());
 }
 
@@ -598,7 +659,11 @@ async fn run_case(seed: u64, ops: &[Op], figures: &mut Figures) -> Vec<String> {
         w.run(op).await;
         w.check();
         if !w.failures.is_empty() {
-            return w.failures.iter().map(|f| format!("after op {i} ({op:?}): {f}")).collect();
+            return w
+                .failures
+                .iter()
+                .map(|f| format!("after op {i} ({op:?}): {f}"))
+                .collect();
         }
     }
     w.finish().await;
@@ -657,10 +722,22 @@ async fn the_engine_keeps_the_delivery_contract() {
     if std::env::var(CHILD_ENV).is_ok() {
         return;
     }
-    let cases: u64 = std::env::var("BGSYNC_MODEL_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(8);
-    let n_ops: usize = std::env::var("BGSYNC_MODEL_OPS").ok().and_then(|v| v.parse().ok()).unwrap_or(16);
-    let base: u64 = std::env::var("BGSYNC_MODEL_BASE").ok().and_then(|v| v.parse().ok()).unwrap_or(1);
-    let seeds: Vec<u64> = match std::env::var("BGSYNC_MODEL_SEED").ok().and_then(|v| v.parse().ok()) {
+    let cases: u64 = std::env::var("BGSYNC_MODEL_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(8);
+    let n_ops: usize = std::env::var("BGSYNC_MODEL_OPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(16);
+    let base: u64 = std::env::var("BGSYNC_MODEL_BASE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
+    let seeds: Vec<u64> = match std::env::var("BGSYNC_MODEL_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
         Some(s) => vec![s],
         None => (base..base + cases).collect(),
     };
@@ -695,5 +772,8 @@ async fn the_engine_keeps_the_delivery_contract() {
         figures.applied,
         started.elapsed().as_secs_f64()
     );
-    assert!(figures.faults > 0 && figures.applied > 0, "the checker exercised nothing: {figures:?}");
+    assert!(
+        figures.faults > 0 && figures.applied > 0,
+        "the checker exercised nothing: {figures:?}"
+    );
 }

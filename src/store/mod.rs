@@ -1331,7 +1331,10 @@ mod tests {
             "the old owner's late answer is ignored"
         );
         assert!(
-            s.claim("dead-drainer", T0 + 1_000, 10, MAX_WAIT).await.unwrap().is_empty(),
+            s.claim("dead-drainer", T0 + 1_000, 10, MAX_WAIT)
+                .await
+                .unwrap()
+                .is_empty(),
             "a drainer that lost the lease cannot claim (fencing)"
         );
         assert_eq!(s.claim("next", T0 + 1_000, 10, MAX_WAIT).await.unwrap().len(), 2);

@@ -111,7 +111,9 @@ impl Oracle {
         let st2 = st.clone();
         let task = tokio::spawn(async move {
             loop {
-                let Ok((sock, peer)) = listener.accept().await else { break };
+                let Ok((sock, peer)) = listener.accept().await else {
+                    break;
+                };
                 let st = st2.clone();
                 tokio::spawn(async move {
                     let svc = hyper::service::service_fn(move |req| handle(st.clone(), peer, req));
@@ -248,7 +250,10 @@ async fn handle(
     let path = req.uri().path().to_string();
     let mut headers = HashMap::new();
     for (k, v) in req.headers() {
-        headers.insert(k.as_str().to_ascii_lowercase(), v.to_str().unwrap_or("").to_string());
+        headers.insert(
+            k.as_str().to_ascii_lowercase(),
+            v.to_str().unwrap_or("").to_string(),
+        );
     }
     let body = req
         .into_body()
@@ -283,14 +288,16 @@ async fn handle(
         let text = format!("{path} {}", String::from_utf8_lossy(&body));
         for m in s.leak_markers.clone() {
             if text.contains(&m) {
-                s.violations
-                    .push(format!("request #{n} {method} {path} carries '{m}…' (unresolved temp id or placeholder): {text}"));
+                s.violations.push(format!(
+                    "request #{n} {method} {path} carries '{m}…' (unresolved temp id or placeholder): {text}"
+                ));
             }
         }
         if let (Some(since), Some(_)) = (s.forbid_auth_after, &a.authorization) {
             if a.at > since {
-                s.violations
-                    .push(format!("request #{n} {method} {path} carries a token after clearAuth"));
+                s.violations.push(format!(
+                    "request #{n} {method} {path} carries a token after clearAuth"
+                ));
             }
         }
         // The draft: a stored response is replayed; a key still in progress gets 409.
