@@ -25,6 +25,9 @@ const COMMANDS: &[&str] = &[
 ];
 
 fn main() {
+    // sqlx::migrate! embeds migrations/ at compile time; without this a new migration file
+    // can be missed by an incremental build (sqlx's documented advice).
+    println!("cargo:rerun-if-changed=migrations");
     tauri_plugin::Builder::new(COMMANDS)
         .android_path("android")
         .ios_path("ios")

@@ -3,7 +3,8 @@ import PackageDescription
 
 let package = Package(
     name: "tauri-plugin-background-sync",
-    platforms: [.iOS(.v13)],
+    // Tauri's plugin template: swift-rs builds the package for the host (macOS) too.
+    platforms: [.iOS(.v13), .macOS(.v10_13)],
     products: [
         .library(name: "tauri-plugin-background-sync", type: .static, targets: ["BackgroundSyncPlugin"]),
     ],

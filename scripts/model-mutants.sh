@@ -42,9 +42,9 @@ expr[conflict_permanent]='s.replace("408 | 409 | 425 | 429 | 500..=599", "408 | 
 # Defect 11: a running drain keeps the credentials it started with.
 file[stale_auth]=src/drain.rs
 expr[stale_auth]='s.replace("        if epoch != s.epoch {", "        if epoch != s.epoch && false {", 1)'
-# A backward wall-clock step strands fresh rows (they wait until the clock catches up).
-file[clock_step]=src/store/mod.rs
-expr[clock_step]='s.replace("AND (o.attempts = 0 OR o.next_attempt_at <= ?2", "AND (o.next_attempt_at <= ?2", 1)'
+# A backward wall-clock step strands rows in backoff (they wait until the clock catches up).
+file[clock_step]=src/drain.rs
+expr[clock_step]='s.replace("let rebased = inner.store.rebase_backoff(now).await?;", "let rebased = 0u64;", 1)'
 
 survived=0
 for m in claim_ahead forget_temp_ids many_refs conflict_permanent stale_auth clock_step; do

@@ -180,6 +180,14 @@ impl BackgroundSync {
         Ok(())
     }
 
+    /// A platform step failed outside any drain (registering OS work): the app sees it in
+    /// `status().lastError` until the next drain reports.
+    pub(crate) async fn record_platform_error(&self, message: &str) -> Result<()> {
+        self.inner.store.set_last_error(message).await?;
+        self.inner.emit_status().await;
+        Ok(())
+    }
+
     /// Turn background sync on or off (persisted; background entries check it first).
     pub async fn set_enabled(&self, enabled: bool) -> Result<()> {
         self.inner.store.set_enabled(enabled).await?;

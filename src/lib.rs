@@ -301,9 +301,20 @@ pub fn init<R: Runtime>() -> TauriPlugin<R, Option<PluginConfig>> {
                 upload_roots,
                 pending_conf: std::sync::Mutex::new(pending_conf),
             };
-            // Always register OS work when configured (it checks the toggle when it runs).
-            let _ = tauri::async_runtime::block_on(plugin.platform.register(&plugin.engine, false));
             app.manage(plugin);
+            // Always register OS work when configured (it checks the toggle when it runs). Off
+            // the setup thread, and a failure shows in status.lastError instead of vanishing.
+            let handle = app.clone();
+            tauri::async_runtime::spawn(async move {
+                let p = handle.state::<Plugin<R>>();
+                if let Err(e) = p.platform.register(&p.engine, false).await {
+                    tracing::error!(error = %e, "registering OS background work failed");
+                    let _ = p
+                        .engine
+                        .record_platform_error(&format!("registering OS background work failed: {e}"))
+                        .await;
+                }
+            });
             Ok(())
         })
         .on_event(|app, event| {

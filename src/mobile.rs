@@ -66,8 +66,10 @@ impl<R: Runtime> Platform<R> {
             budget_ms: cfg.background.budget_ms,
             run_now,
         };
+        // The async variant: the blocking one would hold a runtime worker while the shim runs.
         self.handle
-            .run_mobile_plugin::<serde_json::Value>("register", args)?;
+            .run_mobile_plugin_async::<serde_json::Value>("register", args)
+            .await?;
         Ok(())
     }
 

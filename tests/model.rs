@@ -285,7 +285,25 @@ impl World {
     async fn enqueue(&mut self, items: &[(Spec, Priority)]) {
         let mut batch = Vec::new();
         let mut metas = Vec::new();
-        let mut creates_here: HashMap<usize, u64> = HashMap::new();
+        // Creates of this call, wherever they stand in it (a reference may come first).
+        let first_mid = self.next_mid + 1;
+        let creates_here: HashMap<usize, u64> = items
+            .iter()
+            .enumerate()
+            .filter_map(|(i, (spec, _))| match spec {
+                Spec::CreateVisit { v } => Some((*v, first_mid + i as u64)),
+                _ => None,
+            })
+            .collect();
+        // An update of a visit placed before its own create in one call could never be sent
+        // (it would wait behind itself): the contract says the call is refused.
+        let refused = items.iter().enumerate().any(|(i, (spec, _))| match spec {
+            Spec::PatchVisit { v } | Spec::DeleteVisit { v } => items
+                .iter()
+                .skip(i + 1)
+                .any(|(later, _)| matches!(later, Spec::CreateVisit { v: c } if c == v)),
+            _ => false,
+        });
         for (spec, p) in items {
             self.next_mid += 1;
             let mid = self.next_mid;
@@ -302,7 +320,6 @@ impl World {
                         &visit_temp(*v),
                     );
                     m.temp_id = Some(visit_temp(*v));
-                    creates_here.insert(*v, mid);
                     (m, format!("visit/{v}"), vec![], true)
                 }
                 Spec::PatchVisit { v } | Spec::DeleteVisit { v } => {
@@ -352,6 +369,15 @@ impl World {
             metas.push((mid, entity, *p, refs, is_create));
         }
         if batch.is_empty() {
+            return;
+        }
+        if refused {
+            match self.bs.enqueue_many(batch).await {
+                Err(e) if e.kind() == "invalidInput" => {}
+                other => self.fail(format!(
+                    "enqueueMany with an update before its own create was not refused: {other:?}"
+                )),
+            }
             return;
         }
         match self.bs.enqueue_many(batch).await {

@@ -254,6 +254,10 @@ impl Store {
         self.set_setting(KEY_ENABLED, if on { "1" } else { "0" }).await
     }
 
+    pub(crate) async fn set_last_error(&self, message: &str) -> Result<()> {
+        self.set_setting(KEY_LAST_ERROR, message).await
+    }
+
     pub(crate) async fn last_sync(&self) -> Result<(Option<i64>, Option<String>)> {
         let at = self
             .get_setting(KEY_LAST_SYNC)
@@ -561,13 +565,22 @@ impl Store {
         for o in outcomes {
             applied.push(apply_outcome(&mut tx, owner, o).await?);
         }
+        // Backoffs that ended (or whose due time is implausibly far ahead) rejoin the heads.
+        sqlx::query(
+            // language=SQLite
+            "UPDATE outbox SET backing_off = 0 WHERE backing_off = 1 \
+             AND (next_attempt_at <= ?1 OR next_attempt_at > ?1 + ?2)",
+        )
+        .bind(now)
+        .bind(max_wait_ms)
+        .execute(&mut *tx)
+        .await?;
         let rows = sqlx::query(
             "UPDATE outbox SET state = 'in_flight', claimed_by = ?1, claimed_at = ?2 \
              WHERE seq IN ( \
                SELECT o.seq FROM outbox o INDEXED BY outbox_heads \
-               WHERE o.is_head = 1 AND o.state = 'pending' \
+               WHERE o.is_head = 1 AND o.state = 'pending' AND o.backing_off = 0 \
                  AND EXISTS (SELECT 1 FROM drain_lease WHERE id = 1 AND owner = ?1) \
-                 AND (o.attempts = 0 OR o.next_attempt_at <= ?2 OR o.next_attempt_at > ?2 + ?4) \
                  AND NOT EXISTS (SELECT 1 FROM mutation_deps d JOIN id_map m ON m.temp_id = d.temp_id \
                                  WHERE d.mutation_seq = o.seq AND m.server_id IS NULL) \
                ORDER BY o.priority DESC, o.seq ASC LIMIT ?3) \
@@ -700,23 +713,23 @@ impl Store {
 
     pub(crate) async fn counts(&self) -> Result<Counts> {
         let r = sqlx::query(
-            "SELECT \
-               COALESCE(SUM(state = 'pending'), 0), COALESCE(SUM(state = 'in_flight'), 0), COALESCE(SUM(state = 'dead'), 0), \
-               (SELECT COUNT(DISTINCT d.mutation_seq) FROM mutation_deps d JOIN id_map m ON m.temp_id = d.temp_id \
-                  JOIN outbox o2 ON o2.seq = d.mutation_seq WHERE m.server_id IS NULL AND o2.state = 'pending') \
-             FROM outbox",
+            // language=SQLite
+            "SELECT pending, in_flight, dead, \
+               (SELECT COUNT(DISTINCT d.mutation_seq) FROM id_map m INDEXED BY id_map_unresolved \
+                  JOIN mutation_deps d ON d.temp_id = m.temp_id JOIN outbox o2 ON o2.seq = d.mutation_seq \
+                  WHERE m.server_id IS NULL AND o2.state = 'pending') \
+             FROM queue_stats WHERE id = 1",
         )
         .fetch_one(&self.pool)
         .await?;
         Ok(Counts {
-            pending: r.get::<i64, _>(0) as u64,
-            in_flight: r.get::<i64, _>(1) as u64,
-            dead: r.get::<i64, _>(2) as u64,
-            blocked: r.get::<i64, _>(3) as u64,
+            pending: r.get::<i64, _>(0).max(0) as u64,
+            in_flight: r.get::<i64, _>(1).max(0) as u64,
+            dead: r.get::<i64, _>(2).max(0) as u64,
+            blocked: r.get::<i64, _>(3).max(0) as u64,
         })
     }
 
-    /// Pending + in flight, from the trigger-maintained counter (no table scan).
     pub(crate) async fn open_not_dead(&self) -> Result<u64> {
         let n: i64 = sqlx::query_scalar(
             "SELECT open_count - (SELECT COUNT(*) FROM outbox WHERE state = 'dead') FROM queue_stats WHERE id = 1",
@@ -729,7 +742,7 @@ impl Store {
     /// Earliest future due time among pending rows.
     pub(crate) async fn next_due(&self, now: i64) -> Result<Option<i64>> {
         Ok(sqlx::query_scalar(
-            "SELECT MIN(next_attempt_at) FROM outbox WHERE state = 'pending' AND next_attempt_at > ?1 AND attempts > 0",
+            "SELECT MIN(next_attempt_at) FROM outbox INDEXED BY outbox_backing_off WHERE backing_off = 1 AND next_attempt_at > ?1",
         )
         .bind(now)
         .fetch_one(&self.pool)
@@ -784,10 +797,11 @@ impl Store {
     pub(crate) async fn revive_dead(&self, table: &str, id: &str, now: i64) -> Result<u64> {
         debug_assert!(table == "outbox" || table == "uploads");
         Ok(sqlx::query(&format!(
-            "UPDATE {table} SET state = 'pending', attempts = 0, next_attempt_at = ?, \
-             idempotency_key = CASE WHEN last_status BETWEEN 400 AND 499 AND last_status NOT IN (408, 425, 429) \
+            "UPDATE {table} SET state = 'pending', attempts = 0, next_attempt_at = ?,{reset} \
+             idempotency_key = CASE WHEN last_status BETWEEN 400 AND 499 AND last_status NOT IN (408, 409, 425, 429) \
                                THEN ? ELSE idempotency_key END \
-             WHERE id = ? AND state = 'dead'"
+             WHERE id = ? AND state = 'dead'",
+            reset = if table == "outbox" { " backing_off = 0," } else { "" }
         ))
         .bind(now)
         .bind(uuid::Uuid::new_v4().to_string())
@@ -821,7 +835,7 @@ impl Store {
         sqlx::query(
             // An edited request is a new request: a server that stored the rejected one's
             // response under the old key would answer "key reused with a different request".
-            "UPDATE outbox SET body = ?, state = 'pending', attempts = 0, next_attempt_at = ?, idempotency_key = ? \
+            "UPDATE outbox SET body = ?, state = 'pending', backing_off = 0, attempts = 0, next_attempt_at = ?, idempotency_key = ? \
              WHERE seq = ?",
         )
         .bind(body)
@@ -1084,7 +1098,7 @@ async fn apply_outcome(conn: &mut sqlx::SqliteConnection, owner: &str, o: &Outco
             status,
             error,
         } => sqlx::query(
-            "UPDATE outbox SET state = 'pending', claimed_by = NULL, attempts = ?, next_attempt_at = ?, \
+            "UPDATE outbox SET state = 'pending', claimed_by = NULL, backing_off = 1, attempts = ?, next_attempt_at = ?, \
              last_status = ?, last_error = ? WHERE seq = ? AND claimed_by = ? AND state = 'in_flight'",
         )
         .bind(*attempts as i64)

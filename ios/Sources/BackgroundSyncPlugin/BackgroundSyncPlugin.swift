@@ -8,7 +8,7 @@ import os.log
 
 private let log = OSLog(subsystem: "app.tauri.backgroundsync", category: "BackgroundSync")
 
-struct RegisterArgs: Decodable {
+struct RegisterArgs: Decodable, Equatable {
     let dbPath: String
     var intervalMinutes: Int = 15
     var requiresNetwork: Bool = true
@@ -66,22 +66,46 @@ class BackgroundSyncPlugin: Plugin {
     }
 
     /// Runs the drain on a background queue; the expiration handler raises the cancel flag,
-    /// which Rust polls, and the task completes from the report.
+    /// which Rust polls, and the task completes from the report. The flag is an object that
+    /// both the handler and the drain retain, so it outlives whichever runs last; the handler is
+    /// cleared before the task completes.
     private func run(task: BGTask, trigger: String, budgetMs: UInt64) {
         guard let args = savedArgs() else {
             task.setTaskCompleted(success: true)
             return
         }
-        schedule(args) // always ask for the next run first
-        let flag = UnsafeMutablePointer<Int32>.allocate(capacity: 1)
-        flag.initialize(to: 0)
-        task.expirationHandler = { flag.pointee = 1 }
+        schedule(args, force: true) // this run consumed the pending request: ask for the next
+        let flag = CancelFlag()
+        task.expirationHandler = { flag.raise() }
         DispatchQueue.global(qos: .utility).async {
-            let report = Self.drain(args.dbPath, min(budgetMs, args.budgetMs), trigger, flag)
-            flag.deallocate()
+            let report = Self.drain(args.dbPath, min(budgetMs, args.budgetMs), trigger, flag.pointer)
             let reason = report?["stopReason"] as? String ?? "error"
             os_log("drain %{public}@: %{public}@", log: log, type: .info, trigger, reason)
+            task.expirationHandler = nil
             task.setTaskCompleted(success: reason != "error" && reason != "cancelled")
+            withExtendedLifetime(flag) {}
+        }
+    }
+
+    /// A drain while the app runs (reconnect, run-now, enable): iOS suspends a backgrounded app
+    /// within seconds, requests and all, so it runs inside `beginBackgroundTask`, whose
+    /// expiration cancels the drain (rows stay pending).
+    private func foregroundDrain(_ args: RegisterArgs, trigger: String) {
+        let flag = CancelFlag()
+        DispatchQueue.main.async {
+            var id = UIBackgroundTaskIdentifier.invalid
+            id = UIApplication.shared.beginBackgroundTask(withName: "background-sync \(trigger)") {
+                flag.raise()
+                if id != .invalid { UIApplication.shared.endBackgroundTask(id) }
+                id = .invalid
+            }
+            DispatchQueue.global(qos: .utility).async {
+                _ = Self.drain(args.dbPath, args.budgetMs, trigger, flag.pointer)
+                DispatchQueue.main.async {
+                    if id != .invalid { UIApplication.shared.endBackgroundTask(id) }
+                    id = .invalid
+                }
+            }
         }
     }
 
@@ -93,7 +117,24 @@ class BackgroundSyncPlugin: Plugin {
         return obj["report"] as? [String: Any]
     }
 
-    private func schedule(_ args: RegisterArgs) {
+    /// Submit the refresh and processing requests. A submit replaces the pending request and
+    /// restarts its `earliestBeginDate`, so a launch or a configure that changed nothing must not
+    /// submit again (frequent launches would starve background refresh): only when `force`
+    /// (after a run), when the settings changed, or when nothing is pending.
+    private func schedule(_ args: RegisterArgs, force: Bool = false) {
+        if force {
+            submit(args)
+            return
+        }
+        BGTaskScheduler.shared.getPendingTaskRequests { pending in
+            let ids = Set(pending.map { $0.identifier })
+            if !ids.contains(self.refreshId) || !ids.contains(self.processingId) {
+                self.submit(args)
+            }
+        }
+    }
+
+    private func submit(_ args: RegisterArgs) {
         let ids = permitted()
         if ids.contains(refreshId) {
             let r = BGAppRefreshTaskRequest(identifier: refreshId)
@@ -119,21 +160,22 @@ class BackgroundSyncPlugin: Plugin {
             let satisfied = path.status == .satisfied
             defer { self.wasSatisfied = satisfied }
             guard satisfied, !self.wasSatisfied, let args = self.savedArgs() else { return }
-            DispatchQueue.global(qos: .utility).async {
-                _ = Self.drain(args.dbPath, args.budgetMs, "reconnect", nil)
-            }
+            self.foregroundDrain(args, trigger: "reconnect")
         }
         monitor.start(queue: DispatchQueue(label: "app.tauri.backgroundsync.path"))
     }
 
     @objc public func register(_ invoke: Invoke) throws {
         let args = try invoke.parseArgs(RegisterArgs.self)
+        var stored = args
+        stored.runNow = false
+        let changed = savedArgs() != stored
         if let data = try? JSONEncoder().encode(EncodableArgs(args)) {
             UserDefaults.standard.set(data, forKey: Self.defaultsKey)
         }
-        schedule(args)
+        schedule(args, force: changed)
         if args.runNow {
-            DispatchQueue.global(qos: .utility).async { _ = Self.drain(args.dbPath, args.budgetMs, "ios-enable", nil) }
+            foregroundDrain(args, trigger: "ios-enable")
         }
         invoke.resolve()
     }
@@ -146,8 +188,28 @@ class BackgroundSyncPlugin: Plugin {
 
     @objc public func runNow(_ invoke: Invoke) throws {
         guard let args = savedArgs() else { return invoke.reject("register first") }
-        DispatchQueue.global(qos: .utility).async { _ = Self.drain(args.dbPath, args.budgetMs, "ios-run-now", nil) }
+        foregroundDrain(args, trigger: "ios-run-now")
         invoke.resolve()
+    }
+}
+
+/// The cancel flag Rust polls (`int32_t *`), owned by an object: whoever holds the last
+/// reference (the expiration handler or the drain) frees it, never while the other can write.
+final class CancelFlag {
+    let pointer: UnsafeMutablePointer<Int32>
+
+    init() {
+        pointer = UnsafeMutablePointer<Int32>.allocate(capacity: 1)
+        pointer.initialize(to: 0)
+    }
+
+    func raise() {
+        pointer.pointee = 1
+    }
+
+    deinit {
+        pointer.deinitialize(count: 1)
+        pointer.deallocate()
     }
 }
 
