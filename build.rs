@@ -32,4 +32,43 @@ fn main() {
         .android_path("android")
         .ios_path("ios")
         .build();
+    // iOS: the app's generated Info.plist gets the BGTaskScheduler identifiers and background
+    // modes the Swift shim registers. Without them iOS skips the handlers silently, and apps
+    // find out in production. `$(PRODUCT_BUNDLE_IDENTIFIER)` is expanded by Xcode when it
+    // processes Info.plist, so the ids follow the bundle id (as the shim derives them). A no-op
+    // unless the Tauri CLI builds for iOS (it sets TAURI_IOS_PROJECT_PATH / TAURI_IOS_APP_NAME);
+    // tauri-plugin offers it on macOS hosts only (where iOS builds happen).
+    #[cfg(target_os = "macos")]
+    if std::env::var("CARGO_CFG_TARGET_OS").as_deref() == Ok("ios") {
+        tauri_plugin::mobile::update_info_plist(|plist| {
+            for (key, wanted) in info_plist_entries() {
+                let mut values = plist
+                    .get(key)
+                    .and_then(|v| v.as_array().cloned())
+                    .unwrap_or_default();
+                for w in wanted {
+                    if !values.iter().any(|v| v.as_string() == Some(w)) {
+                        values.push(w.into());
+                    }
+                }
+                plist.insert(key.into(), values.into());
+            }
+        })
+        .expect("failed to add the background-sync entries to Info.plist");
+    }
+}
+
+/// What the Swift shim needs in Info.plist (kept in sync with BackgroundSyncPlugin.swift).
+#[cfg(target_os = "macos")]
+fn info_plist_entries() -> [(&'static str, [&'static str; 2]); 2] {
+    [
+        (
+            "BGTaskSchedulerPermittedIdentifiers",
+            [
+                "$(PRODUCT_BUNDLE_IDENTIFIER).background-sync.refresh",
+                "$(PRODUCT_BUNDLE_IDENTIFIER).background-sync.processing",
+            ],
+        ),
+        ("UIBackgroundModes", ["fetch", "processing"]),
+    ]
 }

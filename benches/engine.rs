@@ -257,7 +257,7 @@ async fn main() {
     }
     let smoke = args.iter().any(|a| a == "--smoke") || std::env::var("BGSYNC_BENCH_SMOKE").is_ok();
     let k = if smoke { 1 } else { 10 };
-    // `--only drain` (or enqueue, ios-window, scale, cold-start) runs one section.
+    // `--only drain` (or enqueue, claim, ios-window, scale, cold-start) runs one section.
     let only = args
         .iter()
         .position(|a| a == "--only")
@@ -447,6 +447,100 @@ async fn main() {
         slow.shutdown().await;
     }
 
+    // 3b. Claim cost independent of rows that cannot go (issue 11, item 14): N entities whose
+    // heads are backing off (a 503 storm with Retry-After: 1 h) and one due row, against a
+    // queue holding just that row; and enqueue with a status listener subscribed.
+    if want("claim") {
+        let n = if smoke { 2_000 } else { 50_000 };
+        let storm = spawn(ServerConfig {
+            faults: FaultConfig {
+                error_rate: 1.0,
+                error_statuses: vec![503],
+                retry_after_secs: Some(3_600),
+                ..Default::default()
+            },
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let big = engine_at(dir.path(), "claim-big.db", &storm.base_url, |c| c.concurrency = 8).await;
+        let small = engine_at(dir.path(), "claim-small.db", &storm.base_url, |c| {
+            c.concurrency = 8
+        })
+        .await;
+        for chunk in (0..n).collect::<Vec<_>>().chunks(1_000) {
+            big.enqueue_many(chunk.iter().map(|&i| m(i, n)).collect())
+                .await
+                .unwrap();
+        }
+        let mut retried = 0;
+        while retried < n as u32 {
+            let r = big
+                .drain(DrainOptions {
+                    budget: Duration::from_secs(60),
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+            retried += r.retried;
+            if r.sent == 0 {
+                break;
+            }
+        }
+        storm.set_faults(FaultConfig::default());
+        // One due row on a new entity, delivered by a drain: median of alternating rounds.
+        let one = |i: usize| {
+            let mut x = m(i, usize::MAX);
+            x.entity.id = format!("due-{i}");
+            x.path = format!("/items/due-{i}");
+            x
+        };
+        let (mut with_storm, mut alone) = (Vec::new(), Vec::new());
+        for round in 0..(if smoke { 5 } else { 21 }) {
+            for (bs, out) in [(&big, &mut with_storm), (&small, &mut alone)] {
+                bs.enqueue(one(round)).await.unwrap();
+                let t = Instant::now();
+                let r = bs.drain(DrainOptions::default()).await.unwrap();
+                out.push(t.elapsed().as_secs_f64() * 1e3);
+                assert_eq!(r.done, 1, "the due row is delivered: {r:?}");
+            }
+        }
+        let median = |v: &mut Vec<f64>| {
+            v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+            v[v.len() / 2]
+        };
+        rows.push(Row {
+            section: "claim",
+            case: format!("drain of 1 due row with {n} heads backing off"),
+            engine: median(&mut with_storm),
+            limit: Some(median(&mut alone)),
+            unit: "ms",
+            note: format!("limit: the same drain on a queue holding only that row; target ≤ 2×; {retried} rows put in backoff by 503 + Retry-After"),
+        });
+        // Enqueue while a listener is subscribed (every enqueue emits a status snapshot).
+        let listener = big.subscribe();
+        let count = if smoke { 200 } else { 1_000 };
+        let t = Instant::now();
+        for i in 0..count {
+            big.enqueue(one(1_000_000 + i)).await.unwrap();
+        }
+        let with_listener = count as f64 / t.elapsed().as_secs_f64();
+        drop(listener);
+        let t = Instant::now();
+        for i in 0..count {
+            big.enqueue(one(2_000_000 + i)).await.unwrap();
+        }
+        let without = count as f64 / t.elapsed().as_secs_f64();
+        rows.push(Row {
+            section: "claim",
+            case: format!("enqueue with a status listener, {n} rows queued"),
+            engine: with_listener,
+            limit: Some(without),
+            unit: "mutations/s",
+            note: "limit: the same enqueues without a listener (no status snapshot per enqueue)".into(),
+        });
+        storm.shutdown().await;
+    }
     // 4. Scale, each backlog in its own process.
     let exe = std::env::current_exe().unwrap();
     if want("scale") {

@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 rm -f bench-results/benchmarks.json
 BGSYNC_BENCH_SMOKE=1 cargo test --bench engine
-for s in enqueue drain ios-window scale cold-start; do
+for s in enqueue drain claim ios-window scale cold-start; do
   grep -q "\"section\": \"$s\"" bench-results/benchmarks.json || { echo "benchmark section $s missing"; exit 1; }
 done
-echo "benchmark smoke: 5 sections present"
+echo "benchmark smoke: 6 sections present"

@@ -46,8 +46,12 @@ expr[stale_auth]='s.replace("        if epoch != s.epoch {", "        if epoch !
 file[clock_step]=src/drain.rs
 expr[clock_step]='s.replace("let rebased = inner.store.rebase_backoff(now).await?;", "let rebased = 0u64;", 1)'
 
+# Defect 3: the lease is not renewed during the drain and requests start without checking it.
+file[lapsing_lease]=src/lease.rs
+expr[lapsing_lease]='s.replace("let every = Duration::from_millis((self.ttl_ms / 4).max(100) as u64);", "let every = Duration::from_secs(3_600);", 1).replace("        !self.lost.is_cancelled()\n            && clock_ms()", "        !self.lost.is_cancelled()\n            || clock_ms()", 1)'
+
 survived=0
-for m in claim_ahead forget_temp_ids many_refs conflict_permanent stale_auth clock_step; do
+for m in claim_ahead forget_temp_ids many_refs conflict_permanent stale_auth lapsing_lease clock_step; do
   (cd "$scratch/tree" && git checkout -q -- . && git diff HEAD >/dev/null)
   git diff HEAD | (cd "$scratch/tree" && git apply 2>/dev/null || true)
   mutate "$m" "${file[$m]}" "${expr[$m]}"

@@ -488,7 +488,8 @@ impl Store {
             n += sqlx::query(&format!(
                 // language=SQLite
                 "UPDATE {table} SET next_attempt_at = ?1 + MAX(0, next_attempt_at - claimed_at), claimed_at = ?1 \
-                 WHERE claimed_at > ?1 AND state = 'pending' AND attempts > 0"
+                 WHERE seq IN (SELECT seq FROM {table} INDEXED BY {table}_claimed \
+                               WHERE claimed_at > ?1 AND state = 'pending' AND attempts > 0)"
             ))
             .bind(now)
             .execute(&self.drain)
@@ -568,8 +569,11 @@ impl Store {
         // Backoffs that ended (or whose due time is implausibly far ahead) rejoin the heads.
         sqlx::query(
             // language=SQLite
-            "UPDATE outbox SET backing_off = 0 WHERE backing_off = 1 \
-             AND (next_attempt_at <= ?1 OR next_attempt_at > ?1 + ?2)",
+            // Two index ranges (an OR here would scan every row in backoff).
+            "UPDATE outbox SET backing_off = 0 WHERE seq IN ( \
+               SELECT seq FROM outbox INDEXED BY outbox_backing_off WHERE backing_off = 1 AND next_attempt_at <= ?1 \
+               UNION ALL \
+               SELECT seq FROM outbox INDEXED BY outbox_backing_off WHERE backing_off = 1 AND next_attempt_at > ?1 + ?2)",
         )
         .bind(now)
         .bind(max_wait_ms)
@@ -716,7 +720,7 @@ impl Store {
             // language=SQLite
             "SELECT pending, in_flight, dead, \
                (SELECT COUNT(DISTINCT d.mutation_seq) FROM id_map m INDEXED BY id_map_unresolved \
-                  JOIN mutation_deps d ON d.temp_id = m.temp_id JOIN outbox o2 ON o2.seq = d.mutation_seq \
+                  CROSS JOIN mutation_deps d ON d.temp_id = m.temp_id CROSS JOIN outbox o2 ON o2.seq = d.mutation_seq \
                   WHERE m.server_id IS NULL AND o2.state = 'pending') \
              FROM queue_stats WHERE id = 1",
         )
@@ -731,11 +735,9 @@ impl Store {
     }
 
     pub(crate) async fn open_not_dead(&self) -> Result<u64> {
-        let n: i64 = sqlx::query_scalar(
-            "SELECT open_count - (SELECT COUNT(*) FROM outbox WHERE state = 'dead') FROM queue_stats WHERE id = 1",
-        )
-        .fetch_one(&self.pool)
-        .await?;
+        let n: i64 = sqlx::query_scalar("SELECT pending + in_flight FROM queue_stats WHERE id = 1")
+            .fetch_one(&self.pool)
+            .await?;
         Ok(n.max(0) as u64)
     }
 

@@ -54,6 +54,8 @@ pub struct Arrival {
     /// What was answered (None: no answer, or not yet).
     pub status: Option<u16>,
     pub peer: SocketAddr,
+    /// When the server answered, or saw the client give up (hyper drops the handler then).
+    pub ended: Option<Instant>,
 }
 
 #[derive(Debug, Clone)]
@@ -184,6 +186,18 @@ impl Drop for Oracle {
 
 type Resp = Response<Full<Bytes>>;
 
+struct Ended(Arc<Mutex<St>>, usize);
+
+impl Drop for Ended {
+    fn drop(&mut self) {
+        if let Ok(mut s) = self.0.lock() {
+            if let Some(a) = s.arrivals.get_mut(self.1) {
+                a.ended.get_or_insert_with(Instant::now);
+            }
+        }
+    }
+}
+
 fn reply(status: u16, body: &Value, retry_after: Option<u64>) -> Resp {
     let mut r = Response::builder()
         .status(status)
@@ -284,6 +298,7 @@ async fn handle(
             fate: None,
             status: None,
             peer,
+            ended: None,
         };
         let text = format!("{path} {}", String::from_utf8_lossy(&body));
         for m in s.leak_markers.clone() {
@@ -300,6 +315,23 @@ async fn handle(
                 ));
             }
         }
+        // One drainer at a time: a request for a mutation must not arrive while an earlier request
+        // for it is still live, i.e. neither answered nor given up by its client (100 ms of
+        // slack for the server to notice a closed connection).
+        if let Some(mid) = mid {
+            let now = a.at;
+            if let Some(live) = s
+                .arrivals
+                .iter()
+                .find(|e| e.mid == Some(mid) && e.ended.is_none_or(|t| t > now + Duration::from_millis(100)))
+            {
+                let v = format!(
+                    "request #{n} for mid {mid} arrived while request #{} for it was still live (two drainers?)",
+                    live.n
+                );
+                s.violations.push(v);
+            }
+        }
         // The draft: a stored response is replayed; a key still in progress gets 409.
         let replay = key.as_ref().and_then(|k| s.keys.get(k).cloned());
         let fate = match replay {
@@ -313,6 +345,7 @@ async fn handle(
         match replay {
             Some(KeyState::InProgress) => {
                 s.arrivals[n].status = Some(409);
+                s.arrivals[n].ended = Some(Instant::now());
                 return Ok(reply(
                     409,
                     &json!({"error": "a request with this Idempotency-Key is being processed"}),
@@ -321,12 +354,15 @@ async fn handle(
             }
             Some(KeyState::Done(status, body)) => {
                 s.arrivals[n].status = Some(status);
+                s.arrivals[n].ended = Some(Instant::now());
                 return Ok(reply(status, &body, None));
             }
             None => {}
         }
         (n, fate.unwrap())
     };
+    // Marks the request ended when this handler returns or is dropped (the client gave up).
+    let _ended = Ended(st.clone(), n);
     let set_key = |s: &mut St, v: KeyState| {
         if let Some(k) = &key {
             s.keys.insert(k.clone(), v);
