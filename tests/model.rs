@@ -161,7 +161,7 @@ fn gen_ops(seed: u64, n: usize) -> Vec<Op> {
                 cancel_ms: rng.gen_bool(0.25).then(|| rng.gen_range(50..1_500)),
             },
             55..=59 => Op::DrainTwo {
-                budget_ms: rng.gen_range(1_500..3_000),
+                budget_ms: rng.gen_range(2_500..4_000),
             },
             60..=62 => Op::ClearAuthMidDrain {
                 budget_ms: rng.gen_range(800..2_000),
@@ -196,6 +196,23 @@ fn fate(rng: &mut ChaCha8Rng) -> Fate {
     }
 }
 
+/// The server's fate for each request, from the case's RNG. `slow`: every mutation is answered
+/// slowly (but within the client's timeout), so a drain is mid-request most of the time: what a
+/// second drainer must never interrupt.
+fn chooser(rng: Arc<Mutex<ChaCha8Rng>>, slow: bool) -> oracle::Chooser {
+    Box::new(move |a: &Arrival| {
+        if a.mid.is_none() {
+            return Fate::Ok;
+        }
+        let mut r = rng.lock().unwrap();
+        if slow {
+            Fate::Slow(r.gen_range(200..450))
+        } else {
+            fate(&mut r)
+        }
+    })
+}
+
 /// What the model knows of one enqueued mutation.
 #[derive(Debug, Clone)]
 struct M {
@@ -225,6 +242,7 @@ struct World {
     /// Drains with one lane: (start, end) — checked for priority order.
     single_lane: Vec<(Instant, Instant)>,
     failures: Vec<String>,
+    fate_rng: Arc<Mutex<ChaCha8Rng>>,
     _dir: tempfile::TempDir,
 }
 
@@ -235,14 +253,7 @@ fn visit_temp(v: usize) -> String {
 impl World {
     async fn new(seed: u64) -> World {
         let rng = Arc::new(Mutex::new(ChaCha8Rng::seed_from_u64(seed ^ 0x5eed)));
-        let r2 = rng.clone();
-        let oracle = Oracle::start(Box::new(move |a: &Arrival| {
-            if a.mid.is_none() {
-                return Fate::Ok;
-            }
-            fate(&mut r2.lock().unwrap())
-        }))
-        .await;
+        let oracle = Oracle::start(chooser(rng.clone(), false)).await;
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("outbox.db");
         let clock = Arc::new(StepClock(AtomicI64::new(0)));
@@ -274,6 +285,7 @@ impl World {
             auth_on: false,
             single_lane: Vec::new(),
             failures: Vec::new(),
+            fate_rng: rng,
             _dir: dir,
         }
     }
@@ -447,6 +459,9 @@ impl World {
             Op::Enqueue(items) => self.enqueue(items).await,
             Op::Drain { budget_ms, cancel_ms } => self.timed_drain(*budget_ms, *cancel_ms).await,
             Op::DrainTwo { budget_ms } => {
+                // Slow answers for the length of this drain: it is mid-request when the lease
+                // would lapse if it were not renewed.
+                self.oracle.set_chooser(chooser(self.fate_rng.clone(), true));
                 let exe = std::env::current_exe().unwrap();
                 let mut child = tokio::process::Command::new(exe)
                     .args(["--exact", "model_child", "--nocapture", "--test-threads=1"])
@@ -459,6 +474,7 @@ impl World {
                     .unwrap();
                 tokio::time::sleep(Duration::from_millis(150)).await;
                 self.timed_drain(*budget_ms, None).await;
+                self.oracle.set_chooser(chooser(self.fate_rng.clone(), false));
                 if tokio::time::timeout(Duration::from_millis(budget_ms + 15_000), child.wait())
                     .await
                     .is_err()
@@ -666,8 +682,10 @@ fn model_child() {
         .unwrap()
         .parse()
         .unwrap();
-    // Keep trying for the lease while the other drain runs (as a second app process would).
+    // Keep trying for the lease while the other drain runs (as a second app process would),
+    // starting once that drain has it.
     let until = Instant::now() + Duration::from_millis(budget);
+    std::thread::sleep(Duration::from_millis(400));
     while Instant::now() < until {
         let r = tauri_plugin_background_sync::entry::drain(&db, 800, "foreground", CancellationToken::new());
         if !matches!(r, Ok(ref r) if r.stop_reason == tauri_plugin_background_sync::StopReason::AlreadyRunning)
