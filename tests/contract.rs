@@ -617,3 +617,32 @@ async fn d08_a_file_too_big_for_the_window_waits_instead_of_restarting() {
     let u = &bs.uploads(&[], 10, 0).await.unwrap()[0];
     assert_eq!(u.attempts, 0, "cut by the deadline, not failed: {u:?}");
 }
+
+// ---- a backoff across a backward clock step ----------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn d18_a_backoff_survives_the_clock_going_back_an_hour() {
+    let storm = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let s2 = storm.clone();
+    let oracle = Oracle::start(Box::new(move |_| {
+        if s2.load(std::sync::atomic::Ordering::SeqCst) {
+            Fate::Transient(503, Some(1))
+        } else {
+            Fate::Ok
+        }
+    }))
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(Offset(Default::default()));
+    let bs = BackgroundSync::open_with(dir.path().join("outbox.db"), OpenOptions::default().clock(clock.clone()))
+        .await
+        .unwrap();
+    bs.configure(config(&oracle.base_url)).await.unwrap();
+    bs.enqueue(mutation("PUT", "/items/1", Some(json!({})), "item", "1")).await.unwrap();
+    let r = bs.drain(opts(Duration::from_millis(500))).await.unwrap();
+    assert_eq!(r.retried, 1, "{r:?}");
+    storm.store(false, std::sync::atomic::Ordering::SeqCst);
+    clock.0.store(-3_600_000, std::sync::atomic::Ordering::SeqCst);
+    let r = bs.drain(opts(Duration::from_secs(4))).await.unwrap();
+    assert_eq!(r.done, 1, "the row waits its Retry-After, not the hour the clock went back: {r:?}");
+}

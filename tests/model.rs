@@ -71,6 +71,10 @@ enum Spec {
         n: usize,
         v: usize,
     },
+    /// A plain update of an entity of its own (bursts of work).
+    Item {
+        i: usize,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -199,18 +203,27 @@ fn fate(rng: &mut ChaCha8Rng) -> Fate {
 /// The server's fate for each request, from the case's RNG. `slow`: every mutation is answered
 /// slowly (but within the client's timeout), so a drain is mid-request most of the time: what a
 /// second drainer must never interrupt.
-fn chooser(rng: Arc<Mutex<ChaCha8Rng>>, slow: bool) -> oracle::Chooser {
+fn chooser(rng: Arc<Mutex<ChaCha8Rng>>, mode: Mode) -> oracle::Chooser {
     Box::new(move |a: &Arrival| {
         if a.mid.is_none() {
             return Fate::Ok;
         }
         let mut r = rng.lock().unwrap();
-        if slow {
-            Fate::Slow(r.gen_range(200..450))
-        } else {
-            fate(&mut r)
+        match mode {
+            Mode::Random => fate(&mut r),
+            Mode::Slow => Fate::Slow(r.gen_range(200..450)),
+            Mode::Storm => Fate::Transient(503, Some(1)),
         }
     })
+}
+
+#[derive(Clone, Copy)]
+enum Mode {
+    Random,
+    /// Every mutation answered slowly, within the client's timeout.
+    Slow,
+    /// Every mutation answered 503 with Retry-After: 1.
+    Storm,
 }
 
 /// What the model knows of one enqueued mutation.
@@ -243,6 +256,7 @@ struct World {
     single_lane: Vec<(Instant, Instant)>,
     failures: Vec<String>,
     fate_rng: Arc<Mutex<ChaCha8Rng>>,
+    next_item: usize,
     _dir: tempfile::TempDir,
 }
 
@@ -253,7 +267,7 @@ fn visit_temp(v: usize) -> String {
 impl World {
     async fn new(seed: u64) -> World {
         let rng = Arc::new(Mutex::new(ChaCha8Rng::seed_from_u64(seed ^ 0x5eed)));
-        let oracle = Oracle::start(chooser(rng.clone(), false)).await;
+        let oracle = Oracle::start(chooser(rng.clone(), Mode::Random)).await;
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("outbox.db");
         let clock = Arc::new(StepClock(AtomicI64::new(0)));
@@ -286,6 +300,7 @@ impl World {
             single_lane: Vec::new(),
             failures: Vec::new(),
             fate_rng: rng,
+            next_item: 0,
             _dir: dir,
         }
     }
@@ -358,6 +373,18 @@ impl World {
                     };
                     (m, format!("visit/{v}"), vec![], false)
                 }
+                Spec::Item { i } => (
+                    mutation(
+                        "PUT",
+                        &format!("/items/{i}"),
+                        Some(json!({"i": i})),
+                        "item",
+                        &i.to_string(),
+                    ),
+                    format!("item/{i}"),
+                    vec![],
+                    false,
+                ),
                 Spec::Note { n, v } => {
                     if !known(v, &creates_here, &self.visit_create) {
                         continue;
@@ -461,7 +488,16 @@ impl World {
             Op::DrainTwo { budget_ms } => {
                 // Slow answers for the length of this drain: it is mid-request when the lease
                 // would lapse if it were not renewed.
-                self.oracle.set_chooser(chooser(self.fate_rng.clone(), true));
+                self.oracle
+                    .set_chooser(chooser(self.fate_rng.clone(), Mode::Slow));
+                // Enough work that the drain is still sending when its lease would lapse.
+                let burst: Vec<(Spec, Priority)> = (0..10 * self.cfg.concurrency as usize)
+                    .map(|_| {
+                        self.next_item += 1;
+                        (Spec::Item { i: self.next_item }, Priority::Normal)
+                    })
+                    .collect();
+                self.enqueue(&burst).await;
                 let exe = std::env::current_exe().unwrap();
                 let mut child = tokio::process::Command::new(exe)
                     .args(["--exact", "model_child", "--nocapture", "--test-threads=1"])
@@ -474,7 +510,8 @@ impl World {
                     .unwrap();
                 tokio::time::sleep(Duration::from_millis(150)).await;
                 self.timed_drain(*budget_ms, None).await;
-                self.oracle.set_chooser(chooser(self.fate_rng.clone(), false));
+                self.oracle
+                    .set_chooser(chooser(self.fate_rng.clone(), Mode::Random));
                 if tokio::time::timeout(Duration::from_millis(budget_ms + 15_000), child.wait())
                     .await
                     .is_err()
@@ -543,6 +580,15 @@ impl World {
             Op::Configure { concurrency } => {
                 self.cfg.concurrency = *concurrency;
                 self.bs.configure(self.cfg.clone()).await.unwrap();
+            }
+            Op::Step(ms) if *ms < 0 => {
+                // A 503 storm leaves rows in backoff, then the clock is corrected back.
+                self.oracle
+                    .set_chooser(chooser(self.fate_rng.clone(), Mode::Storm));
+                self.timed_drain(500, None).await;
+                self.oracle
+                    .set_chooser(chooser(self.fate_rng.clone(), Mode::Random));
+                self.clock.0.fetch_add(*ms, Ordering::SeqCst);
             }
             Op::Advance(ms) | Op::Step(ms) => {
                 self.clock.0.fetch_add(*ms, Ordering::SeqCst);
