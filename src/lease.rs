@@ -38,6 +38,8 @@ pub(crate) fn clock_ms() -> i64 {
         };
         // SAFETY: `ts` is a valid, writable timespec; clock_gettime only writes to it.
         if unsafe { libc::clock_gettime(id, &mut ts) } == 0 {
+            // time_t and c_long are 32-bit on 32-bit Android (armv7): the casts are not no-ops there.
+            #[allow(clippy::unnecessary_cast)]
             return ts.tv_sec as i64 * 1_000 + ts.tv_nsec as i64 / 1_000_000;
         }
     }

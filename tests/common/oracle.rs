@@ -323,7 +323,7 @@ async fn handle(
             if let Some(live) = s
                 .arrivals
                 .iter()
-                .find(|e| e.mid == Some(mid) && e.ended.is_none_or(|t| t > now + Duration::from_millis(100)))
+                .find(|e| e.mid == Some(mid) && !matches!(e.ended, Some(t) if t <= now + Duration::from_millis(100)))
             {
                 let v = format!(
                     "request #{n} for mid {mid} arrived while request #{} for it was still live (two drainers?)",
