@@ -634,15 +634,23 @@ async fn d18_a_backoff_survives_the_clock_going_back_an_hour() {
     .await;
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(Offset(Default::default()));
-    let bs = BackgroundSync::open_with(dir.path().join("outbox.db"), OpenOptions::default().clock(clock.clone()))
+    let bs = BackgroundSync::open_with(
+        dir.path().join("outbox.db"),
+        OpenOptions::default().clock(clock.clone()),
+    )
+    .await
+    .unwrap();
+    bs.configure(config(&oracle.base_url)).await.unwrap();
+    bs.enqueue(mutation("PUT", "/items/1", Some(json!({})), "item", "1"))
         .await
         .unwrap();
-    bs.configure(config(&oracle.base_url)).await.unwrap();
-    bs.enqueue(mutation("PUT", "/items/1", Some(json!({})), "item", "1")).await.unwrap();
     let r = bs.drain(opts(Duration::from_millis(500))).await.unwrap();
     assert_eq!(r.retried, 1, "{r:?}");
     storm.store(false, std::sync::atomic::Ordering::SeqCst);
     clock.0.store(-3_600_000, std::sync::atomic::Ordering::SeqCst);
     let r = bs.drain(opts(Duration::from_secs(4))).await.unwrap();
-    assert_eq!(r.done, 1, "the row waits its Retry-After, not the hour the clock went back: {r:?}");
+    assert_eq!(
+        r.done, 1,
+        "the row waits its Retry-After, not the hour the clock went back: {r:?}"
+    );
 }

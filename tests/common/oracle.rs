@@ -320,11 +320,9 @@ async fn handle(
         // slack for the server to notice a closed connection).
         if let Some(mid) = mid {
             let now = a.at;
-            if let Some(live) = s
-                .arrivals
-                .iter()
-                .find(|e| e.mid == Some(mid) && !matches!(e.ended, Some(t) if t <= now + Duration::from_millis(100)))
-            {
+            if let Some(live) = s.arrivals.iter().find(|e| {
+                e.mid == Some(mid) && !matches!(e.ended, Some(t) if t <= now + Duration::from_millis(100))
+            }) {
                 let v = format!(
                     "request #{n} for mid {mid} arrived while request #{} for it was still live (two drainers?)",
                     live.n
