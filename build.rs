@@ -58,17 +58,5 @@ fn main() {
     }
 }
 
-/// What the Swift shim needs in Info.plist (kept in sync with BackgroundSyncPlugin.swift).
 #[cfg(target_os = "macos")]
-fn info_plist_entries() -> [(&'static str, [&'static str; 2]); 2] {
-    [
-        (
-            "BGTaskSchedulerPermittedIdentifiers",
-            [
-                "$(PRODUCT_BUNDLE_IDENTIFIER).background-sync.refresh",
-                "$(PRODUCT_BUNDLE_IDENTIFIER).background-sync.processing",
-            ],
-        ),
-        ("UIBackgroundModes", ["fetch", "processing"]),
-    ]
-}
+include!("ios/info_plist_entries.rs");

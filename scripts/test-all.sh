@@ -19,6 +19,9 @@ if [ -f package-lock.json ]; then npm ci --no-audit --no-fund; else npm install 
 npm run build
 npm test
 
+step "packaging: cargo package --list and npm pack --dry-run against the expected contents"
+scripts/test-packaging.sh
+
 if [ -x tests/native/run_all.sh ]; then
   step "native: C ABI (ctypes), JNI (host JVM), Kotlin shim compile, exported symbols"
   tests/native/run_all.sh

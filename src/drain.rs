@@ -422,10 +422,12 @@ pub(crate) async fn run(inner: &Inner, opts: DrainOptions) -> Result<DrainReport
     let stop = stop_of(outcome, &mut report);
     let upload_stop = stop_of(upload_outcome, &mut report);
     pass.merge_into(&mut report);
-    let mut stop = combine(stop, upload_stop);
-    if let Some(e) = run.stop_error {
+    let combined = combine(stop, upload_stop);
+    // The error that explains the reported stop reason, when the mutation pass gave it.
+    if let Some(e) = run.stop_error.filter(|_| combined == stop) {
         report.last_error = Some(e);
     }
+    let mut stop = combined;
     if lease.is_lost() {
         stop = StopReason::Error;
         report.last_error = Some("lost the drain lease (another drainer took over): stopped sending".into());

@@ -67,9 +67,24 @@ impl<R: Runtime> Platform<R> {
             run_now,
         };
         // The async variant: the blocking one would hold a runtime worker while the shim runs.
-        self.handle
+        let answer = self
+            .handle
             .run_mobile_plugin_async::<serde_json::Value>("register", args)
             .await?;
+        // iOS answers which BGTask identifiers Info.plist lacks (the handlers are then never
+        // called): say so in status instead of only in the device log.
+        let missing: Vec<String> = answer
+            .get("missingIdentifiers")
+            .and_then(|m| serde_json::from_value(m.clone()).ok())
+            .unwrap_or_default();
+        if !missing.is_empty() {
+            engine
+                .record_platform_error(&format!(
+                    "background sync cannot run: Info.plist lacks BGTaskSchedulerPermittedIdentifiers {}",
+                    missing.join(", ")
+                ))
+                .await?;
+        }
         Ok(())
     }
 

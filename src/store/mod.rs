@@ -744,7 +744,8 @@ impl Store {
     /// Earliest future due time among pending rows.
     pub(crate) async fn next_due(&self, now: i64) -> Result<Option<i64>> {
         Ok(sqlx::query_scalar(
-            "SELECT MIN(next_attempt_at) FROM outbox INDEXED BY outbox_backing_off WHERE backing_off = 1 AND next_attempt_at > ?1",
+            "SELECT MIN(next_attempt_at) FROM outbox INDEXED BY outbox_backing_off \
+             WHERE backing_off = 1 AND next_attempt_at > ?1 AND state = 'pending'",
         )
         .bind(now)
         .fetch_one(&self.pool)
@@ -998,7 +999,7 @@ pub(crate) async fn bury_dependents(
     error: &str,
 ) -> Result<u64> {
     Ok(sqlx::query(
-        "UPDATE outbox SET state = 'dead', last_error = ?1 \
+        "UPDATE outbox SET state = 'dead', backing_off = 0, last_error = ?1 \
          WHERE state = 'pending' AND seq IN (SELECT mutation_seq FROM mutation_deps WHERE temp_id = ?2)",
     )
     .bind(error)
@@ -1118,7 +1119,7 @@ async fn apply_outcome(conn: &mut sqlx::SqliteConnection, owner: &str, o: &Outco
             status,
             error,
         } => sqlx::query(
-            "UPDATE outbox SET state = 'dead', claimed_by = NULL, attempts = ?, last_status = ?, last_error = ? \
+            "UPDATE outbox SET state = 'dead', claimed_by = NULL, backing_off = 0, attempts = ?, last_status = ?, last_error = ? \
              WHERE seq = ? AND claimed_by = ? AND state = 'in_flight'",
         )
         .bind(*attempts as i64)

@@ -177,7 +177,9 @@ class BackgroundSyncPlugin: Plugin {
         if args.runNow {
             foregroundDrain(args, trigger: "ios-enable")
         }
-        invoke.resolve()
+        // Rust records missing identifiers in status.lastError: the app sees why nothing runs.
+        let ids = permitted()
+        invoke.resolve(RegisterResult(missingIdentifiers: [refreshId, processingId].filter { !ids.contains($0) }))
     }
 
     @objc public func unregister(_ invoke: Invoke) throws {
@@ -191,6 +193,11 @@ class BackgroundSyncPlugin: Plugin {
         foregroundDrain(args, trigger: "ios-run-now")
         invoke.resolve()
     }
+}
+
+/// What `register` answers: the BGTask identifiers Info.plist does not permit.
+struct RegisterResult: Encodable {
+    let missingIdentifiers: [String]
 }
 
 /// The cancel flag Rust polls (`int32_t *`), owned by an object: whoever holds the last
