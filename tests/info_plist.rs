@@ -15,13 +15,17 @@ fn entries(key: &str) -> Vec<String> {
 
 #[test]
 fn the_identifiers_the_shim_registers_are_the_ones_info_plist_gets() {
-    let swift = std::fs::read_to_string("ios/Sources/BackgroundSyncPlugin/BackgroundSyncPlugin.swift").unwrap();
+    let swift =
+        std::fs::read_to_string("ios/Sources/BackgroundSyncPlugin/BackgroundSyncPlugin.swift").unwrap();
     let ids = entries("BGTaskSchedulerPermittedIdentifiers");
     assert_eq!(ids.len(), 2);
     for id in &ids {
         // The shim builds "\(bundle).background-sync.refresh" from Bundle.main.bundleIdentifier.
         let swift_form = id.replace("$(PRODUCT_BUNDLE_IDENTIFIER)", "\\(bundle)");
-        assert!(swift.contains(&format!("\"{swift_form}\"")), "the Swift shim does not register {id}");
+        assert!(
+            swift.contains(&format!("\"{swift_form}\"")),
+            "the Swift shim does not register {id}"
+        );
     }
     let modes = entries("UIBackgroundModes");
     for m in ["fetch", "processing"] {
@@ -33,7 +37,10 @@ fn the_identifiers_the_shim_registers_are_the_ones_info_plist_gets() {
 fn the_info_plist_template_lists_every_entry() {
     let plist = std::fs::read_to_string("ios/Info.ios.plist").unwrap();
     for (key, values) in info_plist_entries() {
-        assert!(plist.contains(&format!("<key>{key}</key>")), "ios/Info.ios.plist lacks {key}");
+        assert!(
+            plist.contains(&format!("<key>{key}</key>")),
+            "ios/Info.ios.plist lacks {key}"
+        );
         for v in values {
             assert!(
                 plist.contains(&format!("<string>{v}</string>")),
