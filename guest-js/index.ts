@@ -232,6 +232,15 @@ export interface SyncConfig {
   leaseTtlMs: number
   /** Background file uploads. */
   uploads: UploadConfig
+  /**
+   * While the app runs, sync automatically: shortly after enqueues (at once for high and
+   * critical), on reconnect, when a backoff ends and on the interval, whether or not OS
+   * background work is enabled (`enable()` gates only work the OS starts). `false`: nothing is
+   * sent until {@link syncNow} (or, on desktop, while background sync is enabled).
+   * @defaultValue `true`
+   * @since 0.1.0 (unreleased): automatic foreground sync by default
+   */
+  autoSync: boolean
 }
 
 /** File uploads: where signed URLs come from, which hosts may receive file bytes, limits. */

@@ -251,6 +251,11 @@ pub struct SyncConfig {
     pub lease_ttl_ms: u64,
     /// Background file uploads.
     pub uploads: UploadConfig,
+    /// While the app runs, sync automatically: shortly after enqueues (at once for high and
+    /// critical), on reconnect, when a backoff ends and on the interval, whether or not OS
+    /// background work is enabled (`enable()` gates only work the OS starts). `false`: nothing
+    /// is sent until `syncNow()` (or, on desktop, while background sync is enabled).
+    pub auto_sync: bool,
 }
 
 impl Default for SyncConfig {
@@ -273,6 +278,7 @@ impl Default for SyncConfig {
             durability: Durability::Full,
             lease_ttl_ms: 30_000,
             uploads: UploadConfig::default(),
+            auto_sync: true,
         }
     }
 }

@@ -1,7 +1,9 @@
 //! Foreground scheduler: while the app runs, drain on a timer, when a backoff expires, when the
 //! network comes back, and shortly after an enqueue (at once for high/critical priority).
-//! Gated by the persisted toggle, like OS background work. Never two drains at once (the
-//! engine's lock and lease), and it stops on app exit, cancelling a drain in progress.
+//! On by default (`autoSync`), independent of the background toggle, which gates only work the
+//! OS starts; with `autoSync: false` it runs only while the toggle is on (the desktop's
+//! "background" timer). Never two drains at once (the engine's lock and lease), and it stops on
+//! app exit, cancelling a drain in progress.
 
 use crate::drain::DrainOptions;
 use crate::engine::BackgroundSync;
@@ -109,12 +111,13 @@ impl Shared {
             let enabled = self.engine.is_enabled().await.unwrap_or(false);
             let cfg = self.engine.config().await.ok().flatten();
             let mut sleep_for = Duration::from_secs(3600);
-            if let (true, Some(cfg)) = (enabled, cfg) {
+            if let Some(cfg) = cfg.filter(|c| c.auto_sync || enabled) {
                 let opts = DrainOptions {
                     budget: Duration::from_millis(cfg.background.budget_ms),
                     cancel: self.shutdown.child_token(),
                     trigger: trigger.to_string(),
-                    respect_toggle: true,
+                    // Automatic foreground sync does not depend on the background toggle.
+                    respect_toggle: !cfg.auto_sync,
                     network_available: None,
                 };
                 let report = self.engine.drain(opts).await;

@@ -196,10 +196,12 @@ fn default_permission_set_is_least_privilege_and_complete() {
 
 mod common;
 
-/// The desktop scheduler: disabled → nothing is sent; enabled → a critical enqueue is delivered
-/// within moments, with no explicit syncNow; a normal one after the debounce.
+/// The desktop scheduler (issue 13, item 1): with the default `autoSync`, writes go out while the
+/// app runs although background sync is off (the toggle gates only OS work); with
+/// `autoSync: false` nothing is sent until the toggle is on. Then a critical enqueue is
+/// delivered within moments, with no explicit syncNow; a normal one after the debounce.
 #[test]
-fn scheduler_drains_after_enqueue_only_when_enabled() {
+fn scheduler_syncs_automatically_and_auto_sync_false_waits_for_the_toggle() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter("tauri_plugin_background_sync=info")
         .with_test_writer()
@@ -215,15 +217,6 @@ fn scheduler_drains_after_enqueue_only_when_enabled() {
         json!({ "mutation": { "method": "PUT", "path": format!("/visits/{id}"), "body": {"v": 1},
                               "entity": {"kind": "visit", "id": id}, "priority": prio } })
     };
-    invoke(&w, "enqueue", visit("a", "critical")).unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(1_000));
-    assert_eq!(
-        rt.block_on(server.applied_log()).len(),
-        0,
-        "disabled: the scheduler must not send"
-    );
-
-    invoke(&w, "enable", json!({})).unwrap();
     let wait_for = |n: usize, max_ms: u64| {
         let t = std::time::Instant::now();
         while rt.block_on(server.applied_log()).len() < n {
@@ -235,13 +228,28 @@ fn scheduler_drains_after_enqueue_only_when_enabled() {
         }
         t.elapsed()
     };
+    assert_eq!(invoke(&w, "is_enabled", json!({})).unwrap(), json!(false));
+    invoke(&w, "enqueue", visit("auto", "critical")).unwrap();
     let took = wait_for(1, 5_000);
+    eprintln!("autoSync, background off: critical enqueue delivered in {took:?}");
+
+    invoke(&w, "configure", json!({ "config": { "autoSync": false } })).unwrap();
+    invoke(&w, "enqueue", visit("a", "critical")).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1_000));
+    assert_eq!(
+        rt.block_on(server.applied_log()).len(),
+        1,
+        "autoSync false and background off: the scheduler must not send"
+    );
+
+    invoke(&w, "enable", json!({})).unwrap();
+    let took = wait_for(2, 5_000);
     eprintln!("enable → delivered in {took:?}");
     invoke(&w, "enqueue", visit("b", "critical")).unwrap();
-    let took = wait_for(2, 1_000);
+    let took = wait_for(3, 1_000);
     eprintln!("critical enqueue → delivered in {took:?}");
     invoke(&w, "enqueue", visit("c", "low")).unwrap();
-    let took = wait_for(3, 6_000);
+    let took = wait_for(4, 6_000);
     eprintln!("low enqueue → delivered in {took:?} (debounced)");
     assert!(
         took.as_millis() >= 1_200,
