@@ -654,3 +654,71 @@ async fn d18_a_backoff_survives_the_clock_going_back_an_hour() {
         "the row waits its Retry-After, not the hour the clock went back: {r:?}"
     );
 }
+
+// ---- 6: a resolver that never answers does not hold a headless drain past its budget ----------
+
+const DNS_CHILD_ENV: &str = "BGSYNC_CONTRACT_DNS_CHILD_DB";
+
+/// Runs inside a private network and mount namespace (see d06): a UDP socket on 127.0.0.1:53
+/// that never answers is the only name server, so `getaddrinfo` hangs.
+#[test]
+fn contract_dns_child() {
+    let Ok(db) = std::env::var(DNS_CHILD_ENV) else {
+        return;
+    };
+    let sock = std::net::UdpSocket::bind("127.0.0.1:53").expect("bind the silent resolver");
+    tauri_plugin_background_sync::entry::configure(&db, json!({"baseUrl": "https://api.hung-dns.test"}))
+        .unwrap();
+    tauri_plugin_background_sync::entry::enqueue(&db, mutation("PUT", "/x/1", Some(json!({})), "x", "1"))
+        .unwrap();
+    let t = Instant::now();
+    let r = tauri_plugin_background_sync::entry::drain(&db, 2_000, "foreground", CancellationToken::new());
+    println!(
+        "DNS-CHILD elapsed_ms={} result={:?}",
+        t.elapsed().as_millis(),
+        r.map(|r| r.stop_reason)
+    );
+    drop(sock);
+}
+
+#[test]
+fn d06_a_hung_resolver_does_not_hold_the_headless_drain_past_its_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let resolv = dir.path().join("resolv.conf");
+    std::fs::write(&resolv, "nameserver 127.0.0.1\noptions timeout:5 attempts:3\n").unwrap();
+    let script = r#"ip link set lo up && mount --bind "$RESOLV" /etc/resolv.conf && exec "$EXE" --exact contract_dns_child --nocapture --test-threads=1"#;
+    let out = std::process::Command::new("unshare")
+        .args(["--mount", "--net", "sh", "-c", script])
+        .env("RESOLV", &resolv)
+        .env("EXE", std::env::current_exe().unwrap())
+        .env(DNS_CHILD_ENV, dir.path().join("outbox.db"))
+        .output();
+    let Ok(out) = out else {
+        println!("SKIPPED: no unshare here (needs root and util-linux)");
+        return;
+    };
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let Some(line) = text
+        .lines()
+        .find_map(|l| l.find("DNS-CHILD").map(|i| l[i..].to_string()))
+    else {
+        // No private namespace could be made (not root, or a sandbox that forbids it).
+        println!(
+            "SKIPPED: no private network namespace: {} {}",
+            text,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        return;
+    };
+    let ms: u64 = line
+        .split("elapsed_ms=")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap();
+    println!("{line}");
+    assert!(
+        ms < 3_000,
+        "a 2 s drain with a hung resolver returned after {ms} ms: {line}"
+    );
+}
