@@ -42,6 +42,28 @@ fn with_mid(
     m
 }
 
+/// An upload of `f` read in place (no copy), normal priority.
+fn in_place(f: &std::path::Path, content_type: &str, destination: UploadDestination) -> NewUpload {
+    NewUpload {
+        file_path: f.to_string_lossy().into_owned(),
+        copy: false,
+        content_type: content_type.into(),
+        file_name: None,
+        destination,
+        priority: Priority::Normal,
+        entity: None,
+        placeholder: None,
+        idempotency_key: None,
+    }
+}
+
+fn direct(url: &str) -> UploadDestination {
+    UploadDestination::Direct {
+        url: url.into(),
+        method: "PUT".into(),
+    }
+}
+
 /// A TCP host that accepts and reads, and never answers.
 async fn silent_host() -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -67,20 +89,11 @@ async fn d01_upload_pass_returns_at_the_deadline_with_claimed_uploads_left() {
     for i in 0..2 {
         let f = dir.path().join(format!("f{i}.bin"));
         std::fs::write(&f, vec![7u8; 1024]).unwrap();
-        bs.enqueue_upload(NewUpload {
-            file_path: f.to_string_lossy().into_owned(),
-            copy: false,
-            content_type: "application/octet-stream".into(),
-            file_name: None,
-            destination: UploadDestination::Direct {
-                url: format!("/files/f{i}"),
-                method: "PUT".into(),
-            },
-            priority: Priority::Normal,
-            entity: None,
-            placeholder: None,
-            idempotency_key: None,
-        })
+        bs.enqueue_upload(in_place(
+            &f,
+            "application/octet-stream",
+            direct(&format!("/files/f{i}")),
+        ))
         .await
         .unwrap();
     }
@@ -285,19 +298,9 @@ async fn d07_a_hung_sign_request_is_cancelled_promptly_without_an_attempt() {
     let bs = open(&dir, cfg).await;
     let f = dir.path().join("photo.jpg");
     std::fs::write(&f, [1u8; 100]).unwrap();
-    bs.enqueue_upload(NewUpload {
-        file_path: f.to_string_lossy().into_owned(),
-        copy: false,
-        content_type: "image/jpeg".into(),
-        file_name: None,
-        destination: UploadDestination::Signed,
-        priority: Priority::Normal,
-        entity: None,
-        placeholder: None,
-        idempotency_key: None,
-    })
-    .await
-    .unwrap();
+    bs.enqueue_upload(in_place(&f, "image/jpeg", UploadDestination::Signed))
+        .await
+        .unwrap();
     let cancel = CancellationToken::new();
     let c = cancel.clone();
     tokio::spawn(async move {
@@ -578,22 +581,9 @@ async fn d08_a_file_too_big_for_the_window_waits_instead_of_restarting() {
     let bs = open(&dir, config(&format!("http://{addr}"))).await;
     let f = dir.path().join("video.bin");
     std::fs::write(&f, vec![5u8; 24 * 1024 * 1024]).unwrap();
-    bs.enqueue_upload(NewUpload {
-        file_path: f.to_string_lossy().into_owned(),
-        copy: false,
-        content_type: "video/mp4".into(),
-        file_name: None,
-        destination: UploadDestination::Direct {
-            url: "/files/video".into(),
-            method: "PUT".into(),
-        },
-        priority: Priority::Normal,
-        entity: None,
-        placeholder: None,
-        idempotency_key: None,
-    })
-    .await
-    .unwrap();
+    bs.enqueue_upload(in_place(&f, "video/mp4", direct("/files/video")))
+        .await
+        .unwrap();
     let first = bs.drain(opts(Duration::from_secs(2))).await.unwrap();
     assert!(
         received.load(Ordering::SeqCst) > 0,

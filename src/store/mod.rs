@@ -184,12 +184,7 @@ impl Store {
     }
 
     async fn set_setting(&self, key: &str, value: &str) -> Result<()> {
-        sqlx::query("INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value")
-            .bind(key)
-            .bind(value)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+        put_setting(&self.pool, key, value).await
     }
 
     pub(crate) async fn load_config(&self) -> Result<Option<SyncConfig>> {
@@ -237,11 +232,7 @@ impl Store {
         if serde_json::to_string(&current)? != old_json {
             return Ok(false);
         }
-        sqlx::query("INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value")
-            .bind(KEY_AUTH)
-            .bind(serde_json::to_string(new)?)
-            .execute(&mut *tx)
-            .await?;
+        put_setting(&mut *tx, KEY_AUTH, &serde_json::to_string(new)?).await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -363,21 +354,14 @@ impl Store {
             // References to temp ids of earlier creates (and upload placeholders) become
             // dependencies.
             for c in p.candidates.iter().filter(|c| Some(*c) != p.temp_id.as_ref()) {
-                match known.get(c) {
+                let depends = match known.get(c) {
                     Some(true) => {
                         return Err(Error::Conflict(format!(
                             "references temp id '{c}' whose create was discarded"
                         )))
                     }
-                    Some(false) => {
-                        sqlx::query(
-                            "INSERT OR IGNORE INTO mutation_deps (mutation_seq, temp_id) VALUES (?, ?)",
-                        )
-                        .bind(seq)
-                        .bind(c)
-                        .execute(&mut *tx)
-                        .await?;
-                    }
+                    Some(false) => true,
+                    // A create later in this call: across entities the mutation waits for it.
                     None => match created_here.get(c) {
                         Some((at, entity)) if *at > index => {
                             if entity.kind == p.entity.kind && entity.id == p.entity.id {
@@ -387,16 +371,17 @@ impl Store {
                                      the same entity: put the create first"
                                 )));
                             }
-                            sqlx::query(
-                                "INSERT OR IGNORE INTO mutation_deps (mutation_seq, temp_id) VALUES (?, ?)",
-                            )
-                            .bind(seq)
-                            .bind(c)
-                            .execute(&mut *tx)
-                            .await?;
+                            true
                         }
-                        _ => {}
+                        _ => false,
                     },
+                };
+                if depends {
+                    sqlx::query("INSERT OR IGNORE INTO mutation_deps (mutation_seq, temp_id) VALUES (?, ?)")
+                        .bind(seq)
+                        .bind(c)
+                        .execute(&mut *tx)
+                        .await?;
                 }
             }
             if let Some(t) = &p.temp_id {
@@ -594,7 +579,6 @@ impl Store {
         .bind(owner)
         .bind(now)
         .bind(limit as i64)
-        .bind(max_wait_ms)
         .fetch_all(&mut *tx)
         .await?;
         let mut claimed = Vec::with_capacity(rows.len());
@@ -932,17 +916,14 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         if report.done > 0 {
-            sqlx::query("INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value")
-                .bind(KEY_LAST_SYNC)
-                .bind(report.finished_at.to_string())
-                .execute(&mut *tx)
-                .await?;
+            put_setting(&mut *tx, KEY_LAST_SYNC, &report.finished_at.to_string()).await?;
         }
-        sqlx::query("INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value")
-            .bind(KEY_LAST_ERROR)
-            .bind(report.last_error.clone().unwrap_or_default())
-            .execute(&mut *tx)
-            .await?;
+        put_setting(
+            &mut *tx,
+            KEY_LAST_ERROR,
+            report.last_error.as_deref().unwrap_or_default(),
+        )
+        .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -989,6 +970,17 @@ impl Store {
                 .flatten(),
         )
     }
+}
+
+/// Insert or replace one setting (on the pool or inside a transaction).
+async fn put_setting<'e>(conn: impl sqlx::SqliteExecutor<'e>, key: &str, value: &str) -> Result<()> {
+    // language=SQLite
+    sqlx::query("INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value")
+        .bind(key)
+        .bind(value)
+        .execute(conn)
+        .await?;
+    Ok(())
 }
 
 /// Pending mutations that wait for `temp_id` (a discarded create or upload) become dead

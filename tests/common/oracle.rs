@@ -90,10 +90,6 @@ pub struct Oracle {
     task: Arc<tokio::task::JoinHandle<()>>,
 }
 
-impl Drop for St {
-    fn drop(&mut self) {}
-}
-
 impl Oracle {
     pub async fn start(chooser: Chooser) -> Oracle {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
