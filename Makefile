@@ -7,7 +7,9 @@
 deps:
 	./scripts/install-deps.sh
 
-demo: deps
+# The demo builds the engine crate only: no GTK/WebKit to install or compile.
+demo:
+	./scripts/install-deps.sh --headless
 	cargo run -p bgsync-demo
 
 # The frontend imports guest-js from source (Vite alias) and needs only its own node_modules.
@@ -37,7 +39,7 @@ bench-smoke:
 	./scripts/bench-smoke.sh
 
 bench:
-	cargo bench --bench engine
+	cargo bench -p background-sync-core --bench engine
 
 lint:
 	cargo fmt --all -- --check

@@ -2,17 +2,17 @@
 //! (a bare SQLite insert loop with the same pragmas, a bare reqwest loop to the same server),
 //! reported as ratios. Absolute numbers on shared machines are noise; ratios are the result.
 //!
-//! `cargo bench --bench engine` (full) or `cargo bench --bench engine -- --smoke` (seconds).
+//! `cargo bench -p background-sync-core --bench engine` (full) or `cargo bench -p background-sync-core --bench engine -- --smoke` (seconds).
 //! Writes bench-results/benchmarks.{json,md}.
 
+use background_sync_core::{
+    BackgroundSync, BatchConfig, DrainOptions, EntityRef, NewMutation, Priority, StopReason, SyncConfig,
+};
 use bgsync_reference_server::{spawn, FaultConfig, ServerConfig};
 use serde_json::{json, Value};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use std::str::FromStr;
 use std::time::{Duration, Instant};
-use tauri_plugin_background_sync::{
-    BackgroundSync, BatchConfig, DrainOptions, EntityRef, NewMutation, Priority, StopReason, SyncConfig,
-};
 
 struct Row {
     section: &'static str,
@@ -243,7 +243,7 @@ async fn scale_child(n: usize, base: &str) {
 /// Child process for the cold start: open the outbox and drain once (the OS-wake path).
 fn cold_child(db: &str) {
     // "foreground" skips the enabled toggle (a background trigger on a disabled outbox sends nothing).
-    let _ = tauri_plugin_background_sync::entry::drain(db, 5_000, "foreground", Default::default());
+    let _ = background_sync_core::entry::drain(db, 5_000, "foreground", Default::default());
 }
 
 #[tokio::main]

@@ -1027,7 +1027,7 @@ describe('contract', () => {
 
   it('every error kind matches the Rust Error::kind list', () => {
     const errorRs = readFileSync(
-      new URL('../src/error.rs', import.meta.url),
+      new URL('../crates/background-sync-core/src/error.rs', import.meta.url),
       'utf8'
     )
     const kinds = [...errorRs.matchAll(/Error::\w+(?:\(_\))? => "(\w+)"/g)].map(

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Tiny run of every benchmark section (dev profile, so it reuses the test build): keeps the
-# benchmark from rotting. Real figures: `cargo bench --bench engine` (see docs/benchmarks.md).
+# benchmark from rotting. Real figures: `cargo bench -p background-sync-core --bench engine` (see docs/benchmarks.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rm -f bench-results/benchmarks.json
-BGSYNC_BENCH_SMOKE=1 cargo test --bench engine
+BGSYNC_BENCH_SMOKE=1 cargo test -p background-sync-core --bench engine
 for s in enqueue drain claim ios-window scale cold-start; do
   grep -q "\"section\": \"$s\"" bench-results/benchmarks.json || { echo "benchmark section $s missing"; exit 1; }
 done

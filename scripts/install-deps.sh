@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
 # Installs what the demo and the test suite need on a fresh Debian/Ubuntu machine.
 # Idempotent: skips what is already there. Needs root (or sudo) for apt-get.
+# --headless: only what the engine crate needs (the headless demo): a C compiler for SQLite.
 set -euo pipefail
+headless=0
+if [ "${1:-}" = "--headless" ]; then headless=1; fi
 
 need_apt=()
 want() { dpkg -s "$1" >/dev/null 2>&1 || need_apt+=("$1"); }
 
-# Tauri's Linux build (even with default features off, the tauri crate links GTK).
 want pkg-config
 want build-essential
+if [ "$headless" = 0 ]; then
+# Tauri's Linux build (even with default features off, the tauri crate links GTK).
 want libgtk-3-dev
 want libwebkit2gtk-4.1-dev
 want libsoup-3.0-dev
@@ -27,6 +31,7 @@ want default-jdk-headless
 want maven
 # OpenSSL headers for the SQLCipher build (`--features sqlcipher`).
 want libssl-dev
+fi
 
 if [ ${#need_apt[@]} -gt 0 ]; then
   SUDO=""

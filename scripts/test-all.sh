@@ -8,11 +8,18 @@ export CARGO_TERM_COLOR=never
 
 step() { echo; echo "=== $* ==="; }
 
+step "layers: the engine crate imports downward only and depends on no Tauri, GTK or WebKit"
+scripts/check-layers.py --self-test
+if cargo tree -p background-sync-core -e normal,build --prefix none | grep -iE '^(tauri|gtk|webkit2gtk|wry|glib)[-a-z0-9]* '; then
+  echo "the engine crate depends on Tauri/GTK/WebKit (above)"; exit 1
+fi
+echo "cargo tree -p background-sync-core: no tauri, gtk, webkit2gtk, wry or glib"
+
 step "Rust: unit, integration, crash, fault, property, environment, security, IPC suites"
 cargo test --workspace --exclude bgsync-example-app 2>&1
 
 step "at-rest encryption (SQLCipher build of the engine)"
-cargo test --features sqlcipher --test encryption 2>&1
+cargo test -p background-sync-core --features sqlcipher --test encryption 2>&1
 
 step "guest-js (vitest + @tauri-apps/api/mocks)"
 if [ -f package-lock.json ]; then npm ci --no-audit --no-fund; else npm install --no-audit --no-fund; fi

@@ -18,13 +18,19 @@ for want in build.rs Cargo.toml src/lib.rs README.md LICENSE-MIT LICENSE-APACHE 
   android/src/main/AndroidManifest.xml android/build.gradle.kts \
   android/src/main/java/app/tauri/backgroundsync/SyncWorker.kt \
   ios/Package.swift ios/Sources/BackgroundSyncPlugin/BackgroundSyncPlugin.swift ios/info_plist_entries.rs \
-  permissions/default.toml include/bgsync.h \
-  migrations/0001_outbox.sql migrations/0002_uploads.sql migrations/0003_lease_clock.sql \
-  migrations/0004_claim_and_counts.sql; do
+  permissions/default.toml include/bgsync.h; do
   grep -qx "$want" <<<"$crate" || { echo "crate package lacks $want"; fail=1; }
 done
+# The engine crate the plugin depends on: its sources and the migrations sqlx embeds.
+core=$(cargo package --list --allow-dirty -p background-sync-core 2>/dev/null)
+for want in Cargo.toml build.rs src/lib.rs src/store/mod.rs \
+  migrations/0001_outbox.sql migrations/0002_uploads.sql migrations/0003_lease_clock.sql \
+  migrations/0004_claim_and_counts.sql; do
+  grep -qx "$want" <<<"$core" || { echo "engine crate package lacks $want"; fail=1; }
+done
+if grep -qE '^(tests|benches|target)/' <<<"$core"; then echo "engine crate package contains tests, benches or target"; fail=1; fi
 for unwanted in '^\.tauri/' '^android/\.tauri/' '^android/build/' '^ios/\.build/' '^target/' \
-  'node_modules/' '^examples/'; do
+  'node_modules/' '^examples/' '^crates/'; do
   if grep -qE "$unwanted" <<<"$crate"; then echo "crate package contains $unwanted"; fail=1; fi
 done
 npm_files=$(npm pack --dry-run --json 2>/dev/null | python3 -c 'import json,sys; print("\n".join(f["path"] for f in json.load(sys.stdin)[0]["files"]))')
@@ -36,4 +42,4 @@ if grep -qvE '^(package\.json|README\.md|LICENSE-MIT|LICENSE-APACHE|dist-js/.*)$
   fail=1
 fi
 [ "$fail" = 0 ] || { echo "packaging check FAILED"; exit 1; }
-echo "packaging: crate $(wc -l <<<"$crate") files, npm $(wc -l <<<"$npm_files") files, as listed ($((SECONDS - t0)) s)"
+echo "packaging: crate $(wc -l <<<"$crate") files, engine crate $(wc -l <<<"$core") files, npm $(wc -l <<<"$npm_files") files, as listed ($((SECONDS - t0)) s)"

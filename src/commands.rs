@@ -1,6 +1,6 @@
 //! IPC commands: thin wrappers over `Plugin`; each is behind its own permission.
 
-use crate::models::{
+use crate::{
     AuthConfig, DrainReport, Enqueued, EnqueuedUpload, Mutation, NewMutation, NewUpload, StatusEvent,
     SyncStatus, Upload, UploadState,
 };

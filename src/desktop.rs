@@ -3,9 +3,9 @@
 //! (netlink on Linux, route socket on macOS, IP Helper on Windows) through `if-watch`: no
 //! polling.
 
-use crate::engine::BackgroundSync;
-use crate::error::Result;
 use crate::scheduler::ConnectivityFactory;
+use crate::BackgroundSync;
+use crate::Result;
 use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
 use tauri::{plugin::PluginApi, AppHandle, Runtime};

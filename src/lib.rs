@@ -17,38 +17,16 @@ use tauri::{
 };
 
 mod commands;
-mod drain;
-mod engine;
-mod error;
-mod idmap;
-mod lease;
-mod models;
-mod policy;
 mod scheduler;
-mod store;
-mod transport;
-mod uploads;
-mod validate;
 
 #[cfg(desktop)]
 mod desktop;
 #[cfg(mobile)]
 mod mobile;
 
-pub mod entry;
-#[doc(hidden)]
-pub mod ffi;
-#[cfg(any(target_os = "android", feature = "jni-host"))]
-#[doc(hidden)]
-pub mod jni_entry;
-
-pub use drain::DrainOptions;
-pub use engine::{BackgroundSync, OpenOptions};
-pub use error::{Error, Result};
-pub use models::*;
-pub use policy::{Clock, SystemClock};
+// The engine's public API, unchanged: apps depend on this crate only.
+pub use background_sync_core::*;
 pub use scheduler::Scheduler;
-pub use tokio_util::sync::CancellationToken;
 
 /// Plugin configuration from `tauri.conf.json` > `plugins` > `background-sync`. Every
 /// [`SyncConfig`] field may appear here (camelCase); they are merged over the stored
@@ -129,10 +107,10 @@ impl<R: Runtime> Plugin<R> {
             .unwrap_or_else(|e| e.into_inner())
             .clone()
         {
-            Some(conf) if stored.is_none() => Some(models::merge_config(None, conf)?),
+            Some(conf) if stored.is_none() => Some(merge_config(None, conf)?),
             _ => stored,
         };
-        let merged = models::merge_config(base, patch)?;
+        let merged = merge_config(base, patch)?;
         self.engine.configure(merged).await?;
         self.pending_conf.lock().unwrap_or_else(|e| e.into_inner()).take();
         self.platform.register(&self.engine, false).await?;
@@ -167,7 +145,7 @@ impl<R: Runtime> Plugin<R> {
             .map(|c| c.uploads.allowed_dirs.iter().map(Into::into).collect())
             .unwrap_or_default();
         let file = std::fs::canonicalize(&upload.file_path)
-            .map_err(|e| Error::invalid(format!("cannot read {}: {e}", upload.file_path)))?;
+            .map_err(|e| Error::InvalidInput(format!("cannot read {}: {e}", upload.file_path)))?;
         let allowed = self
             .upload_roots
             .iter()
@@ -175,14 +153,16 @@ impl<R: Runtime> Plugin<R> {
             .filter_map(|r| std::fs::canonicalize(r).ok())
             .any(|root| file.starts_with(root));
         if !allowed {
-            return Err(Error::invalid(
+            return Err(Error::InvalidInput(
                 "the webview may only upload files inside the app's data or cache directories \
-                 or uploads.allowedDirs",
+                 or uploads.allowedDirs"
+                    .into(),
             ));
         }
         if self.is_private(&file) {
-            return Err(Error::invalid(
-                "the webview may not upload the sync database, its journal files or the plugin's copies",
+            return Err(Error::InvalidInput(
+                "the webview may not upload the sync database, its journal files or the plugin's copies"
+                    .into(),
             ));
         }
         // The checked path, not the given one: a symlink swapped later cannot redirect the read.
@@ -268,7 +248,7 @@ pub fn init<R: Runtime>() -> TauriPlugin<R, Option<PluginConfig>> {
                 if let Some(c) = conf.filter(|c| !c.sync.is_empty()) {
                     let patch = serde_json::Value::Object(c.sync.clone());
                     let stored = engine.config().await?;
-                    let merged = models::merge_config(stored.clone(), patch.clone())?;
+                    let merged = merge_config(stored.clone(), patch.clone())?;
                     if stored.is_none() && merged.base_url.is_empty() {
                         // The app sets baseUrl at runtime (e.g. per tenant): keep these
                         // settings for its first configure call.

@@ -2,9 +2,9 @@
 //! entry (JNI / C ABI) in a process that may have no webview. Here we only hand them what a
 //! cold process needs: the database path (and, on Android, the native library's name).
 
-use crate::engine::BackgroundSync;
-use crate::error::Result;
 use crate::scheduler::ConnectivityFactory;
+use crate::BackgroundSync;
+use crate::Result;
 use serde::{de::DeserializeOwned, Serialize};
 use tauri::{
     plugin::{PluginApi, PluginHandle},

@@ -5,10 +5,10 @@
 //! "background" timer). Never two drains at once (the engine's lock and lease), and it stops on
 //! app exit, cancelling a drain in progress.
 
-use crate::drain::DrainOptions;
-use crate::engine::BackgroundSync;
-use crate::error::Result;
-use crate::models::{DrainReport, StopReason};
+use crate::BackgroundSync;
+use crate::DrainOptions;
+use crate::Result;
+use crate::{DrainReport, StopReason};
 use futures_util::stream::{BoxStream, StreamExt};
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;

@@ -2,9 +2,9 @@
 
 mod common;
 
+use background_sync_core::{entry, BackgroundSync, Error};
 use common::*;
 use serde_json::json;
-use tauri_plugin_background_sync::{entry, BackgroundSync, Error};
 
 async fn setup() -> (tempfile::TempDir, BackgroundSync) {
     let dir = tempfile::tempdir().unwrap();
@@ -30,7 +30,7 @@ async fn still_has_the_row(bs: &BackgroundSync) {
 #[tokio::test]
 async fn invalid_mutations_are_typed_errors() {
     let (_d, bs) = setup().await;
-    let cases: Vec<(tauri_plugin_background_sync::NewMutation, &str, &str)> = vec![
+    let cases: Vec<(background_sync_core::NewMutation, &str, &str)> = vec![
         (mutation("GET", "/v/1", None, "v", "1"), "invalidInput", "method"),
         (
             mutation("POST", "v/1", None, "v", "1"),
@@ -246,9 +246,9 @@ async fn caller_idempotency_key_dedupes_enqueue() {
 #[tokio::test]
 async fn an_encryption_key_without_sqlcipher_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let e = tauri_plugin_background_sync::BackgroundSync::open_with(
+    let e = background_sync_core::BackgroundSync::open_with(
         dir.path().join("x.db"),
-        tauri_plugin_background_sync::OpenOptions::default().encryption_key("k"),
+        background_sync_core::OpenOptions::default().encryption_key("k"),
     )
     .await
     .err()

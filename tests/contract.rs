@@ -7,15 +7,15 @@ mod common;
 #[path = "common/oracle.rs"]
 mod oracle;
 
+use background_sync_core::{
+    AuthConfig, BackgroundSync, BatchConfig, CancellationToken, DrainOptions, NewUpload, OpenOptions,
+    Priority, StopReason, SyncConfig, UploadDestination,
+};
 use common::{config, mutation};
 use oracle::{Fate, Oracle};
 use serde_json::json;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tauri_plugin_background_sync::{
-    AuthConfig, BackgroundSync, BatchConfig, CancellationToken, DrainOptions, NewUpload, OpenOptions,
-    Priority, StopReason, SyncConfig, UploadDestination,
-};
 
 const CHILD_ENV: &str = "BGSYNC_CONTRACT_CHILD_DB";
 
@@ -34,10 +34,7 @@ async fn open(dir: &tempfile::TempDir, cfg: SyncConfig) -> BackgroundSync {
     bs
 }
 
-fn with_mid(
-    mut m: tauri_plugin_background_sync::NewMutation,
-    mid: u64,
-) -> tauri_plugin_background_sync::NewMutation {
+fn with_mid(mut m: background_sync_core::NewMutation, mid: u64) -> background_sync_core::NewMutation {
     m.headers.insert("X-Mid".into(), mid.to_string());
     m
 }
@@ -155,7 +152,7 @@ fn contract_child() {
         .unwrap()
         .parse()
         .unwrap();
-    let r = tauri_plugin_background_sync::entry::drain(&db, budget, "foreground", CancellationToken::new());
+    let r = background_sync_core::entry::drain(&db, budget, "foreground", CancellationToken::new());
     println!("child: {:?}", r.map(|r| r.stop_reason));
 }
 
@@ -208,9 +205,9 @@ async fn d03_a_second_process_cannot_take_a_live_drains_lease() {
 // ---- 4: temp ids are remembered after retention ---------------------------------------------
 
 struct Offset(std::sync::atomic::AtomicI64);
-impl tauri_plugin_background_sync::Clock for Offset {
+impl background_sync_core::Clock for Offset {
     fn now_ms(&self) -> i64 {
-        tauri_plugin_background_sync::SystemClock.now_ms() + self.0.load(std::sync::atomic::Ordering::SeqCst)
+        background_sync_core::SystemClock.now_ms() + self.0.load(std::sync::atomic::Ordering::SeqCst)
     }
 }
 
@@ -471,17 +468,17 @@ fn d15_a_nested_null_resets_to_the_nested_default() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("o.db");
     let db = db.to_str().unwrap();
-    tauri_plugin_background_sync::entry::configure(
+    background_sync_core::entry::configure(
         db,
         json!({"baseUrl": "http://127.0.0.1:9", "uploads": {"concurrency": 2}, "backoff": {"maxMs": 5000}}),
     )
     .unwrap();
-    tauri_plugin_background_sync::entry::configure(
+    background_sync_core::entry::configure(
         db,
         json!({"uploads": {"concurrency": null}, "backoff": {"maxMs": null}}),
     )
     .unwrap();
-    let c = tauri_plugin_background_sync::entry::config(db).unwrap().unwrap();
+    let c = background_sync_core::entry::config(db).unwrap().unwrap();
     let d = SyncConfig::default();
     assert_eq!(c.uploads.concurrency, d.uploads.concurrency);
     assert_eq!(c.backoff.max_ms, d.backoff.max_ms);
@@ -657,12 +654,10 @@ fn contract_dns_child() {
         return;
     };
     let sock = std::net::UdpSocket::bind("127.0.0.1:53").expect("bind the silent resolver");
-    tauri_plugin_background_sync::entry::configure(&db, json!({"baseUrl": "https://api.hung-dns.test"}))
-        .unwrap();
-    tauri_plugin_background_sync::entry::enqueue(&db, mutation("PUT", "/x/1", Some(json!({})), "x", "1"))
-        .unwrap();
+    background_sync_core::entry::configure(&db, json!({"baseUrl": "https://api.hung-dns.test"})).unwrap();
+    background_sync_core::entry::enqueue(&db, mutation("PUT", "/x/1", Some(json!({})), "x", "1")).unwrap();
     let t = Instant::now();
-    let r = tauri_plugin_background_sync::entry::drain(&db, 2_000, "foreground", CancellationToken::new());
+    let r = background_sync_core::entry::drain(&db, 2_000, "foreground", CancellationToken::new());
     println!(
         "DNS-CHILD elapsed_ms={} result={:?}",
         t.elapsed().as_millis(),

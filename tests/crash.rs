@@ -7,6 +7,7 @@
 
 mod common;
 
+use background_sync_core::{BackgroundSync, DrainOptions, StopReason};
 use common::*;
 use rand::{Rng, SeedableRng};
 use serde_json::json;
@@ -14,7 +15,6 @@ use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use tauri_plugin_background_sync::{BackgroundSync, DrainOptions, StopReason};
 
 const CHILD_ENV: &str = "BGSYNC_CRASH_CHILD_DB";
 

@@ -8,6 +8,7 @@
 
 mod common;
 
+use background_sync_core::{BackgroundSync, DrainOptions, NewUpload, StopReason, UploadDestination};
 use bgsync_reference_server::StorageFaults;
 use common::*;
 use rand::{Rng, SeedableRng};
@@ -16,7 +17,6 @@ use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use tauri_plugin_background_sync::{BackgroundSync, DrainOptions, NewUpload, StopReason, UploadDestination};
 
 const CHILD_ENV: &str = "BGSYNC_UPLOAD_CRASH_DB";
 

@@ -2,10 +2,10 @@
 
 mod common;
 
+use background_sync_core::{AuthConfig, DrainOptions, Priority, StopReason, SyncConfig};
 use common::*;
 use serde_json::json;
 use std::time::{Duration, Instant};
-use tauri_plugin_background_sync::{AuthConfig, DrainOptions, Priority, StopReason, SyncConfig};
 
 fn opts(budget_s: u64) -> DrainOptions {
     DrainOptions {
@@ -107,7 +107,7 @@ async fn batch_endpoint_with_faults_gives_the_same_result() {
         ..Default::default()
     };
     run_backlog(faults, |c| {
-        c.batch = Some(tauri_plugin_background_sync::BatchConfig {
+        c.batch = Some(background_sync_core::BatchConfig {
             path: "/batch".into(),
             max_items: 25,
         })
@@ -515,9 +515,7 @@ async fn two_drainers_never_send_the_same_row() {
     for _ in 0..4 {
         let path = path.clone();
         tasks.push(tokio::spawn(async move {
-            let h = tauri_plugin_background_sync::BackgroundSync::open(&path)
-                .await
-                .unwrap();
+            let h = background_sync_core::BackgroundSync::open(&path).await.unwrap();
             let mut done = 0;
             for _ in 0..50 {
                 let r = h.drain(opts(30)).await.unwrap();
@@ -564,14 +562,14 @@ async fn status_events_stream_progress_and_report() {
     let mut report = None;
     while let Ok(e) = rx.try_recv() {
         match e {
-            tauri_plugin_background_sync::StatusEvent::Status(s) => {
-                saw_running |= s.state == tauri_plugin_background_sync::SyncState::Running
+            background_sync_core::StatusEvent::Status(s) => {
+                saw_running |= s.state == background_sync_core::SyncState::Running
             }
-            tauri_plugin_background_sync::StatusEvent::Progress { done, .. } => {
+            background_sync_core::StatusEvent::Progress { done, .. } => {
                 progress += 1;
                 last_done = done
             }
-            tauri_plugin_background_sync::StatusEvent::Report(r) => report = Some(r),
+            background_sync_core::StatusEvent::Report(r) => report = Some(r),
             _ => {}
         }
     }
@@ -581,7 +579,7 @@ async fn status_events_stream_progress_and_report() {
     assert_eq!(last_done, 5);
     assert_eq!(report.unwrap().done, 5);
     let st = bs.status().await.unwrap();
-    assert_eq!(st.state, tauri_plugin_background_sync::SyncState::Completed);
+    assert_eq!(st.state, background_sync_core::SyncState::Completed);
     assert!(st.last_sync_at.is_some());
     assert_eq!(bs.history(5).await.unwrap().len(), 1);
     server.shutdown().await;

@@ -4,13 +4,13 @@
 
 mod common;
 
+use background_sync_core::{BackgroundSync, DrainOptions, OpenOptions};
 use common::*;
 use serde_json::json;
-use tauri_plugin_background_sync::{BackgroundSync, DrainOptions, OpenOptions};
 
 const SECRET: &str = "field-note-that-must-not-leak-7f3a";
 
-async fn open(path: &std::path::Path, key: &str) -> tauri_plugin_background_sync::Result<BackgroundSync> {
+async fn open(path: &std::path::Path, key: &str) -> background_sync_core::Result<BackgroundSync> {
     BackgroundSync::open_with(path, OpenOptions::default().encryption_key(key)).await
 }
 

@@ -4,6 +4,9 @@
 
 mod common;
 
+use background_sync_core::{
+    AuthConfig, BackgroundSync, BatchConfig, Clock, DrainOptions, MutationState, OpenOptions, StopReason,
+};
 use common::*;
 use serde_json::json;
 use std::io::{BufRead, BufReader, Write};
@@ -11,9 +14,6 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tauri_plugin_background_sync::{
-    AuthConfig, BackgroundSync, BatchConfig, Clock, DrainOptions, MutationState, OpenOptions, StopReason,
-};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn opts(budget: Duration) -> DrainOptions {
@@ -202,9 +202,7 @@ async fn drain_while_another_process_holds_the_lock() {
 }
 
 /// Fill a small file system until enqueues fail. Returns the acknowledged (id, key) pairs.
-async fn fill_until_full(
-    bs: &BackgroundSync,
-) -> (Vec<(String, String)>, tauri_plugin_background_sync::Error) {
+async fn fill_until_full(bs: &BackgroundSync) -> (Vec<(String, String)>, background_sync_core::Error) {
     let mut acked = Vec::new();
     let pad = "x".repeat(4_000);
     for i in 0..100_000 {

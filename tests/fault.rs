@@ -19,6 +19,7 @@ mod common;
 #[path = "common/proxy.rs"]
 mod proxy;
 
+use background_sync_core::{AuthConfig, BackgroundSync, BatchConfig, DrainOptions};
 use common::*;
 use futures_util::FutureExt;
 use proxy::{Fault, Head, Mix, Proxy};
@@ -27,7 +28,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tauri_plugin_background_sync::{AuthConfig, BackgroundSync, BatchConfig, DrainOptions};
 
 fn seed() -> u64 {
     std::env::var("BGSYNC_FAULT_SEED")
@@ -527,7 +527,7 @@ async fn the_checks_catch_lost_and_duplicated_mutations() {
 
 // ---- the soak ----------------------------------------------------------------------------------
 
-/// `BGSYNC_SOAK_MUTATIONS=10000 cargo test --test fault soak -- --nocapture`
+/// `BGSYNC_SOAK_MUTATIONS=10000 cargo test -p background-sync-core --test fault soak -- --nocapture`
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn soak() {
     let Some(n) = std::env::var("BGSYNC_SOAK_MUTATIONS")
@@ -551,7 +551,7 @@ async fn soak() {
 
 /// A token refresh that hangs (a half-open connection on `refreshUrl`) holds the drain for the
 /// full `requestTimeoutMs`: the refresh is neither clamped to the drain's remaining budget nor
-/// raced against cancellation (src/drain.rs `Run::settle` and src/uploads.rs call
+/// raced against cancellation (crates/background-sync-core/src/drain.rs `Run::settle` and crates/background-sync-core/src/uploads.rs call
 /// `AuthCell::unauthorized` with `request_timeout_ms`). Seen: a 1 s budget, cancelled at 1.5 s,
 /// returned after 4.0 s (= requestTimeoutMs). With the defaults (10 s timeout, 25 s background
 /// budget) a drain can run ~35 s, past iOS's ~30 s background window.
@@ -588,7 +588,7 @@ async fn a_hung_token_refresh_obeys_budget_and_cancel_issue11() {
     .unwrap();
     bs.enqueue_many(backlog(20, 5, seed()).mutations).await.unwrap();
     server.revoke_tokens(); // the first request gets a 401, the refresh hangs
-    let cancel = tauri_plugin_background_sync::CancellationToken::new();
+    let cancel = background_sync_core::CancellationToken::new();
     let c = cancel.clone();
     tokio::spawn(async move {
         tokio::time::sleep(Duration::from_millis(1_500)).await;

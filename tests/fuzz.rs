@@ -12,13 +12,13 @@
 
 mod common;
 
+use background_sync_core::{entry, ffi, BatchConfig, CancellationToken, DrainOptions, StopReason};
 use common::*;
 use proptest::prelude::*;
 use serde_json::{json, Value};
 use std::ffi::{c_char, CStr, CString};
 use std::sync::OnceLock;
 use std::time::Duration;
-use tauri_plugin_background_sync::{entry, ffi, BatchConfig, CancellationToken, DrainOptions, StopReason};
 
 /// The error kinds a caller may see. `internal` is deliberately absent: it means a panic was
 /// caught (or an invariant broke), which is a failure of every property here.
@@ -515,7 +515,7 @@ proptest! {
 /// itself loops forever when every visit is deleted before its total is reached, which small
 /// entity counts make likely.)
 fn offline_session(entities: usize, steps: &[(usize, u8, u8)]) -> Backlog {
-    use tauri_plugin_background_sync::Priority;
+    use background_sync_core::Priority;
     let prios = [Priority::Low, Priority::Normal, Priority::High];
     let mut mutations = Vec::new();
     let mut visits = std::collections::BTreeMap::new();
@@ -804,7 +804,7 @@ fn the_generators_cover_accept_and_refuse() {
 // BGSYNC_FUZZ_KNOWN_BUGS=1: `validate::config` puts no upper bound on three u64 settings that
 // the engine then casts to i64 (`as i64`) and adds or multiplies. Each test below passes once
 // the value is either refused at `configure` (invalidInput) or handled; run them with
-// `cargo test --test fuzz -- --ignored`.
+// `cargo test -p background-sync-core --test fuzz -- --ignored`.
 
 /// Configure `patch` over a fresh database pointing at `server`, enqueue one mutation, drain
 /// once. Returns the configure answer, the drain answer (if configure succeeded), the path.
@@ -830,7 +830,7 @@ fn configure_enqueue_drain(
 }
 
 /// `leaseTtlMs` ≥ 2^62 is accepted; `acquire_lease` computes `ttl_ms * 2` in i64: debug builds
-/// panic ("attempt to multiply with overflow", src/store/mod.rs `acquire_lease`), so every
+/// panic ("attempt to multiply with overflow", crates/background-sync-core/src/store/mod.rs `acquire_lease`), so every
 /// drain fails with kind `internal` and the row is never delivered; release builds wrap to a
 /// negative number, which makes the lease look implausible, so any other drainer takes it
 /// over (the single-drainer guarantee is gone).
@@ -850,7 +850,7 @@ fn lease_ttl_is_bounded_issue11() {
 
 /// `retentionMs` ≥ 2^63 is accepted; `prune` computes `now - retention_ms as i64`: debug
 /// builds panic at the end of every drain ("attempt to subtract with overflow",
-/// src/store/mod.rs `prune`), after delivering but before `release_lease`, so the lease stays
+/// crates/background-sync-core/src/store/mod.rs `prune`), after delivering but before `release_lease`, so the lease stays
 /// held and every drain for the next `leaseTtlMs` answers `alreadyRunning`. (Values near
 /// u64::MAX cast to small negative numbers instead: "keep forever" prunes all history and
 /// resolved temp ids at once.)

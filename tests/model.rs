@@ -25,6 +25,10 @@ mod common;
 #[path = "common/oracle.rs"]
 mod oracle;
 
+use background_sync_core::{
+    AuthConfig, BackgroundSync, CancellationToken, Clock, DrainOptions, OpenOptions, Priority, SyncConfig,
+    SystemClock,
+};
 use common::mutation;
 use oracle::{Arrival, Fate, Oracle};
 use rand::{Rng, SeedableRng};
@@ -34,10 +38,6 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tauri_plugin_background_sync::{
-    AuthConfig, BackgroundSync, CancellationToken, Clock, DrainOptions, OpenOptions, Priority, SyncConfig,
-    SystemClock,
-};
 
 /// How far past its budget a drain may return (documented in README "Deadlines").
 const SLACK: Duration = Duration::from_millis(1_000);
@@ -733,9 +733,8 @@ fn model_child() {
     let until = Instant::now() + Duration::from_millis(budget);
     std::thread::sleep(Duration::from_millis(400));
     while Instant::now() < until {
-        let r = tauri_plugin_background_sync::entry::drain(&db, 800, "foreground", CancellationToken::new());
-        if !matches!(r, Ok(ref r) if r.stop_reason == tauri_plugin_background_sync::StopReason::AlreadyRunning)
-        {
+        let r = background_sync_core::entry::drain(&db, 800, "foreground", CancellationToken::new());
+        if !matches!(r, Ok(ref r) if r.stop_reason == background_sync_core::StopReason::AlreadyRunning) {
             break;
         }
         std::thread::sleep(Duration::from_millis(200));

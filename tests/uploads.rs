@@ -4,6 +4,10 @@
 
 mod common;
 
+use background_sync_core::{
+    BackgroundSync, DrainOptions, EntityRef, NewUpload, Priority, StatusEvent, StopReason, SyncConfig,
+    UploadDestination, UploadState,
+};
 use bgsync_reference_server::StorageFaults;
 use common::*;
 use rand::{Rng, SeedableRng};
@@ -12,10 +16,6 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-use tauri_plugin_background_sync::{
-    BackgroundSync, DrainOptions, EntityRef, NewUpload, Priority, StatusEvent, StopReason, SyncConfig,
-    UploadDestination, UploadState,
-};
 
 const MB: u64 = 1024 * 1024;
 
@@ -370,7 +370,7 @@ async fn direct_uploads_carry_the_token_and_refresh_once() {
     let files = tempfile::tempdir().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let bs = engine(&dir, config(&server.base_url)).await;
-    bs.set_auth(tauri_plugin_background_sync::AuthConfig {
+    bs.set_auth(background_sync_core::AuthConfig {
         access_token: Some("t1".into()),
         refresh_token: Some("r1".into()),
         refresh_url: Some("/auth/refresh".into()),
@@ -453,7 +453,7 @@ async fn bad_uploads_fail_with_typed_errors() {
     cfg.uploads.max_file_bytes = 1_000;
     let bs = engine(&dir, cfg).await;
     let ok = make_file(files.path(), "ok.bin", 10, 1);
-    let kind = |e: tauri_plugin_background_sync::Error| e.kind();
+    let kind = |e: background_sync_core::Error| e.kind();
     let mut u = new_upload(&files.path().join("missing.bin"), true);
     assert_eq!(
         kind(bs.enqueue_upload(u.clone()).await.unwrap_err()),

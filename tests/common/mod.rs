@@ -2,12 +2,10 @@
 //! SQLite file per test.
 #![allow(dead_code)]
 
+use background_sync_core::{BackgroundSync, EntityRef, NewMutation, OpenOptions, Priority, SyncConfig};
 pub use bgsync_reference_server::{AuthSetup, FaultConfig, RunningServer, ServerConfig};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
-use tauri_plugin_background_sync::{
-    BackgroundSync, EntityRef, NewMutation, OpenOptions, Priority, SyncConfig,
-};
 
 pub async fn server(faults: FaultConfig) -> RunningServer {
     bgsync_reference_server::spawn(ServerConfig {

@@ -7,12 +7,12 @@
 //! a few invalid records, three priorities), then drains it the way a background wake-up would
 //! (25 s budgets, headless), with a progress bar, and checks the server against the outbox.
 
+use background_sync_core::{
+    BackgroundSync, DrainOptions, EntityRef, NewMutation, Priority, StatusEvent, StopReason, SyncConfig,
+};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 use std::time::{Duration, Instant};
-use tauri_plugin_background_sync::{
-    BackgroundSync, DrainOptions, EntityRef, NewMutation, Priority, StatusEvent, StopReason, SyncConfig,
-};
 
 fn arg(name: &str, default: f64) -> f64 {
     let args: Vec<String> = std::env::args().collect();

@@ -1,1 +1,1 @@
-tauri_plugin_background_sync::export_native_entries!();
+background_sync_core::export_native_entries!();

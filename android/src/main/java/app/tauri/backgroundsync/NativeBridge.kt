@@ -1,7 +1,7 @@
 package app.tauri.backgroundsync
 
 /**
- * The Rust headless entry (src/jni_entry.rs), exported from the app's own native library by
+ * The Rust headless entry (crates/background-sync-core/src/jni_entry.rs), exported from the app's own native library by
  * `tauri_plugin_background_sync::export_native_entries!()`. Every call returns the JSON
  * envelope `{"ok":true,...}` / `{"ok":false,"error":{kind,message}}`; none throws.
  */

@@ -614,7 +614,8 @@ pub type HistoryEntry = DrainReport;
 
 /// Apply a partial configuration (any subset of fields, nested objects merged) over the stored
 /// one or the defaults. `null` resets a field to its default.
-pub(crate) fn merge_config(existing: Option<SyncConfig>, patch: Value) -> crate::Result<SyncConfig> {
+#[doc(hidden)]
+pub fn merge_config(existing: Option<SyncConfig>, patch: Value) -> crate::Result<SyncConfig> {
     if !patch.is_object() {
         return Err(crate::Error::invalid("config must be a JSON object"));
     }

@@ -2,7 +2,7 @@
 //! one at a time per entity), settle each outcome, until the queue is empty, the deadline is
 //! near, or the caller cancels. Every row that is not confirmed stays pending.
 
-use crate::engine::Inner;
+use crate::context::Inner;
 use crate::error::{Error, Result};
 use crate::idmap;
 use crate::lease::Lease;
@@ -14,40 +14,17 @@ use futures_util::stream::{FuturesUnordered, StreamExt};
 use std::future::Future;
 use std::pin::Pin;
 use std::time::{Duration, Instant};
-use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
-/// How a drain is run.
-#[derive(Debug, Clone)]
-pub struct DrainOptions {
-    /// Wall-clock budget; no request starts that cannot finish inside it.
-    pub budget: Duration,
-    /// Cancel to stop promptly (in-flight requests are abandoned and their rows stay pending).
-    pub cancel: CancellationToken,
-    /// Free text recorded in the report (`foreground`, `timer`, `android-worker`, ...).
-    pub trigger: String,
-    /// Background entries skip the run when background sync is disabled.
-    pub respect_toggle: bool,
-    /// What the OS says about connectivity, if known.
-    pub network_available: Option<bool>,
-}
+mod options;
+mod shared;
+mod uploads;
 
-impl Default for DrainOptions {
-    fn default() -> Self {
-        Self {
-            budget: Duration::from_secs(25),
-            cancel: CancellationToken::new(),
-            trigger: "foreground".into(),
-            respect_toggle: false,
-            network_available: None,
-        }
-    }
-}
+pub use options::DrainOptions;
+use shared::{AuthCell, UploadSignal, MIN_WINDOW};
 
 /// Until a request has been timed in this run, assume one takes this long.
 const INITIAL_ESTIMATE: Duration = Duration::from_millis(250);
-/// Never start a request with less than this left.
-const MIN_WINDOW: Duration = Duration::from_millis(20);
 
 /// What to do with one claimed row after its request.
 #[derive(Debug, Clone, PartialEq)]
@@ -174,112 +151,6 @@ struct FlightResult {
     auth_generation: u64,
 }
 
-/// Credentials shared by the mutation and upload passes of one run: one refresh per run, and
-/// a 401 on a request sent with an older token just retries with the new one. It follows the
-/// app: a `setAuth`/`clearAuth` while the run is going takes effect for the next request, and
-/// a refresh never writes tokens back over credentials the app changed meanwhile.
-pub(crate) struct AuthCell {
-    state: Mutex<AuthState>,
-    deadline: Instant,
-    cancel: CancellationToken,
-}
-
-struct AuthState {
-    auth: AuthConfig,
-    generation: u64,
-    refreshed: bool,
-    /// The app's credential epoch this state was loaded at (`Inner::auth_epoch`).
-    epoch: u64,
-}
-
-impl AuthCell {
-    pub(crate) fn new(auth: AuthConfig, epoch: u64, deadline: Instant, cancel: CancellationToken) -> Self {
-        Self {
-            state: Mutex::new(AuthState {
-                auth,
-                generation: 0,
-                refreshed: false,
-                epoch,
-            }),
-            deadline,
-            cancel,
-        }
-    }
-
-    /// The credentials to send now (re-read when the app changed them in this process).
-    pub(crate) async fn current(&self, inner: &Inner) -> Result<(AuthConfig, u64)> {
-        let mut s = self.state.lock().await;
-        let epoch = inner.auth_epoch();
-        if epoch != s.epoch {
-            s.auth = inner.store.load_auth().await?;
-            s.generation += 1;
-            s.refreshed = false;
-            s.epoch = epoch;
-        }
-        Ok((s.auth.clone(), s.generation))
-    }
-
-    /// A request sent with the token of `generation` got a 401. `Ok(())`: send again with the
-    /// current token; `Err(message)`: stop with `authFailed`.
-    pub(crate) async fn unauthorized(
-        &self,
-        generation: u64,
-        inner: &Inner,
-        transport: &Transport,
-        timeout: Duration,
-    ) -> Result<std::result::Result<(), String>> {
-        let mut s = self.state.lock().await;
-        if generation < s.generation {
-            return Ok(Ok(())); // sent with a token that has since been replaced
-        }
-        // Another process (or handle) may have stored new credentials: use them first.
-        let stored = inner.store.load_auth().await?;
-        if stored != s.auth {
-            s.auth = stored;
-            s.generation += 1;
-            s.refreshed = false;
-            return Ok(Ok(()));
-        }
-        if s.refreshed {
-            return Ok(Err("HTTP 401 after a token refresh".into()));
-        }
-        s.refreshed = true;
-        // The refresh obeys the run's deadline and cancellation like any request.
-        let left = self.deadline.saturating_duration_since(Instant::now());
-        if left < MIN_WINDOW {
-            return Ok(Err(
-                "HTTP 401 and no time left in this run to refresh the token".into()
-            ));
-        }
-        let refreshed = tokio::select! {
-            r = transport.refresh(&s.auth, timeout.min(left)) => r,
-            _ = self.cancel.cancelled() => return Ok(Err("cancelled while refreshing the token".into())),
-        };
-        match refreshed {
-            Ok(new_auth) => {
-                // Written only over the credentials it was refreshed from: a clearAuth/setAuth
-                // meanwhile wins, and the refreshed tokens of the old session are dropped.
-                if inner.store.replace_auth(&s.auth, &new_auth).await? {
-                    s.auth = new_auth;
-                } else {
-                    s.auth = inner.store.load_auth().await?;
-                }
-                s.generation += 1;
-                tracing::info!("access token refreshed after a 401");
-                Ok(Ok(()))
-            }
-            Err(e) => Ok(Err(e.to_string())),
-        }
-    }
-}
-
-/// Lets the mutation pass wait for uploads its blocked rows reference.
-#[derive(Default)]
-pub(crate) struct UploadSignal {
-    pub(crate) finished_one: tokio::sync::Notify,
-    pub(crate) active: std::sync::atomic::AtomicBool,
-}
-
 struct Run<'a> {
     inner: &'a Inner,
     cfg: SyncConfig,
@@ -394,7 +265,7 @@ pub(crate) async fn run(inner: &Inner, opts: DrainOptions) -> Result<DrainReport
         stop_error: None,
         deferred: Vec::new(),
     };
-    let mut pass = crate::uploads::Pass::new(inner, &cfg, &run_id, &auth, &signal, transport.clone(), &lease);
+    let mut pass = uploads::Pass::new(inner, &cfg, &run_id, &auth, &signal, transport.clone(), &lease);
     let passes_done = CancellationToken::new();
     let passes = async {
         let r = tokio::join!(run.drive(&pass_opts, deadline, &transport), async {

@@ -116,19 +116,6 @@ impl From<serde_json::Error> for Error {
     }
 }
 
-impl From<tauri::Error> for Error {
-    fn from(e: tauri::Error) -> Self {
-        Error::Platform(e.to_string())
-    }
-}
-
-#[cfg(mobile)]
-impl From<tauri::plugin::mobile::PluginInvokeError> for Error {
-    fn from(e: tauri::plugin::mobile::PluginInvokeError) -> Self {
-        Error::Platform(e.to_string())
-    }
-}
-
 /// SQLite's messages are terse; say what the user can do about the common ones.
 fn storage_hint(msg: &str) -> String {
     let lower = msg.to_ascii_lowercase();

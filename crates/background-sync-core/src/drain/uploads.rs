@@ -3,8 +3,9 @@
 //! and settles each outcome. Runs beside the mutation pass under the same lease, budget and
 //! cancellation; a finished upload resolves its placeholder so waiting mutations can go.
 
-use crate::drain::{AuthCell, DrainOptions, UploadSignal};
-use crate::engine::Inner;
+use super::options::DrainOptions;
+use super::shared::{AuthCell, UploadSignal};
+use crate::context::Inner;
 use crate::error::{Error, Result};
 use crate::idmap;
 use crate::lease::Lease;

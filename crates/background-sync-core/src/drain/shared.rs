@@ -1,0 +1,119 @@
+//! What the mutation pass and the upload pass of one run share: the credentials (one refresh
+//! per run) and the signal that lets blocked mutations wait for the uploads they reference.
+
+use crate::context::Inner;
+use crate::error::Result;
+use crate::models::AuthConfig;
+use crate::transport::Transport;
+use std::time::{Duration, Instant};
+use tokio::sync::Mutex;
+use tokio_util::sync::CancellationToken;
+
+/// Never start a request with less than this left.
+pub(crate) const MIN_WINDOW: Duration = Duration::from_millis(20);
+
+/// Credentials shared by the mutation and upload passes of one run: one refresh per run, and
+/// a 401 on a request sent with an older token just retries with the new one. It follows the
+/// app: a `setAuth`/`clearAuth` while the run is going takes effect for the next request, and
+/// a refresh never writes tokens back over credentials the app changed meanwhile.
+pub(crate) struct AuthCell {
+    state: Mutex<AuthState>,
+    deadline: Instant,
+    cancel: CancellationToken,
+}
+
+struct AuthState {
+    auth: AuthConfig,
+    generation: u64,
+    refreshed: bool,
+    /// The app's credential epoch this state was loaded at (`Inner::auth_epoch`).
+    epoch: u64,
+}
+
+impl AuthCell {
+    pub(crate) fn new(auth: AuthConfig, epoch: u64, deadline: Instant, cancel: CancellationToken) -> Self {
+        Self {
+            state: Mutex::new(AuthState {
+                auth,
+                generation: 0,
+                refreshed: false,
+                epoch,
+            }),
+            deadline,
+            cancel,
+        }
+    }
+
+    /// The credentials to send now (re-read when the app changed them in this process).
+    pub(crate) async fn current(&self, inner: &Inner) -> Result<(AuthConfig, u64)> {
+        let mut s = self.state.lock().await;
+        let epoch = inner.auth_epoch();
+        if epoch != s.epoch {
+            s.auth = inner.store.load_auth().await?;
+            s.generation += 1;
+            s.refreshed = false;
+            s.epoch = epoch;
+        }
+        Ok((s.auth.clone(), s.generation))
+    }
+
+    /// A request sent with the token of `generation` got a 401. `Ok(())`: send again with the
+    /// current token; `Err(message)`: stop with `authFailed`.
+    pub(crate) async fn unauthorized(
+        &self,
+        generation: u64,
+        inner: &Inner,
+        transport: &Transport,
+        timeout: Duration,
+    ) -> Result<std::result::Result<(), String>> {
+        let mut s = self.state.lock().await;
+        if generation < s.generation {
+            return Ok(Ok(())); // sent with a token that has since been replaced
+        }
+        // Another process (or handle) may have stored new credentials: use them first.
+        let stored = inner.store.load_auth().await?;
+        if stored != s.auth {
+            s.auth = stored;
+            s.generation += 1;
+            s.refreshed = false;
+            return Ok(Ok(()));
+        }
+        if s.refreshed {
+            return Ok(Err("HTTP 401 after a token refresh".into()));
+        }
+        s.refreshed = true;
+        // The refresh obeys the run's deadline and cancellation like any request.
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        if left < MIN_WINDOW {
+            return Ok(Err(
+                "HTTP 401 and no time left in this run to refresh the token".into()
+            ));
+        }
+        let refreshed = tokio::select! {
+            r = transport.refresh(&s.auth, timeout.min(left)) => r,
+            _ = self.cancel.cancelled() => return Ok(Err("cancelled while refreshing the token".into())),
+        };
+        match refreshed {
+            Ok(new_auth) => {
+                // Written only over the credentials it was refreshed from: a clearAuth/setAuth
+                // meanwhile wins, and the refreshed tokens of the old session are dropped.
+                if inner.store.replace_auth(&s.auth, &new_auth).await? {
+                    s.auth = new_auth;
+                } else {
+                    s.auth = inner.store.load_auth().await?;
+                }
+                s.generation += 1;
+                tracing::info!("access token refreshed after a 401");
+                Ok(Ok(()))
+            }
+            Err(e) => Ok(Err(e.to_string())),
+        }
+    }
+}
+
+/// Lets the mutation pass wait for uploads its blocked rows reference.
+#[derive(Default)]
+pub(crate) struct UploadSignal {
+    pub(crate) finished_one: tokio::sync::Notify,
+    pub(crate) active: std::sync::atomic::AtomicBool,
+}

@@ -1,0 +1,40 @@
+//! # background-sync-core
+//!
+//! The engine of `tauri-plugin-background-sync`, without Tauri: a durable mutation outbox in
+//! SQLite and the drain that delivers it push-only to the app's REST API under the delivery
+//! contract of the plugin's README (per-entity order, exactly-once through Idempotency-Key,
+//! dead letters, deadlines).
+//!
+//! Apps use it through the plugin, which re-exports this API unchanged. It is a crate of its
+//! own so that headless hosts (the demo, the C ABI host, a background process, the engine's
+//! test suites) build without Tauri, GTK or WebKit.
+//!
+//! - [`BackgroundSync`]: the engine on a database path.
+//! - [`entry`]: blocking entry points for a background process with no webview.
+//! - [`export_native_entries!`]: the C ABI and JNI symbols, expanded in the app's crate.
+
+mod context;
+mod drain;
+mod engine;
+mod error;
+mod idmap;
+mod lease;
+mod models;
+mod policy;
+mod store;
+mod transport;
+mod validate;
+
+pub mod entry;
+#[doc(hidden)]
+pub mod ffi;
+#[cfg(any(target_os = "android", feature = "jni-host"))]
+#[doc(hidden)]
+pub mod jni_entry;
+
+pub use drain::DrainOptions;
+pub use engine::{BackgroundSync, OpenOptions};
+pub use error::{Error, Result};
+pub use models::*;
+pub use policy::{Clock, SystemClock};
+pub use tokio_util::sync::CancellationToken;
