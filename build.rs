@@ -18,6 +18,8 @@ const COMMANDS: &[&str] = &[
     "subscribe",
     "unsubscribe",
     "history",
+    "delivered",
+    "resolve_temp_id",
     "enqueue_upload",
     "uploads",
     "retry_upload",

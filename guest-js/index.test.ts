@@ -19,6 +19,8 @@ import {
   enqueue,
   enqueueMany,
   history,
+  delivered,
+  resolveTempId,
   isBackgroundSyncError,
   isEnabled,
   onStatus,
@@ -34,6 +36,7 @@ import {
   type Mutation,
   type NewMutation,
   type StatusEvent,
+  type Delivered,
   type SyncConfigInput,
   type SyncStatus
 } from './index'
@@ -41,6 +44,17 @@ import {
 // ---------------------------------------------------------------------------------------------
 // Fixtures and IPC mock
 // ---------------------------------------------------------------------------------------------
+
+const deliveredRow: Delivered = {
+  id: 'm-1',
+  entity: { kind: 'visit', id: 'tmp-1' },
+  method: 'POST',
+  path: '/visits',
+  status: 201,
+  tempId: 'tmp-1',
+  serverId: 'srv-9',
+  deliveredAt: 1_700_000_000_000
+}
 
 const report: DrainReport = {
   runId: 'run-1',
@@ -427,6 +441,37 @@ describe('commands', () => {
       args: { limit: 3 },
       result: [report],
       expected: [report]
+    },
+    {
+      name: 'delivered()',
+      run: () => delivered(),
+      cmd: 'delivered',
+      args: { query: {} },
+      result: [deliveredRow],
+      expected: [deliveredRow]
+    },
+    {
+      name: 'delivered({ since, entity, limit })',
+      run: () =>
+        delivered({
+          since: 5,
+          entity: { kind: 'visit', id: 'tmp-1' },
+          limit: 2
+        }),
+      cmd: 'delivered',
+      args: {
+        query: { since: 5, entity: { kind: 'visit', id: 'tmp-1' }, limit: 2 }
+      },
+      result: [deliveredRow],
+      expected: [deliveredRow]
+    },
+    {
+      name: 'resolveTempId',
+      run: () => resolveTempId('tmp-1'),
+      cmd: 'resolve_temp_id',
+      args: { tempId: 'tmp-1' },
+      result: 'srv-9',
+      expected: 'srv-9'
     }
   ]
 
@@ -974,6 +1019,8 @@ describe('contract', () => {
       'retryUpload',
       'discardUpload',
       'history',
+      'delivered',
+      'resolveTempId',
       'onStatus',
       'tempId',
       'isBackgroundSyncError'
@@ -1019,6 +1066,8 @@ describe('contract', () => {
     await retryUpload('u')
     await discardUpload('u')
     await history()
+    await delivered()
+    await resolveTempId('tmp-1')
     const unlisten = await onStatus(() => {})
     await unlisten()
 

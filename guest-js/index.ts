@@ -433,9 +433,65 @@ export interface UploadProgressEvent {
 /** A drain ended. */
 export type ReportEvent = { type: 'report' } & DrainReport
 
+/** A delivered mutation: what an app needs to swap a temp id for the server's and show "synced". */
+export interface Delivered {
+  /** The mutation's id (as returned by `enqueue`). */
+  id: string
+  entity: EntityRef
+  method: string
+  path: string
+  /** The 2xx status the server answered. */
+  status: number
+  /** The temp id this mutation created its entity under, if it was a create with `tempId`. */
+  tempId: string | null
+  /** The id the server assigned (the create response's `id`), if any. */
+  serverId: string | null
+  /** When delivery was confirmed (ms since the Unix epoch). */
+  deliveredAt: number
+}
+
+/**
+ * One mutation was delivered. Sent once its outcome is durable.
+ * @since Unreleased
+ */
+export type DeliveredEvent = { type: 'delivered' } & Delivered
+
+/**
+ * One mutation moved to the dead letter.
+ * @since Unreleased
+ */
+export interface DeadEvent {
+  type: 'dead'
+  id: string
+  entity: EntityRef
+  /** The HTTP status that buried it, if the server answered. */
+  status: number | null
+  error: string
+}
+
+/**
+ * A round of outcomes is durable: refresh the app's state once here rather than per mutation.
+ * Follows that round's `delivered`/`dead` events.
+ * @since Unreleased
+ */
+export interface SettledEvent {
+  type: 'settled'
+  runId: string
+  /** Ids of the mutations delivered in this round. */
+  delivered: string[]
+  /** Ids of the mutations dead-lettered in this round. */
+  dead: string[]
+}
+
 /** Events of the status stream, tagged by `type`. See {@link onStatus}. */
 export type StatusEvent =
-  StatusChangedEvent | ProgressEvent | UploadProgressEvent | ReportEvent
+  | StatusChangedEvent
+  | ProgressEvent
+  | UploadProgressEvent
+  | ReportEvent
+  | DeliveredEvent
+  | DeadEvent
+  | SettledEvent
 
 /**
  * Where an upload's bytes go.
@@ -1052,6 +1108,66 @@ export async function history(
     'history',
     defined({ limit: options?.limit }),
     checkCount(options?.limit, 'limit')
+  )
+}
+
+/** Filters of {@link delivered}. */
+export interface DeliveredOptions {
+  /** Only mutations confirmed at or after this time (ms since the Unix epoch). */
+  since?: number
+  /** Only mutations of this entity. */
+  entity?: EntityRef
+  /** Most to return, oldest first (the plugin defaults to 100 and caps at 1000). */
+  limit?: number
+}
+
+/**
+ * Delivered mutations (kept for `retentionMs`), oldest confirmation first. Pass the last
+ * `deliveredAt` you processed as `since` on start to catch up on what a background run
+ * delivered while the app was not running (the stream only carries what happens while you
+ * listen).
+ *
+ * @example
+ * ```ts
+ * import { delivered } from 'tauri-plugin-background-sync-api'
+ * for (const d of await delivered({ since: lastSeen })) {
+ *   if (d.tempId && d.serverId) await db.replaceId(d.tempId, d.serverId)
+ *   lastSeen = d.deliveredAt
+ * }
+ * ```
+ * @since Unreleased
+ */
+export async function delivered(
+  options?: DeliveredOptions
+): Promise<Delivered[]> {
+  const query = defined({
+    since: options?.since,
+    entity: options?.entity,
+    limit: options?.limit
+  })
+  return await call<Delivered[]>(
+    'delivered',
+    { query },
+    checkCount(options?.limit, 'limit')
+  )
+}
+
+/**
+ * The server id that replaced a temp id, or `null` while its create is not delivered. Resolved
+ * temp ids are never forgotten.
+ *
+ * @example
+ * ```ts
+ * import { resolveTempId } from 'tauri-plugin-background-sync-api'
+ * const serverId = await resolveTempId('tmp-visit-1')
+ * ```
+ * @since Unreleased
+ */
+export async function resolveTempId(tempId: string): Promise<string | null> {
+  return await call<string | null>(
+    'resolve_temp_id',
+    { tempId },
+    checkId(tempId)
   )
 }
 

@@ -1,8 +1,8 @@
 //! IPC commands: thin wrappers over `Plugin`; each is behind its own permission.
 
 use crate::{
-    AuthConfig, DrainReport, Enqueued, EnqueuedUpload, Mutation, NewMutation, NewUpload, StatusEvent,
-    SyncStatus, Upload, UploadState,
+    AuthConfig, Delivered, DeliveredQuery, DrainReport, Enqueued, EnqueuedUpload, Mutation, NewMutation,
+    NewUpload, StatusEvent, SyncStatus, Upload, UploadState,
 };
 use crate::{BackgroundSyncExt, Result};
 use tauri::{command, ipc::Channel, AppHandle, Runtime};
@@ -128,6 +128,25 @@ pub(crate) async fn history<R: Runtime>(app: AppHandle<R>, limit: Option<u32>) -
         .engine()
         .history(limit.unwrap_or(20).min(MAX_PAGE))
         .await
+}
+
+#[command]
+pub(crate) async fn delivered<R: Runtime>(
+    app: AppHandle<R>,
+    query: Option<DeliveredQuery>,
+) -> Result<Vec<Delivered>> {
+    app.background_sync()
+        .engine()
+        .delivered(query.unwrap_or_default())
+        .await
+}
+
+#[command]
+pub(crate) async fn resolve_temp_id<R: Runtime>(
+    app: AppHandle<R>,
+    temp_id: String,
+) -> Result<Option<String>> {
+    app.background_sync().engine().resolve_temp_id(&temp_id).await
 }
 
 /// Stream status events to the webview until `unsubscribe` (or the channel closes).

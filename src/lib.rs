@@ -230,6 +230,8 @@ pub fn init<R: Runtime>() -> TauriPlugin<R, Option<PluginConfig>> {
             commands::subscribe,
             commands::unsubscribe,
             commands::history,
+            commands::delivered,
+            commands::resolve_temp_id,
             commands::enqueue_upload,
             commands::uploads,
             commands::retry_upload,

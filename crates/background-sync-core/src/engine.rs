@@ -6,8 +6,9 @@ use crate::drain::{self, DrainOptions};
 use crate::error::{Error, Result};
 use crate::idmap;
 use crate::models::{
-    AuthConfig, DrainReport, Durability, Enqueued, EnqueuedUpload, Mutation, MutationState, NewMutation,
-    NewUpload, StatusEvent, SyncConfig, SyncState, SyncStatus, Upload, UploadDestination, UploadState,
+    AuthConfig, Delivered, DeliveredQuery, DrainReport, Durability, Enqueued, EnqueuedUpload, Mutation,
+    MutationState, NewMutation, NewUpload, StatusEvent, SyncConfig, SyncState, SyncStatus, Upload,
+    UploadDestination, UploadState,
 };
 use crate::policy::{Clock, SystemClock};
 use crate::store::{Prepared, PreparedUpload, Store};
@@ -450,6 +451,13 @@ impl BackgroundSync {
     }
 
     /// The server id a temp id resolved to, once its create was delivered.
+    /// Delivered mutations (kept for `retentionMs`), oldest confirmation first: with `since`
+    /// set to the last `deliveredAt` the app has seen, this is how an app catches up on what a
+    /// background run delivered while it was not running.
+    pub async fn delivered(&self, query: DeliveredQuery) -> Result<Vec<Delivered>> {
+        self.inner.store.delivered(&query).await
+    }
+
     pub async fn resolve_temp_id(&self, temp_id: &str) -> Result<Option<String>> {
         self.inner.store.server_id_for(temp_id).await
     }

@@ -607,6 +607,56 @@ pub enum StatusEvent {
     },
     /// A drain ended.
     Report(DrainReport),
+    /// One mutation was delivered (2xx). Sent once its outcome is durable.
+    Delivered(Delivered),
+    /// One mutation moved to the dead letter (the server refused it, or its retries ran out).
+    Dead {
+        id: String,
+        entity: EntityRef,
+        status: Option<u16>,
+        error: String,
+    },
+    /// A round of outcomes is durable: the ids delivered and dead-lettered in it, so an app
+    /// refreshes its state once per round rather than once per mutation. Sent after that
+    /// round's `delivered`/`dead` events.
+    Settled {
+        #[serde(rename = "runId")]
+        run_id: String,
+        delivered: Vec<String>,
+        dead: Vec<String>,
+    },
+}
+
+/// A delivered mutation, from the `delivered` table (kept for `retentionMs`): what the app needs
+/// to replace a temp id in its own records and to show "synced".
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Delivered {
+    /// The mutation's id (as returned by `enqueue`).
+    pub id: String,
+    pub entity: EntityRef,
+    pub method: String,
+    pub path: String,
+    /// The 2xx status the server answered.
+    pub status: u16,
+    /// The temp id this mutation created the entity under, if it was a create with `tempId`.
+    pub temp_id: Option<String>,
+    /// The id the server assigned (a create's `id` in its response), if any.
+    pub server_id: Option<String>,
+    /// When it was confirmed (ms since the Unix epoch, the engine's clock).
+    pub delivered_at: i64,
+}
+
+/// Filters of [`BackgroundSync::delivered`](crate::BackgroundSync::delivered).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct DeliveredQuery {
+    /// Only mutations confirmed at or after this time (ms since the Unix epoch).
+    pub since: Option<i64>,
+    /// Only mutations of this entity.
+    pub entity: Option<EntityRef>,
+    /// At most this many, oldest first (default 100, at most 1,000).
+    pub limit: Option<u32>,
 }
 
 /// A past drain run, from the history table.

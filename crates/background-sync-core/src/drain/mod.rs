@@ -8,7 +8,7 @@ use crate::idmap;
 use crate::lease::Lease;
 use crate::models::{AuthConfig, DrainReport, StatusEvent, StopReason, SyncConfig, SyncState};
 use crate::policy::{self, Class, Observed};
-use crate::store::{Claimed, Outcome};
+use crate::store::{Applied, Claimed, Outcome};
 use crate::transport::{self, Outgoing, Sent, Transport};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use std::future::Future;
@@ -679,19 +679,59 @@ impl Run<'_> {
         Ok(())
     }
 
-    async fn count(&mut self, tallies: &[Tally], applied: &[bool]) {
+    async fn count(&mut self, tallies: &[Tally], applied: &[Applied]) {
         if tallies.is_empty() {
             return;
         }
         for (tally, ours) in tallies.iter().zip(applied) {
-            match (tally, ours) {
+            match (tally, ours.written()) {
                 (Tally::Done, true) => self.report.done += 1,
                 (Tally::Retried, true) => self.report.retried += 1,
                 (Tally::Dead, true) => self.report.dead += 1,
                 _ => {}
             }
         }
+        self.outcomes(applied);
         self.progress().await;
+    }
+
+    /// The app's view of a durable round: one event per delivered or dead mutation, then one
+    /// `settled` listing them.
+    fn outcomes(&self, applied: &[Applied]) {
+        if !self.inner.has_listeners() {
+            return;
+        }
+        let (mut delivered, mut dead) = (Vec::new(), Vec::new());
+        for a in applied {
+            match a {
+                Applied::Delivered(d) => {
+                    delivered.push(d.id.clone());
+                    self.inner.emit(StatusEvent::Delivered(d.clone()));
+                }
+                Applied::Dead {
+                    id,
+                    entity,
+                    status,
+                    error,
+                } => {
+                    dead.push(id.clone());
+                    self.inner.emit(StatusEvent::Dead {
+                        id: id.clone(),
+                        entity: entity.clone(),
+                        status: *status,
+                        error: error.clone(),
+                    });
+                }
+                Applied::Yes | Applied::No => {}
+            }
+        }
+        if !delivered.is_empty() || !dead.is_empty() {
+            self.inner.emit(StatusEvent::Settled {
+                run_id: self.owner.clone(),
+                delivered,
+                dead,
+            });
+        }
     }
 
     async fn progress(&self) {

@@ -5,7 +5,8 @@
 
 use crate::error::{Error, Result};
 use crate::models::{
-    AuthConfig, DrainReport, Durability, Enqueued, EntityRef, Mutation, MutationState, Priority, SyncConfig,
+    AuthConfig, Delivered, DeliveredQuery, DrainReport, Durability, Enqueued, EntityRef, Mutation,
+    MutationState, Priority, SyncConfig,
 };
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
@@ -545,7 +546,7 @@ impl Store {
         now: i64,
         limit: u32,
         max_wait_ms: i64,
-    ) -> Result<(Vec<bool>, Vec<Claimed>)> {
+    ) -> Result<(Vec<Applied>, Vec<Claimed>)> {
         let mut tx = self.drain.begin_with("BEGIN IMMEDIATE").await?;
         let mut applied = Vec::with_capacity(outcomes.len());
         for o in outcomes {
@@ -627,7 +628,7 @@ impl Store {
     /// Apply several outcomes in one transaction (one WAL commit for a whole round of
     /// finished requests). Each returns whether the row was still ours (false: the lease was
     /// lost and the row re-claimed by another drainer, so the outcome is dropped).
-    pub(crate) async fn settle(&self, owner: &str, outcomes: &[Outcome]) -> Result<Vec<bool>> {
+    pub(crate) async fn settle(&self, owner: &str, outcomes: &[Outcome]) -> Result<Vec<Applied>> {
         let mut tx = self.drain.begin_with("BEGIN IMMEDIATE").await?;
         let mut applied = Vec::with_capacity(outcomes.len());
         for o in outcomes {
@@ -654,7 +655,7 @@ impl Store {
             now,
             had_deps: true,
         };
-        Ok(self.settle(owner, &[o]).await?[0])
+        Ok(self.settle(owner, &[o]).await?[0].written())
     }
 
     /// Transient failure: back to pending, due at `next_at`.
@@ -675,7 +676,7 @@ impl Store {
             status,
             error: error.to_string(),
         };
-        Ok(self.settle(owner, &[o]).await?[0])
+        Ok(self.settle(owner, &[o]).await?[0].written())
     }
 
     /// Permanent failure or retry limit: dead letter. Blocks only its own entity.
@@ -694,7 +695,7 @@ impl Store {
             status,
             error: error.to_string(),
         };
-        Ok(self.settle(owner, &[o]).await?[0])
+        Ok(self.settle(owner, &[o]).await?[0].written())
     }
 
     // ---- queries --------------------------------------------------------------------------
@@ -938,6 +939,44 @@ impl Store {
         Ok(rows.iter().filter_map(|r| serde_json::from_str(r).ok()).collect())
     }
 
+    /// Delivered mutations, oldest confirmation first (bounded by retention).
+    pub(crate) async fn delivered(&self, q: &DeliveredQuery) -> Result<Vec<Delivered>> {
+        let limit = q.limit.unwrap_or(100).clamp(1, 1_000);
+        let (kind, id) = match &q.entity {
+            Some(e) => (Some(e.kind.as_str()), Some(e.id.as_str())),
+            None => (None, None),
+        };
+        let rows = sqlx::query(
+            // language=SQLite
+            "SELECT id, entity_kind, entity_id, method, path, status, temp_id, server_id, delivered_at \
+             FROM delivered INDEXED BY delivered_at WHERE delivered_at >= ?1 \
+             AND (?2 IS NULL OR (entity_kind = ?2 AND entity_id = ?3)) \
+             ORDER BY delivered_at, seq LIMIT ?4",
+        )
+        .bind(q.since.unwrap_or(i64::MIN))
+        .bind(kind)
+        .bind(id)
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| Delivered {
+                id: r.get("id"),
+                entity: EntityRef {
+                    kind: r.get("entity_kind"),
+                    id: r.get("entity_id"),
+                },
+                method: r.get("method"),
+                path: r.get("path"),
+                status: r.get::<i64, _>("status") as u16,
+                temp_id: r.get("temp_id"),
+                server_id: r.get("server_id"),
+                delivered_at: r.get("delivered_at"),
+            })
+            .collect())
+    }
+
     /// Drop delivered rows and old run reports past the retention (never the id map).
     pub(crate) async fn prune(&self, now: i64, retention_ms: u64) -> Result<u64> {
         let cutoff = now - retention_ms as i64;
@@ -1032,7 +1071,29 @@ pub(crate) enum Outcome {
     Release { seq: i64 },
 }
 
-async fn apply_outcome(conn: &mut sqlx::SqliteConnection, owner: &str, o: &Outcome) -> Result<bool> {
+/// Whether an outcome was written (this drainer still owned the row), and what the app is told.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Applied {
+    /// Not ours any more (the lease moved on): nothing written.
+    No,
+    /// Written (rescheduled or released).
+    Yes,
+    Delivered(Delivered),
+    Dead {
+        id: String,
+        entity: EntityRef,
+        status: Option<u16>,
+        error: String,
+    },
+}
+
+impl Applied {
+    pub(crate) fn written(&self) -> bool {
+        !matches!(self, Applied::No)
+    }
+}
+
+async fn apply_outcome(conn: &mut sqlx::SqliteConnection, owner: &str, o: &Outcome) -> Result<Applied> {
     let n = match o {
         Outcome::Complete {
             seq,
@@ -1050,11 +1111,12 @@ async fn apply_outcome(conn: &mut sqlx::SqliteConnection, owner: &str, o: &Outco
             .fetch_optional(&mut *conn)
             .await?;
             let Some(row) = row else {
-                return Ok(false);
+                return Ok(Applied::No);
             };
+            let temp_id: Option<String> = row.get("temp_id");
             sqlx::query(
                 "INSERT INTO delivered (seq, id, idempotency_key, entity_kind, entity_id, method, path, status, attempts, \
-                 created_at, delivered_at, server_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                 created_at, delivered_at, server_id, temp_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             )
             .bind(seq)
             .bind(row.get::<String, _>("id"))
@@ -1068,6 +1130,7 @@ async fn apply_outcome(conn: &mut sqlx::SqliteConnection, owner: &str, o: &Outco
             .bind(row.get::<i64, _>("created_at"))
             .bind(now)
             .bind(server_id)
+            .bind(&temp_id)
             .execute(&mut *conn)
             .await?;
             if *had_deps {
@@ -1076,7 +1139,7 @@ async fn apply_outcome(conn: &mut sqlx::SqliteConnection, owner: &str, o: &Outco
                     .execute(&mut *conn)
                     .await?;
             }
-            if let (Some(temp), Some(server)) = (row.get::<Option<String>, _>("temp_id"), server_id) {
+            if let (Some(temp), Some(server)) = (&temp_id, server_id) {
                 sqlx::query("UPDATE id_map SET server_id = ?, resolved_at = ? WHERE temp_id = ?")
                     .bind(server)
                     .bind(now)
@@ -1084,7 +1147,19 @@ async fn apply_outcome(conn: &mut sqlx::SqliteConnection, owner: &str, o: &Outco
                     .execute(&mut *conn)
                     .await?;
             }
-            1
+            return Ok(Applied::Delivered(Delivered {
+                id: row.get("id"),
+                entity: EntityRef {
+                    kind: row.get("entity_kind"),
+                    id: row.get("entity_id"),
+                },
+                method: row.get("method"),
+                path: row.get("path"),
+                status: *status,
+                temp_id,
+                server_id: server_id.clone(),
+                delivered_at: *now,
+            }));
         }
         Outcome::Reschedule {
             seq,
@@ -1110,18 +1185,32 @@ async fn apply_outcome(conn: &mut sqlx::SqliteConnection, owner: &str, o: &Outco
             attempts,
             status,
             error,
-        } => sqlx::query(
-            "UPDATE outbox SET state = 'dead', claimed_by = NULL, backing_off = 0, attempts = ?, last_status = ?, last_error = ? \
-             WHERE seq = ? AND claimed_by = ? AND state = 'in_flight'",
-        )
-        .bind(*attempts as i64)
-        .bind(status.map(i64::from))
-        .bind(error)
-        .bind(seq)
-        .bind(owner)
-        .execute(&mut *conn)
-        .await?
-        .rows_affected(),
+        } => {
+            let row = sqlx::query(
+                "UPDATE outbox SET state = 'dead', claimed_by = NULL, backing_off = 0, attempts = ?, last_status = ?, \
+                 last_error = ? WHERE seq = ? AND claimed_by = ? AND state = 'in_flight' \
+                 RETURNING id, entity_kind, entity_id",
+            )
+            .bind(*attempts as i64)
+            .bind(status.map(i64::from))
+            .bind(error)
+            .bind(seq)
+            .bind(owner)
+            .fetch_optional(&mut *conn)
+            .await?;
+            return Ok(match row {
+                None => Applied::No,
+                Some(row) => Applied::Dead {
+                    id: row.get("id"),
+                    entity: EntityRef {
+                        kind: row.get("entity_kind"),
+                        id: row.get("entity_id"),
+                    },
+                    status: *status,
+                    error: error.clone(),
+                },
+            });
+        }
         Outcome::Release { seq } => sqlx::query(
             "UPDATE outbox SET state = 'pending', claimed_by = NULL WHERE seq = ? AND claimed_by = ? AND state = 'in_flight'",
         )
@@ -1131,7 +1220,7 @@ async fn apply_outcome(conn: &mut sqlx::SqliteConnection, owner: &str, o: &Outco
         .await?
         .rows_affected(),
     };
-    Ok(n == 1)
+    Ok(if n == 1 { Applied::Yes } else { Applied::No })
 }
 
 fn row_to_mutation(r: &SqliteRow) -> Result<Mutation> {

@@ -1,0 +1,227 @@
+//! Outcomes back to the app (README "Outcomes"): per-mutation `delivered`/`dead` events on the
+//! status stream, one `settled` per durable round, `delivered()` and `resolve_temp_id()` from
+//! the database, also after a background drain in another handle that had no listener. Against
+//! the reference server on 127.0.0.1 with real SQLite files; with faults, so rounds settle
+//! mixed outcomes.
+
+mod common;
+
+use background_sync_core::{BackgroundSync, DeliveredQuery, DrainOptions, EntityRef, StatusEvent};
+use common::*;
+use serde_json::json;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+/// Three visits created offline under temp ids, an update of each through its temp id, and one
+/// mutation the server rejects (422). Returns (enqueued ids by name, the rejected id).
+async fn field_day(bs: &BackgroundSync) -> (BTreeMap<String, String>, String) {
+    let mut ids = BTreeMap::new();
+    for v in 1..=3 {
+        let tmp = format!("tmp-v{v}");
+        let mut create = mutation("POST", "/visits", Some(json!({"site": v})), "visit", &tmp);
+        create.temp_id = Some(tmp.clone());
+        ids.insert(format!("create-{v}"), bs.enqueue(create).await.unwrap().id);
+        let update = mutation(
+            "PATCH",
+            &format!("/visits/{tmp}"),
+            Some(json!({"done": true})),
+            "visit",
+            &tmp,
+        );
+        ids.insert(format!("update-{v}"), bs.enqueue(update).await.unwrap().id);
+    }
+    let bad = mutation("POST", "/rejected/x", Some(json!({"n": 1})), "rejected", "x");
+    let bad_id = bs.enqueue(bad).await.unwrap().id;
+    (ids, bad_id)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_outcome_is_told_once_and_each_round_settles_after_its_events() {
+    let server = server(FaultConfig {
+        seed: 3,
+        error_rate: 0.3,
+        drop_rate: 0.1,
+        commit_then_drop_rate: 0.1,
+        reject_paths: vec!["/rejected".into()],
+        ..Default::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let bs = engine(&dir, config(&server.base_url)).await;
+    let (ids, bad_id) = field_day(&bs).await;
+    let mut events = bs.subscribe();
+    for _ in 0..20 {
+        let r = bs.drain(DrainOptions::default()).await.unwrap();
+        if r.remaining == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(bs.status().await.unwrap().pending, 0, "everything settled");
+
+    let mut delivered = BTreeMap::new();
+    let mut dead = BTreeMap::new();
+    let mut told_since_settle: BTreeSet<String> = BTreeSet::new();
+    let mut settled: Vec<String> = Vec::new();
+    while let Ok(e) = events.try_recv() {
+        match e {
+            StatusEvent::Delivered(d) => {
+                assert!(
+                    told_since_settle.insert(d.id.clone()),
+                    "{} told twice in a round",
+                    d.id
+                );
+                assert!(
+                    delivered.insert(d.id.clone(), d).is_none(),
+                    "delivered told twice"
+                );
+            }
+            StatusEvent::Dead {
+                id,
+                entity,
+                status,
+                error,
+            } => {
+                assert!(told_since_settle.insert(id.clone()));
+                assert_eq!(entity.kind, "rejected");
+                assert_eq!(status, Some(422));
+                assert!(!error.is_empty());
+                assert!(dead.insert(id, ()).is_none(), "dead told twice");
+            }
+            StatusEvent::Settled {
+                delivered: d,
+                dead: x,
+                ..
+            } => {
+                let round: BTreeSet<String> = d.iter().chain(x.iter()).cloned().collect();
+                assert_eq!(
+                    round, told_since_settle,
+                    "a settled event lists exactly the outcomes told before it"
+                );
+                settled.extend(round);
+                told_since_settle.clear();
+            }
+            _ => {}
+        }
+    }
+    assert!(
+        told_since_settle.is_empty(),
+        "every outcome is followed by its settled event"
+    );
+    assert_eq!(dead.keys().cloned().collect::<Vec<_>>(), vec![bad_id.clone()]);
+    let want: BTreeSet<String> = ids.values().cloned().collect();
+    assert_eq!(
+        delivered.keys().cloned().collect::<BTreeSet<_>>(),
+        want,
+        "one delivered event per mutation"
+    );
+    assert_eq!(
+        settled.len(),
+        want.len() + 1,
+        "settled events cover every outcome once"
+    );
+
+    // The server's ids replace the temp ids, in the events and in the database.
+    let state = server.state().await;
+    for v in 1..=3 {
+        let tmp = format!("tmp-v{v}");
+        let create = &delivered[&ids[&format!("create-{v}")]];
+        assert_eq!(create.temp_id.as_deref(), Some(tmp.as_str()));
+        let sid = create
+            .server_id
+            .clone()
+            .expect("a create's delivered event carries the server id");
+        assert!(!sid.starts_with("tmp-"));
+        assert_eq!(
+            state["visits"][&sid]["done"], true,
+            "the update went to the server id"
+        );
+        assert_eq!(
+            create.entity,
+            EntityRef {
+                kind: "visit".into(),
+                id: tmp.clone()
+            }
+        );
+        assert!((200..300).contains(&create.status));
+        assert_eq!(bs.resolve_temp_id(&tmp).await.unwrap(), Some(sid));
+        let update = &delivered[&ids[&format!("update-{v}")]];
+        assert_eq!(update.temp_id, None, "only the create carries the temp id");
+    }
+    assert_eq!(bs.resolve_temp_id("tmp-never").await.unwrap(), None);
+
+    // The same outcomes from the database, in confirmation order, filtered.
+    let rows = bs.delivered(DeliveredQuery::default()).await.unwrap();
+    assert_eq!(rows.len(), want.len());
+    assert!(rows.windows(2).all(|w| w[0].delivered_at <= w[1].delivered_at));
+    for r in &rows {
+        assert_eq!(&delivered[&r.id], r, "delivered() returns what the event said");
+    }
+    let one = bs
+        .delivered(DeliveredQuery {
+            entity: Some(EntityRef {
+                kind: "visit".into(),
+                id: "tmp-v2".into(),
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let ids_v2: BTreeSet<String> = [ids["create-2"].clone(), ids["update-2"].clone()].into();
+    assert_eq!(one.iter().map(|d| d.id.clone()).collect::<BTreeSet<_>>(), ids_v2);
+    let later = bs
+        .delivered(DeliveredQuery {
+            since: Some(rows.last().unwrap().delivered_at + 1),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(later.is_empty());
+    let limited = bs
+        .delivered(DeliveredQuery {
+            limit: Some(2),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(limited, rows[..2].to_vec());
+}
+
+/// A background run (the blocking entry the OS hooks call, no listener, its own handle) delivers
+/// while the app is not listening; the app, opening the file afterwards, learns every outcome and
+/// server id from the database.
+#[test]
+fn a_background_run_without_listeners_is_caught_up_from_the_database() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let server = rt.block_on(server(FaultConfig::default()));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("outbox.db");
+    let (ids, _bad) = rt.block_on(async {
+        let bs = engine(&dir, config(&server.base_url)).await;
+        bs.set_enabled(true).await.unwrap(); // background entries run only when enabled
+        let out = field_day(&bs).await;
+        bs.close().await;
+        out
+    });
+    let report = background_sync_core::entry::drain(
+        path.to_str().unwrap(),
+        10_000,
+        "android-worker",
+        background_sync_core::CancellationToken::new(),
+    )
+    .unwrap();
+    assert_eq!(report.done, 6, "{report:?}");
+    rt.block_on(async {
+        let bs = BackgroundSync::open(&path).await.unwrap();
+        let rows = bs.delivered(DeliveredQuery::default()).await.unwrap();
+        assert_eq!(
+            rows.iter().map(|d| d.id.clone()).collect::<BTreeSet<_>>(),
+            ids.values().cloned().collect::<BTreeSet<_>>()
+        );
+        for v in 1..=3 {
+            let create = rows.iter().find(|d| d.id == ids[&format!("create-{v}")]).unwrap();
+            let sid = create.server_id.clone().unwrap();
+            assert_eq!(bs.resolve_temp_id(&format!("tmp-v{v}")).await.unwrap(), Some(sid));
+        }
+    });
+}
