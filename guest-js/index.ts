@@ -1125,7 +1125,8 @@ export interface DeliveredOptions {
  * Delivered mutations (kept for `retentionMs`), oldest confirmation first. Pass the last
  * `deliveredAt` you processed as `since` on start to catch up on what a background run
  * delivered while the app was not running (the stream only carries what happens while you
- * listen).
+ * listen). `since` is inclusive: rows confirmed in that same millisecond come again, so skip
+ * ids you have handled.
  *
  * @example
  * ```ts

@@ -42,7 +42,7 @@ if [ ${#need_apt[@]} -gt 0 ]; then
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then
-  echo "error: a Rust toolchain (cargo, rustc >= 1.80) is required: https://rustup.rs" >&2
+  echo "error: a Rust toolchain (cargo, rustc >= 1.90) is required: https://rustup.rs" >&2
   exit 1
 fi
 if ! command -v npm >/dev/null 2>&1; then

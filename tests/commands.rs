@@ -98,7 +98,10 @@ fn enqueue_then_status_through_ipc() {
     assert_eq!(invoke(&w, "delivered", json!({})).unwrap(), json!([]));
     let q = json!({ "query": { "since": 0, "entity": {"kind": "visit", "id": "tmp-1"}, "limit": 5 } });
     assert_eq!(invoke(&w, "delivered", q).unwrap(), json!([]));
-    assert_eq!(invoke(&w, "resolve_temp_id", json!({ "tempId": "tmp-1" })).unwrap(), json!(null));
+    assert_eq!(
+        invoke(&w, "resolve_temp_id", json!({ "tempId": "tmp-1" })).unwrap(),
+        json!(null)
+    );
 }
 
 #[test]

@@ -426,7 +426,6 @@ impl BackgroundSync {
         Ok(n)
     }
 
-    /// Where copied files wait for upload: beside the database.
     /// Files the webview must never read through an upload: the database with its journal
     /// files (they hold the queue and the tokens) and the plugin's own copies.
     #[doc(hidden)]
@@ -441,6 +440,7 @@ impl BackgroundSync {
         (files, self.uploads_dir())
     }
 
+    /// Where copied files wait for upload: beside the database.
     fn uploads_dir(&self) -> PathBuf {
         self.inner.store.uploads_dir()
     }
@@ -450,14 +450,15 @@ impl BackgroundSync {
         self.inner.store.history(limit).await
     }
 
-    /// The server id a temp id resolved to, once its create was delivered.
     /// Delivered mutations (kept for `retentionMs`), oldest confirmation first: with `since`
     /// set to the last `deliveredAt` the app has seen, this is how an app catches up on what a
-    /// background run delivered while it was not running.
+    /// background run delivered while it was not running (`since` is inclusive: rows of that
+    /// same millisecond come again, so skip ids already handled).
     pub async fn delivered(&self, query: DeliveredQuery) -> Result<Vec<Delivered>> {
         self.inner.store.delivered(&query).await
     }
 
+    /// The server id a temp id resolved to, once its create was delivered.
     pub async fn resolve_temp_id(&self, temp_id: &str) -> Result<Option<String>> {
         self.inner.store.server_id_for(temp_id).await
     }

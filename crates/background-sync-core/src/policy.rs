@@ -114,6 +114,103 @@ pub(crate) fn retry_delay_ms(
     jittered.max(retry_after_ms.unwrap_or(0))
 }
 
+/// Longest body excerpt kept in a dead letter's message.
+pub(crate) const EXCERPT_BYTES: usize = 512;
+
+/// The first bytes of a body, as text, for dead-letter messages.
+pub(crate) fn excerpt(body: &[u8]) -> String {
+    let cut = &body[..body.len().min(EXCERPT_BYTES)];
+    let mut s = String::from_utf8_lossy(cut).into_owned();
+    if body.len() > EXCERPT_BYTES {
+        s.push('…');
+    }
+    s
+}
+
+/// What one request's outcome means for its item (a mutation or an upload), before the
+/// item-specific reading of a success (a server id, an upload's result).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Verdict {
+    /// 2xx: the caller reads the body.
+    Done {
+        status: u16,
+    },
+    /// Pending again at `next_at` (ms), attempt counted.
+    Retry {
+        attempts: u32,
+        next_at: i64,
+        status: Option<u16>,
+        error: String,
+    },
+    /// Dead letter: refused, or out of retries.
+    Bury {
+        attempts: u32,
+        status: Option<u16>,
+        error: String,
+    },
+    Unauthorized,
+    /// Unreachable: pending, no attempt; the pass stops.
+    Offline(String),
+    /// TLS refused: pending, no attempt; the pass stops with an error.
+    Fatal(String),
+}
+
+/// How an outcome reads in a report or a dead letter: `HTTP 422: {body excerpt}` or the
+/// transport's message.
+pub(crate) fn describe(observed: &Observed, body: Option<&[u8]>) -> String {
+    match observed {
+        Observed::Response { status, .. } => match body.map(excerpt).filter(|e| !e.is_empty()) {
+            Some(ex) => format!("HTTP {status}: {ex}"),
+            None => format!("HTTP {status}"),
+        },
+        Observed::TransportError(e) | Observed::Unreachable(e) | Observed::Tls(e) => e.clone(),
+    }
+}
+
+/// The one retry rule for mutations and uploads: `attempts` is the count before this request.
+pub(crate) fn verdict(
+    observed: &Observed,
+    body: Option<&[u8]>,
+    attempts: u32,
+    max_attempts: u32,
+    backoff: &BackoffConfig,
+    now: i64,
+    rng: &mut impl Rng,
+) -> Verdict {
+    let status = match observed {
+        Observed::Response { status, .. } => Some(*status),
+        Observed::TransportError(_) | Observed::Unreachable(_) | Observed::Tls(_) => None,
+    };
+    let attempts = attempts + 1;
+    match classify(observed, now) {
+        Class::Done => Verdict::Done {
+            status: status.unwrap_or(200),
+        },
+        Class::Unauthorized => Verdict::Unauthorized,
+        Class::Unreachable => Verdict::Offline(describe(observed, body)),
+        Class::Fatal => Verdict::Fatal(describe(observed, body)),
+        Class::Permanent => Verdict::Bury {
+            attempts,
+            status,
+            error: describe(observed, body),
+        },
+        Class::Transient { .. } if attempts >= max_attempts => Verdict::Bury {
+            attempts,
+            status,
+            error: format!(
+                "gave up after {attempts} attempts; last: {}",
+                describe(observed, body)
+            ),
+        },
+        Class::Transient { retry_after_ms } => Verdict::Retry {
+            attempts,
+            next_at: now + retry_delay_ms(backoff, attempts - 1, retry_after_ms, rng) as i64,
+            status,
+            error: describe(observed, body),
+        },
+    }
+}
+
 /// The backoff schedule as an iterator of ceilings, for docs and tests.
 #[cfg(test)]
 pub(crate) fn backoff_ceilings(cfg: &BackoffConfig) -> impl Iterator<Item = u64> + '_ {
@@ -157,6 +254,49 @@ mod tests {
         Observed::Response {
             status,
             retry_after: None,
+        }
+    }
+
+    proptest! {
+        /// The one retry rule both passes use: a 2xx is done; a refusal buries at once; a
+        /// transient outcome retries no earlier than Retry-After and no later than the backoff
+        /// ceiling, until the attempt that reaches `max_attempts`, which buries; unreachable and
+        /// TLS never count an attempt.
+        #[test]
+        fn verdict_follows_the_retry_rule(status in 100u16..600, attempts in 0u32..12, max in 1u32..12,
+                                          wait in proptest::option::of(0u64..120), seed in any::<u64>()) {
+            let cfg = BackoffConfig::default();
+            let now = 1_700_000_000_000;
+            let mut rng = ChaCha8Rng::seed_from_u64(seed);
+            let observed = Observed::Response { status, retry_after: wait.map(|w| w.to_string()) };
+            let v = verdict(&observed, Some(b"{\"error\":\"x\"}"), attempts, max, &cfg, now, &mut rng);
+            match classify(&observed, now) {
+                Class::Done => prop_assert_eq!(v, Verdict::Done { status }),
+                Class::Unauthorized => prop_assert_eq!(v, Verdict::Unauthorized),
+                Class::Permanent => prop_assert_eq!(v, Verdict::Bury {
+                    attempts: attempts + 1, status: Some(status), error: format!("HTTP {status}: {{\"error\":\"x\"}}"),
+                }),
+                Class::Transient { retry_after_ms } if attempts + 1 >= max => {
+                    let buried = matches!(v, Verdict::Bury { attempts: a, .. } if a == attempts + 1);
+                    prop_assert!(buried, "{:?}", v);
+                    let _ = retry_after_ms;
+                }
+                Class::Transient { retry_after_ms } => match v {
+                    Verdict::Retry { attempts: a, next_at, status: s, .. } => {
+                        prop_assert_eq!(a, attempts + 1);
+                        prop_assert_eq!(s, Some(status));
+                        let delay = (next_at - now) as u64;
+                        prop_assert!(delay >= retry_after_ms.unwrap_or(0));
+                        prop_assert!(delay <= backoff_ceiling_ms(&cfg, attempts).max(retry_after_ms.unwrap_or(0)));
+                    }
+                    other => prop_assert!(false, "transient gave {:?}", other),
+                },
+                other => prop_assert!(false, "a response classified {:?}", other),
+            }
+            for o in [Observed::Unreachable("refused".into()), Observed::Tls("bad cert".into())] {
+                let v = verdict(&o, None, attempts, max, &cfg, now, &mut rng);
+                prop_assert!(matches!(v, Verdict::Offline(_) | Verdict::Fatal(_)), "{:?}", v);
+            }
         }
     }
 

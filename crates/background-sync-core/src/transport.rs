@@ -17,8 +17,6 @@ use std::time::Duration;
 
 /// Response bodies are read up to this size (server ids and error excerpts live at the start).
 const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
-/// How much of an error body is kept on a dead letter.
-pub(crate) const EXCERPT_BYTES: usize = 512;
 
 pub(crate) const USER_AGENT: &str = concat!("tauri-plugin-background-sync/", env!("CARGO_PKG_VERSION"));
 
@@ -424,16 +422,6 @@ pub(crate) fn describe(e: &reqwest::Error) -> String {
             s.push_str(&c);
         }
         src = cause.source();
-    }
-    s
-}
-
-/// The first bytes of a body, as text, for dead-letter messages.
-pub(crate) fn excerpt(body: &[u8]) -> String {
-    let cut = &body[..body.len().min(EXCERPT_BYTES)];
-    let mut s = String::from_utf8_lossy(cut).into_owned();
-    if body.len() > EXCERPT_BYTES {
-        s.push('…');
     }
     s
 }

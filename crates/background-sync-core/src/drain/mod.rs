@@ -7,9 +7,9 @@ use crate::error::{Error, Result};
 use crate::idmap;
 use crate::lease::Lease;
 use crate::models::{AuthConfig, DrainReport, StatusEvent, StopReason, SyncConfig, SyncState};
-use crate::policy::{self, Class, Observed};
+use crate::policy::{self, Class, Observed, Verdict};
 use crate::store::{Applied, Claimed, Outcome};
-use crate::transport::{self, Outgoing, Sent, Transport};
+use crate::transport::{Outgoing, Sent, Transport};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use std::future::Future;
 use std::pin::Pin;
@@ -54,7 +54,8 @@ pub(crate) enum Effect {
     Unauthorized,
 }
 
-/// Pure decision for one row, given what was observed.
+/// Pure decision for one row, given what was observed: the shared retry rule, then what a
+/// success means for a mutation (a create must name its server id).
 pub(crate) fn decide(
     row: &Claimed,
     observed: &Observed,
@@ -63,77 +64,62 @@ pub(crate) fn decide(
     now: i64,
     rng: &mut impl rand::Rng,
 ) -> Effect {
-    let class = policy::classify(observed, now);
-    let status = match observed {
-        Observed::Response { status, .. } => Some(*status),
-        Observed::TransportError(_) | Observed::Unreachable(_) | Observed::Tls(_) => None,
-    };
-    let describe = || match observed {
-        Observed::Response { status, .. } => {
-            let ex = body.map(transport::excerpt).unwrap_or_default();
-            if ex.is_empty() {
-                format!("HTTP {status}")
-            } else {
-                format!("HTTP {status}: {ex}")
-            }
-        }
-        Observed::TransportError(e) | Observed::Unreachable(e) | Observed::Tls(e) => e.clone(),
-    };
-    match class {
-        Class::Done => {
-            let status = status.unwrap_or(200);
-            if row.temp_id.is_some() {
-                let id = body
-                    .and_then(|b| serde_json::from_slice::<serde_json::Value>(b).ok())
-                    .and_then(|v| idmap::extract_server_id(&v, &cfg.id_pointer));
-                match id {
-                    Some(id) => Effect::Complete {
-                        status,
-                        server_id: Some(id),
-                    },
-                    None => Effect::Bury {
-                        attempts: row.attempts + 1,
-                        status: Some(status),
-                        error: format!(
-                            "HTTP {status} but the response has no server id at '{}' (set idPointer): {}",
-                            cfg.id_pointer,
-                            body.map(transport::excerpt).unwrap_or_default()
-                        ),
-                    },
-                }
-            } else {
-                Effect::Complete {
+    match policy::verdict(
+        observed,
+        body,
+        row.attempts,
+        cfg.max_attempts,
+        &cfg.backoff,
+        now,
+        rng,
+    ) {
+        Verdict::Done { status } if row.temp_id.is_some() => {
+            let id = body
+                .and_then(|b| serde_json::from_slice::<serde_json::Value>(b).ok())
+                .and_then(|v| idmap::extract_server_id(&v, &cfg.id_pointer));
+            match id {
+                Some(id) => Effect::Complete {
                     status,
-                    server_id: None,
-                }
+                    server_id: Some(id),
+                },
+                None => Effect::Bury {
+                    attempts: row.attempts + 1,
+                    status: Some(status),
+                    error: format!(
+                        "HTTP {status} but the response has no server id at '{}' (set idPointer): {}",
+                        cfg.id_pointer,
+                        body.map(policy::excerpt).unwrap_or_default()
+                    ),
+                },
             }
         }
-        Class::Unauthorized => Effect::Unauthorized,
-        Class::Unreachable => Effect::Offline(describe()),
-        Class::Fatal => Effect::Fatal(describe()),
-        Class::Permanent => Effect::Bury {
-            attempts: row.attempts + 1,
+        Verdict::Done { status } => Effect::Complete {
             status,
-            error: describe(),
+            server_id: None,
         },
-        Class::Transient { retry_after_ms } => {
-            let attempts = row.attempts + 1;
-            if attempts >= cfg.max_attempts {
-                Effect::Bury {
-                    attempts,
-                    status,
-                    error: format!("gave up after {attempts} attempts; last: {}", describe()),
-                }
-            } else {
-                let delay = policy::retry_delay_ms(&cfg.backoff, attempts - 1, retry_after_ms, rng);
-                Effect::Reschedule {
-                    attempts,
-                    next_at: now + delay as i64,
-                    status,
-                    error: describe(),
-                }
-            }
-        }
+        Verdict::Retry {
+            attempts,
+            next_at,
+            status,
+            error,
+        } => Effect::Reschedule {
+            attempts,
+            next_at,
+            status,
+            error,
+        },
+        Verdict::Bury {
+            attempts,
+            status,
+            error,
+        } => Effect::Bury {
+            attempts,
+            status,
+            error,
+        },
+        Verdict::Unauthorized => Effect::Unauthorized,
+        Verdict::Offline(e) => Effect::Offline(e),
+        Verdict::Fatal(e) => Effect::Fatal(e),
     }
 }
 
@@ -794,13 +780,8 @@ pub(crate) fn split_batch(
             },
             _ => observed.clone(),
         };
-        let b = body.map(|b| {
-            format!(
-                "batch endpoint answered HTTP {status}: {}",
-                transport::excerpt(&b)
-            )
-            .into_bytes()
-        });
+        let b = body
+            .map(|b| format!("batch endpoint answered HTTP {status}: {}", policy::excerpt(&b)).into_bytes());
         return all(o, b);
     }
     let parsed: Option<Vec<serde_json::Value>> = body

@@ -10,9 +10,9 @@ use crate::error::{Error, Result};
 use crate::idmap;
 use crate::lease::Lease;
 use crate::models::{DrainReport, StatusEvent, StopReason, SyncConfig, UploadDestination};
-use crate::policy::{self, Class, Observed};
+use crate::policy::{self, Observed, Verdict};
 use crate::store::{ClaimedUpload, Target};
-use crate::transport::{self, ByteCounter, Sent, Transport};
+use crate::transport::{ByteCounter, Sent, Transport};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -62,7 +62,8 @@ pub(crate) enum UploadEffect {
     Unauthorized,
 }
 
-/// Pure decision for one upload, given what was observed.
+/// Pure decision for one upload, given what was observed: a refused signature first (signed
+/// uploads), then the shared retry rule, then what a success means for an upload (its result).
 pub(crate) fn decide(
     u: &ClaimedUpload,
     observed: &Observed,
@@ -75,85 +76,79 @@ pub(crate) fn decide(
         Observed::Response { status, .. } => Some(*status),
         _ => None,
     };
-    let describe = || match observed {
-        Observed::Response { status, .. } => match body.map(transport::excerpt).filter(|e| !e.is_empty()) {
-            Some(ex) => format!("HTTP {status}: {ex}"),
-            None => format!("HTTP {status}"),
-        },
-        Observed::TransportError(e) | Observed::Unreachable(e) | Observed::Tls(e) => e.clone(),
-    };
     let signed = matches!(u.destination, UploadDestination::Signed);
     let attempts = u.attempts + 1;
     // Storage hosts answer an expired or otherwise refused signature with 401/403 (S3, GCS,
     // Cloudinary): not the file's fault, and a new URL usually fixes it.
     if signed && matches!(status, Some(401 | 403)) {
+        let described = policy::describe(observed, body);
         if attempts >= cfg.max_attempts {
             return UploadEffect::Bury {
                 attempts,
                 status,
-                error: format!(
-                    "the storage host kept refusing fresh signed URLs; last: {}",
-                    describe()
-                ),
+                error: format!("the storage host kept refusing fresh signed URLs; last: {described}"),
             };
         }
         return UploadEffect::Reschedule {
             attempts,
             next_at: now,
             status,
-            error: format!("signed URL refused (expired?), signing again: {}", describe()),
+            error: format!("signed URL refused (expired?), signing again: {described}"),
             resign: true,
         };
     }
-    match policy::classify(observed, now) {
-        Class::Done => {
+    match policy::verdict(
+        observed,
+        body,
+        u.attempts,
+        cfg.max_attempts,
+        &cfg.backoff,
+        now,
+        rng,
+    ) {
+        Verdict::Done { status } => {
             let from_body = body
                 .and_then(|b| serde_json::from_slice::<serde_json::Value>(b).ok())
                 .and_then(|v| idmap::extract_server_id(&v, &cfg.uploads.result_pointer));
             let from_sign = u.target.as_ref().and_then(|t| t.result_url.clone());
             let from_url = u.target.as_ref().map(|t| strip_query(&t.url));
             match from_body.or(from_sign).or(from_url) {
-                Some(result) => UploadEffect::Complete {
-                    status: status.unwrap_or(200),
-                    result,
-                },
+                Some(result) => UploadEffect::Complete { status, result },
                 None => UploadEffect::Bury {
                     attempts,
-                    status,
+                    status: Some(status),
                     error: format!(
                         "uploaded, but the response has no result at '{}' (set uploads.resultPointer): {}",
                         cfg.uploads.result_pointer,
-                        body.map(transport::excerpt).unwrap_or_default()
+                        body.map(policy::excerpt).unwrap_or_default()
                     ),
                 },
             }
         }
-        Class::Unauthorized => UploadEffect::Unauthorized,
-        Class::Unreachable => UploadEffect::Offline(describe()),
-        Class::Fatal => UploadEffect::Fatal(describe()),
-        Class::Permanent => UploadEffect::Bury {
+        Verdict::Retry {
+            attempts,
+            next_at,
+            status,
+            error,
+        } => UploadEffect::Reschedule {
+            attempts,
+            next_at,
+            status,
+            error,
+            resign: false,
+        },
+        Verdict::Bury {
             attempts,
             status,
-            error: describe(),
+            error,
+        } => UploadEffect::Bury {
+            attempts,
+            status,
+            error,
         },
-        Class::Transient { retry_after_ms } => {
-            if attempts >= cfg.max_attempts {
-                UploadEffect::Bury {
-                    attempts,
-                    status,
-                    error: format!("gave up after {attempts} attempts; last: {}", describe()),
-                }
-            } else {
-                let delay = policy::retry_delay_ms(&cfg.backoff, attempts - 1, retry_after_ms, rng);
-                UploadEffect::Reschedule {
-                    attempts,
-                    next_at: now + delay as i64,
-                    status,
-                    error: describe(),
-                    resign: false,
-                }
-            }
-        }
+        Verdict::Unauthorized => UploadEffect::Unauthorized,
+        Verdict::Offline(e) => UploadEffect::Offline(e),
+        Verdict::Fatal(e) => UploadEffect::Fatal(e),
     }
 }
 
@@ -581,7 +576,7 @@ impl<'a> Pass<'a> {
         let body = sent
             .body
             .as_deref()
-            .map(|b| format!("sign endpoint: {}", transport::excerpt(b)).into_bytes());
+            .map(|b| format!("sign endpoint: {}", policy::excerpt(b)).into_bytes());
         let mut stop = None;
         let mut refreshed = false;
         for u in chunk {
