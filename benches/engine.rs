@@ -676,10 +676,13 @@ async fn main() {
         js.push(json!({"section": r.section, "case": r.case, "engine": r.engine, "limit": r.limit, "ratio": ratio, "unit": r.unit, "note": r.note}));
     }
     println!("\n{md}");
-    std::fs::create_dir_all("bench-results").unwrap();
-    std::fs::write("bench-results/benchmarks.md", &md).unwrap();
+    // Cargo runs a bench in its package's folder (crates/background-sync-core): results go to
+    // the repository's top-level bench-results/, where scripts and docs look.
+    let out = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../bench-results");
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::write(out.join("benchmarks.md"), &md).unwrap();
     std::fs::write(
-        "bench-results/benchmarks.json",
+        out.join("benchmarks.json"),
         serde_json::to_string_pretty(&json!({"machine": machine, "smoke": smoke, "rows": js})).unwrap(),
     )
     .unwrap();
