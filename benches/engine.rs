@@ -263,7 +263,7 @@ async fn main() {
         .position(|a| a == "--only")
         .and_then(|i| args.get(i + 1))
         .cloned();
-    let want = |s: &str| only.as_deref().map_or(true, |o| o == s);
+    let want = |s: &str| only.as_deref().is_none_or(|o| o == s);
     let dir = tempfile::tempdir().unwrap();
     let server = spawn(ServerConfig::default()).await.unwrap();
     let base = server.base_url.clone();

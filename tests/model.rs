@@ -619,7 +619,7 @@ impl World {
                 }
             }
             for r in &m.refs {
-                if !applied_at.get(r).is_some_and(|t| t <= at) {
+                if applied_at.get(r).is_none_or(|t| t > at) {
                     self.failures.push(format!(
                         "mid {} took effect before the create {r} it references",
                         m.mid

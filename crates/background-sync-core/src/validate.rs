@@ -111,7 +111,7 @@ pub(crate) fn parse_http_url(s: &str, allow_insecure_http: bool) -> std::result:
         }
         other => return Err(format!("scheme '{other}' is not http(s)")),
     }
-    if url.host_str().map_or(true, str::is_empty) {
+    if url.host_str().is_none_or(str::is_empty) {
         return Err(format!("'{s}' has no host"));
     }
     Ok(url)

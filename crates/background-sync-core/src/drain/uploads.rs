@@ -436,7 +436,7 @@ impl<'a> Pass<'a> {
             !matches!(u.destination, UploadDestination::Signed)
                 || u.target
                     .as_ref()
-                    .is_some_and(|t| t.expires_at.map_or(true, |e| e > horizon))
+                    .is_some_and(|t| t.expires_at.is_none_or(|e| e > horizon))
         });
         if unsigned.is_empty() {
             return Ok(Ok(ready));
