@@ -1023,7 +1023,8 @@ describe('contract', () => {
       'resolveTempId',
       'onStatus',
       'tempId',
-      'isBackgroundSyncError'
+      'isBackgroundSyncError',
+      'createSyncStore'
     ]
     for (const f of fns)
       expect(typeof (api as Record<string, unknown>)[f], f).toBe('function')

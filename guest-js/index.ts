@@ -1244,3 +1244,155 @@ function uuid(): string {
   const h = Array.from(b, (x) => x.toString(16).padStart(2, '0')).join('')
   return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`
 }
+
+// ---------------------------------------------------------------------------------------------
+// Status store for UI frameworks
+// ---------------------------------------------------------------------------------------------
+
+/**
+ * What a sync badge or banner needs, kept up to date by a {@link SyncStore}.
+ * Each change yields a new frozen object; between changes the same object is returned, as
+ * React's `useSyncExternalStore` requires.
+ * @since Unreleased
+ */
+export interface SyncSnapshot {
+  /** The latest status; `null` until the plugin has sent the first one. */
+  readonly status: Readonly<SyncStatus> | null
+  /** Progress of the drain running now; `null` when none is. */
+  readonly progress: Readonly<ProgressEvent> | null
+  /** The last round of outcomes made durable (ids delivered and dead), if any since subscribing. */
+  readonly lastSettled: Readonly<SettledEvent> | null
+  /** Why the store could not subscribe, if it could not (it tries again after every subscriber has left and one returns). */
+  readonly error: BackgroundSyncError | null
+}
+
+/**
+ * A status store shared by any number of UI subscribers over one {@link onStatus}
+ * subscription, opened when the first subscriber arrives and closed when the last leaves.
+ *
+ * It satisfies both contracts UI frameworks build on:
+ * - React: `useSyncExternalStore(store.subscribe, store.getSnapshot, store.getServerSnapshot)`
+ *   (the methods are bound; `getSnapshot` is stable between changes);
+ * - Svelte's store contract: `subscribe(run)` calls `run` synchronously with the current
+ *   value, again on every change, and returns the unsubscribe function, so `$store` works.
+ * @since Unreleased
+ */
+export interface SyncStore {
+  /** Call `listener` now and on every change; returns the function that stops it (idempotent). */
+  subscribe(listener: (snapshot: SyncSnapshot) => void): () => void
+  /** The current snapshot. */
+  getSnapshot(): SyncSnapshot
+  /** The snapshot before any status arrived (for server rendering and first paint). */
+  getServerSnapshot(): SyncSnapshot
+}
+
+const INITIAL_SNAPSHOT: SyncSnapshot = Object.freeze({
+  status: null,
+  progress: null,
+  lastSettled: null,
+  error: null
+})
+
+/** Next snapshot after `e`, or `s` itself when `e` changes nothing a snapshot shows. */
+function reduceSnapshot(s: SyncSnapshot, e: StatusEvent): SyncSnapshot {
+  switch (e.type) {
+    case 'status': {
+      const { type: _, ...status } = e
+      return { ...s, status, error: null }
+    }
+    case 'progress':
+      return { ...s, progress: e }
+    case 'report':
+      return s.progress === null ? s : { ...s, progress: null }
+    case 'settled':
+      return { ...s, lastSettled: e }
+    default:
+      return s
+  }
+}
+
+function asBackgroundSyncError(e: unknown): BackgroundSyncError {
+  if (isBackgroundSyncError(e)) return e
+  return { kind: 'platform', message: String(e) }
+}
+
+/**
+ * Create a {@link SyncStore}. Create one per app (e.g. in a module) and share it.
+ *
+ * @example
+ * ```ts
+ * // React
+ * import { useSyncExternalStore } from 'react'
+ * import { createSyncStore } from 'tauri-plugin-background-sync-api'
+ * const sync = createSyncStore()
+ * export function SyncBadge() {
+ *   const { status } = useSyncExternalStore(sync.subscribe, sync.getSnapshot, sync.getServerSnapshot)
+ *   return <span>{status ? `${status.pending} to send` : '…'}</span>
+ * }
+ * ```
+ *
+ * @example
+ * ```svelte
+ * <script>
+ *   import { createSyncStore } from 'tauri-plugin-background-sync-api'
+ *   const sync = createSyncStore()
+ * </script>
+ * {#if $sync.status?.pending}<span>{$sync.status.pending} to send</span>{/if}
+ * ```
+ */
+export function createSyncStore(): SyncStore {
+  // One entry per subscribe call, so the same function subscribed twice is two subscribers.
+  const subscribers = new Set<{ listener: (s: SyncSnapshot) => void }>()
+  let snapshot = INITIAL_SNAPSHOT
+  // Bumped on every start and stop: events of an abandoned subscription are ignored.
+  let generation = 0
+  let unlisten: Promise<StatusUnlistenFn | null> | null = null
+
+  function publish(next: SyncSnapshot) {
+    if (next === snapshot) return
+    snapshot = Object.freeze(next)
+    for (const s of [...subscribers]) s.listener(snapshot)
+  }
+
+  function start() {
+    const mine = ++generation
+    unlisten = onStatus((e) => {
+      if (mine === generation) publish(reduceSnapshot(snapshot, e))
+    }).catch((e: unknown) => {
+      if (mine === generation) {
+        publish({ ...snapshot, error: asBackgroundSyncError(e) })
+      }
+      return null
+    })
+  }
+
+  function stop() {
+    generation++
+    const pending = unlisten
+    unlisten = null
+    // Nothing to report to: a failed unsubscribe only leaves a subscription the plugin drops
+    // with the webview.
+    void pending?.then((un) => un?.()).catch(() => {})
+  }
+
+  return {
+    subscribe(listener) {
+      if (typeof listener !== 'function') {
+        throw invalidInput('listener must be a function')
+      }
+      const entry = { listener }
+      subscribers.add(entry)
+      if (subscribers.size === 1) start()
+      listener(snapshot)
+      let active = true
+      return () => {
+        if (!active) return
+        active = false
+        subscribers.delete(entry)
+        if (subscribers.size === 0) stop()
+      }
+    },
+    getSnapshot: () => snapshot,
+    getServerSnapshot: () => INITIAL_SNAPSHOT
+  }
+}
