@@ -241,6 +241,22 @@ export interface SyncConfig {
    * @since 0.1.0 (unreleased): automatic foreground sync by default
    */
   autoSync: boolean
+  /** Which certificate authorities the API's and storage's certificates may chain to. */
+  tls: TlsConfig
+}
+
+/**
+ * TLS trust, persisted with the configuration so background runs use it too.
+ * @since Unreleased
+ */
+export interface TlsConfig {
+  /**
+   * Further root certificates, PEM (a string may hold several `CERTIFICATE` blocks): the
+   * private CA of an MDM-managed fleet or of a TLS-inspecting proxy. @defaultValue `[]`
+   */
+  extraRootsPem: string[]
+  /** Also trust the bundled Mozilla roots; `false`: only `extraRootsPem`. @defaultValue `true` */
+  builtInRoots: boolean
 }
 
 /** File uploads: where signed URLs come from, which hosts may receive file bytes, limits. */
@@ -273,7 +289,7 @@ export interface UploadConfig {
 }
 
 /** Keys of {@link SyncConfig} whose values are nested objects merged field by field. */
-type NestedConfigKey = 'backoff' | 'batch' | 'background' | 'uploads'
+type NestedConfigKey = 'backoff' | 'batch' | 'background' | 'uploads' | 'tls'
 
 /**
  * What {@link configure} accepts: any subset of {@link SyncConfig}. Nested objects
@@ -292,13 +308,30 @@ export type SyncConfigInput = {
 export interface AuthConfig {
   /** Sent as `Authorization: Bearer <token>`. */
   accessToken?: string | null
-  /** Exchanged at `refreshUrl` on a 401 (once per drain), headless. */
-  refreshToken?: string | null
   /**
-   * Path on the base URL (or absolute URL on an allowed origin). The plugin POSTs
-   * `{"refreshToken": "..."}` and reads `accessToken` (and optional `refreshToken`) back.
+   * Exchanged at `refreshUrl` on a 401 (once per drain), or before a drain when `expiresAt`
+   * is less than a minute away, headless. A rotated refresh token from the server is kept.
    */
+  refreshToken?: string | null
+  /** Path on the base URL (or absolute URL on an allowed origin) of the refresh exchange. */
   refreshUrl?: string | null
+  /**
+   * How the refresh is spoken. `'json'` (default): POST `{"refreshToken": "..."}` as JSON and
+   * read `accessToken` (optional `refreshToken`, `expiresIn` in seconds) back. `'oauth2'`: the
+   * OAuth 2.0 refresh grant (RFC 6749 §6), form-encoded
+   * `grant_type=refresh_token&refresh_token=…&client_id=…[&scope=…]`, reading `access_token`,
+   * `token_type` (must be `Bearer`), optional `expires_in` and `refresh_token`.
+   */
+  refreshMode?: 'json' | 'oauth2'
+  /** `'oauth2'` only, required there: the app's (public) OAuth client id. */
+  clientId?: string | null
+  /** `'oauth2'` only: the scope to ask for; omitted, the server keeps the granted scope. */
+  scope?: string | null
+  /**
+   * When `accessToken` expires, in ms since the Unix epoch, if the app knows it. Set by
+   * every refresh from the server's `expires_in`.
+   */
+  expiresAt?: number | null
 }
 
 /**

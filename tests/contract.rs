@@ -370,6 +370,7 @@ async fn d11_clear_auth_during_a_drain_takes_effect_and_is_not_overwritten() {
         access_token: Some("old".into()),
         refresh_token: Some("r-old".into()),
         refresh_url: Some("/auth/refresh".into()),
+        ..Default::default()
     })
     .await
     .unwrap();

@@ -228,6 +228,7 @@ async fn unauthorized_refreshes_once_then_retries() {
         AuthSetup {
             access_tokens: vec!["good".into()],
             refresh_token: "rt-1".into(),
+            ..Default::default()
         },
     )
     .await;
@@ -237,6 +238,7 @@ async fn unauthorized_refreshes_once_then_retries() {
         access_token: Some("expired".into()),
         refresh_token: Some("rt-1".into()),
         refresh_url: Some("/auth/refresh".into()),
+        ..Default::default()
     })
     .await
     .unwrap();
@@ -265,6 +267,7 @@ async fn unauthorized_refreshes_once_then_retries() {
         access_token: Some("revoked".into()),
         refresh_token: Some("wrong".into()),
         refresh_url: Some("/auth/refresh".into()),
+        ..Default::default()
     })
     .await
     .unwrap();

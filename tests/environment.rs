@@ -578,6 +578,7 @@ async fn redirects_are_not_followed_to_another_origin() {
         access_token: Some("expired".into()),
         refresh_token: Some("refresh-secret".into()),
         refresh_url: Some("/auth/refresh".into()),
+        ..Default::default()
     })
     .await
     .unwrap();

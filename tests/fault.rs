@@ -114,6 +114,7 @@ async fn run(s: Scenario) -> Done {
                 AuthSetup {
                     access_tokens: vec!["t0".into()],
                     refresh_token: "r0".into(),
+                    ..Default::default()
                 },
             )
             .await
@@ -136,6 +137,7 @@ async fn run(s: Scenario) -> Done {
             access_token: Some("t0".into()),
             refresh_token: Some("r0".into()),
             refresh_url: Some("/auth/refresh".into()),
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -562,6 +564,7 @@ async fn a_hung_token_refresh_obeys_budget_and_cancel_issue11() {
         AuthSetup {
             access_tokens: vec!["t0".into()],
             refresh_token: "r0".into(),
+            ..Default::default()
         },
     )
     .await;
@@ -583,6 +586,7 @@ async fn a_hung_token_refresh_obeys_budget_and_cancel_issue11() {
         access_token: Some("t0".into()),
         refresh_token: Some("r0".into()),
         refresh_url: Some("/auth/refresh".into()),
+        ..Default::default()
     })
     .await
     .unwrap();

@@ -540,6 +540,7 @@ impl World {
                         access_token: Some(format!("token-{}", self.seed)),
                         refresh_token: None,
                         refresh_url: None,
+                        ..Default::default()
                     })
                     .await
                     .unwrap();

@@ -364,6 +364,7 @@ async fn direct_uploads_carry_the_token_and_refresh_once() {
         AuthSetup {
             access_tokens: vec!["t1".into()],
             refresh_token: "r1".into(),
+            ..Default::default()
         },
     )
     .await;
@@ -374,6 +375,7 @@ async fn direct_uploads_carry_the_token_and_refresh_once() {
         access_token: Some("t1".into()),
         refresh_token: Some("r1".into()),
         refresh_url: Some("/auth/refresh".into()),
+        ..Default::default()
     })
     .await
     .unwrap();

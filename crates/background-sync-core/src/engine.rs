@@ -7,8 +7,8 @@ use crate::error::{Error, Result};
 use crate::idmap;
 use crate::models::{
     AuthConfig, Delivered, DeliveredQuery, DrainReport, Durability, Enqueued, EnqueuedUpload, Mutation,
-    MutationState, NewMutation, NewUpload, StatusEvent, SyncConfig, SyncState, SyncStatus, Upload,
-    UploadDestination, UploadState,
+    MutationState, NewMutation, NewUpload, RefreshMode, StatusEvent, SyncConfig, SyncState, SyncStatus,
+    Upload, UploadDestination, UploadState,
 };
 use crate::policy::{Clock, SystemClock};
 use crate::store::{Prepared, PreparedUpload, Store};
@@ -119,6 +119,7 @@ impl BackgroundSync {
     /// background ones in a cold process).
     pub async fn configure(&self, config: SyncConfig) -> Result<()> {
         validate::config(&config)?;
+        crate::transport::extra_roots(&config.tls)?;
         self.inner.store.save_config(&config).await?;
         self.inner.emit_status().await;
         Ok(())
@@ -133,6 +134,9 @@ impl BackgroundSync {
     pub async fn set_auth(&self, auth: AuthConfig) -> Result<()> {
         for t in [&auth.access_token, &auth.refresh_token].into_iter().flatten() {
             validate::token(t)?;
+        }
+        if auth.refresh_mode == RefreshMode::OAuth2 {
+            validate::oauth2_client(auth.client_id.as_deref(), auth.scope.as_deref())?;
         }
         if let (Some(url), Some(cfg)) = (&auth.refresh_url, self.config().await?) {
             OriginPolicy::new(&cfg)?.resolve(url)?;

@@ -256,6 +256,8 @@ pub struct SyncConfig {
     /// background work is enabled (`enable()` gates only work the OS starts). `false`: nothing
     /// is sent until `syncNow()` (or, on desktop, while background sync is enabled).
     pub auto_sync: bool,
+    /// Which certificate authorities the API's and storage's TLS certificates may chain to.
+    pub tls: TlsConfig,
 }
 
 impl Default for SyncConfig {
@@ -279,6 +281,28 @@ impl Default for SyncConfig {
             lease_ttl_ms: 30_000,
             uploads: UploadConfig::default(),
             auto_sync: true,
+            tls: TlsConfig::default(),
+        }
+    }
+}
+
+/// TLS trust. Persisted with the rest of the configuration, so background runs in a cold
+/// process trust the same roots without the webview.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct TlsConfig {
+    /// Further root certificates, PEM (each string may hold several `CERTIFICATE` blocks):
+    /// a private CA of an MDM-managed fleet or of a TLS-inspecting corporate proxy.
+    pub extra_roots_pem: Vec<String>,
+    /// Also trust the bundled Mozilla roots (webpki-roots). `false`: only `extra_roots_pem`.
+    pub built_in_roots: bool,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        Self {
+            extra_roots_pem: Vec::new(),
+            built_in_roots: true,
         }
     }
 }
@@ -458,11 +482,38 @@ pub struct EnqueuedUpload {
 pub struct AuthConfig {
     /// Sent as `Authorization: Bearer <token>`.
     pub access_token: Option<String>,
-    /// Exchanged at `refresh_url` on a 401 (once per drain), headless.
+    /// Exchanged at `refresh_url` on a 401 (once per drain), or before a drain when the access
+    /// token expires within a minute (`expires_at`), headless.
     pub refresh_token: Option<String>,
-    /// Path on the base URL (or absolute URL on an allowed origin). The plugin POSTs
-    /// `{"refreshToken": "..."}` and reads `accessToken` (and optional `refreshToken`) back.
+    /// Path on the base URL (or absolute URL on an allowed origin) of the refresh exchange.
     pub refresh_url: Option<String>,
+    /// How the refresh exchange is spoken (default: the plugin's JSON exchange).
+    pub refresh_mode: RefreshMode,
+    /// OAuth 2.0 only: the `client_id` sent with the refresh grant (required in that mode; a
+    /// device is a public client, so there is no client secret).
+    pub client_id: Option<String>,
+    /// OAuth 2.0 only: the `scope` of the refresh grant; omitted, the server keeps the scope
+    /// granted before (RFC 6749 §6).
+    pub scope: Option<String>,
+    /// When the access token expires (ms since the Unix epoch), if known: set from
+    /// `expires_in`/`expiresIn` by every refresh, or by the app.
+    pub expires_at: Option<i64>,
+}
+
+/// The wire format of the token refresh.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum RefreshMode {
+    /// POST `{"refreshToken": "..."}` as JSON; the answer has `accessToken` (or
+    /// `access_token`), optionally a rotated `refreshToken` and `expiresIn` (seconds).
+    #[default]
+    #[serde(rename = "json")]
+    Json,
+    /// The OAuth 2.0 refresh grant (RFC 6749 §6): POST form-encoded
+    /// `grant_type=refresh_token&refresh_token=…&client_id=…[&scope=…]`; the answer (§5.1)
+    /// has `access_token`, `token_type` `Bearer`, optionally `expires_in` and a rotated
+    /// `refresh_token`.
+    #[serde(rename = "oauth2")]
+    OAuth2,
 }
 
 impl std::fmt::Debug for AuthConfig {
@@ -474,6 +525,10 @@ impl std::fmt::Debug for AuthConfig {
                 &self.refresh_token.as_ref().map(|_| "<redacted>"),
             )
             .field("refresh_url", &self.refresh_url)
+            .field("refresh_mode", &self.refresh_mode)
+            .field("client_id", &self.client_id)
+            .field("scope", &self.scope)
+            .field("expires_at", &self.expires_at)
             .finish()
     }
 }
@@ -745,6 +800,7 @@ mod tests {
             access_token: Some("secret-a".into()),
             refresh_token: Some("secret-r".into()),
             refresh_url: None,
+            ..Default::default()
         };
         let s = format!("{a:?}");
         assert!(!s.contains("secret"), "{s}");

@@ -5,7 +5,7 @@
 use crate::error::{Error, Result};
 use crate::idmap;
 use crate::models::UploadDestination;
-use crate::models::{AuthConfig, SyncConfig};
+use crate::models::{AuthConfig, RefreshMode, SyncConfig, TlsConfig};
 use crate::policy::Observed;
 use crate::store::{Claimed, ClaimedUpload};
 use crate::validate::{self, OriginPolicy};
@@ -54,6 +54,34 @@ impl Outgoing {
     }
 }
 
+/// The certificates of `tls.extraRootsPem`, each checked to be usable as a trust anchor (so a
+/// bad one fails `configure`, not every later drain).
+pub(crate) fn extra_roots(tls: &TlsConfig) -> Result<Vec<reqwest::Certificate>> {
+    use rustls::pki_types::{pem::PemObject, CertificateDer};
+    let mut roots = Vec::new();
+    for (i, pem) in tls.extra_roots_pem.iter().enumerate() {
+        let bad = |why: String| Error::invalid(format!("tls.extraRootsPem[{i}]: {why}"));
+        let mut found = 0;
+        for der in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+            let der = der.map_err(|e| bad(format!("not PEM: {e}")))?;
+            rustls::RootCertStore::empty()
+                .add(der.clone())
+                .map_err(|e| bad(format!("not a usable root certificate: {e}")))?;
+            roots.push(reqwest::Certificate::from_der(&der).map_err(|e| bad(e.to_string()))?);
+            found += 1;
+        }
+        if found == 0 {
+            return Err(bad("no -----BEGIN CERTIFICATE----- block".into()));
+        }
+    }
+    if roots.is_empty() && !tls.built_in_roots {
+        return Err(Error::invalid(
+            "tls.builtInRoots is false and tls.extraRootsPem is empty: no TLS server could be trusted",
+        ));
+    }
+    Ok(roots)
+}
+
 pub(crate) struct Transport {
     client: reqwest::Client,
     policy: OriginPolicy,
@@ -68,7 +96,12 @@ pub(crate) type ByteCounter = Arc<AtomicU64>;
 impl Transport {
     pub(crate) fn new(cfg: &SyncConfig) -> Result<Self> {
         let policy = OriginPolicy::new(cfg)?;
-        let client = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder();
+        for root in extra_roots(&cfg.tls)? {
+            builder = builder.add_root_certificate(root);
+        }
+        let client = builder
+            .tls_built_in_root_certs(cfg.tls.built_in_roots)
             // A redirect could lead outside the allowed origins; the caller's API should not
             // redirect mutations anyway. A 3xx is therefore a permanent failure.
             .redirect(reqwest::redirect::Policy::none())
@@ -266,8 +299,15 @@ impl Transport {
         Ok(execute(req).await)
     }
 
-    /// Exchange the refresh token for a new access token (declarative, works headless).
-    pub(crate) async fn refresh(&self, auth: &AuthConfig, timeout: Duration) -> Result<AuthConfig> {
+    /// Exchange the refresh token for a new access token (declarative, works headless), in
+    /// the plugin's JSON form or as the OAuth 2.0 refresh grant. Errors name what went wrong,
+    /// never a token.
+    pub(crate) async fn refresh(
+        &self,
+        auth: &AuthConfig,
+        timeout: Duration,
+        now_ms: i64,
+    ) -> Result<AuthConfig> {
         let (Some(url), Some(rt)) = (&auth.refresh_url, &auth.refresh_token) else {
             return Err(Error::Auth(
                 "the server answered 401 and no refresh token/refreshUrl is set".into(),
@@ -275,40 +315,66 @@ impl Transport {
         };
         let req = self
             .request(reqwest::Method::POST, url, timeout, &AuthConfig::default())?
-            .json(&serde_json::json!({ "refreshToken": rt }));
+            .header(reqwest::header::ACCEPT, "application/json");
+        let req = match auth.refresh_mode {
+            RefreshMode::Json => req.json(&serde_json::json!({ "refreshToken": rt })),
+            RefreshMode::OAuth2 => {
+                let mut form = vec![("grant_type", "refresh_token"), ("refresh_token", rt.as_str())];
+                form.extend(auth.client_id.as_deref().map(|c| ("client_id", c)));
+                form.extend(auth.scope.as_deref().map(|s| ("scope", s)));
+                req.form(&form)
+            }
+        };
         let resp = req
             .send()
             .await
             .map_err(|e| Error::Network(format!("token refresh failed: {}", describe(&e))))?;
         let status = resp.status();
+        let v: Option<Value> = resp.json().await.ok();
         if !status.is_success() {
-            return Err(Error::Auth(format!(
-                "token refresh answered HTTP {}",
-                status.as_u16()
-            )));
+            // RFC 6749 §5.2: `error` is a code from a fixed alphabet; the description is free
+            // text from the server and stays out of reports.
+            let code = v
+                .as_ref()
+                .and_then(|v| v.get("error"))
+                .and_then(Value::as_str)
+                .filter(|c| c.len() <= 64 && c.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'));
+            return Err(Error::Auth(match code {
+                Some(code) => format!("token refresh answered HTTP {} ({code})", status.as_u16()),
+                None => format!("token refresh answered HTTP {}", status.as_u16()),
+            }));
         }
-        let v: Value = resp
-            .json()
-            .await
-            .map_err(|e| Error::Auth(format!("token refresh response is not JSON: {}", describe(&e))))?;
-        let access = v
-            .get("accessToken")
-            .or_else(|| v.get("access_token"))
-            .and_then(Value::as_str)
+        let v = v.ok_or_else(|| Error::Auth("token refresh response is not JSON".into()))?;
+        let field = |camel: &str, snake: &str| v.get(camel).or_else(|| v.get(snake)).cloned();
+        let access = field("accessToken", "access_token")
+            .and_then(|t| t.as_str().map(str::to_string))
             .ok_or_else(|| Error::Auth("token refresh response has no accessToken".into()))?;
-        let rotated = v
-            .get("refreshToken")
-            .or_else(|| v.get("refresh_token"))
-            .and_then(Value::as_str);
-        for t in std::iter::once(access).chain(rotated) {
+        if let Some(kind) = field("tokenType", "token_type") {
+            // §7.1: a client must not use a token whose type it does not understand.
+            if !kind.as_str().is_some_and(|k| k.eq_ignore_ascii_case("bearer")) {
+                return Err(Error::Auth(
+                    "token refresh returned a token_type other than Bearer".into(),
+                ));
+            }
+        }
+        let rotated = field("refreshToken", "refresh_token").and_then(|t| t.as_str().map(str::to_string));
+        for t in std::iter::once(&access).chain(rotated.as_ref()) {
             validate::token(t).map_err(|_| {
                 Error::Auth("token refresh returned a token that cannot be sent in a header".into())
             })?;
         }
+        // Seconds; some servers send them as a string.
+        let expires_in = field("expiresIn", "expires_in").and_then(|e| match e {
+            Value::Number(n) => n.as_u64(),
+            Value::String(s) => s.parse().ok(),
+            _ => None,
+        });
         Ok(AuthConfig {
-            access_token: Some(access.to_string()),
-            refresh_token: rotated.map(str::to_string).or_else(|| auth.refresh_token.clone()),
-            refresh_url: auth.refresh_url.clone(),
+            access_token: Some(access),
+            refresh_token: rotated.or_else(|| auth.refresh_token.clone()),
+            expires_at: expires_in
+                .map(|secs| now_ms.saturating_add(secs.min(10 * 365 * 86_400) as i64 * 1000)),
+            ..auth.clone()
         })
     }
 }

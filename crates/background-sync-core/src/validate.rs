@@ -139,6 +139,9 @@ fn api_path(p: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"/-._~!$&'()*+,;=:@%".contains(&b))
 }
 
+/// A few dozen CA certificates; the whole configuration is read by every drain.
+const MAX_EXTRA_ROOTS_BYTES: usize = 512 * 1024;
+
 pub(crate) fn config(cfg: &SyncConfig) -> Result<()> {
     OriginPolicy::new(cfg)?;
     if !cfg.id_pointer.is_empty() && !cfg.id_pointer.starts_with('/') {
@@ -189,6 +192,9 @@ pub(crate) fn config(cfg: &SyncConfig) -> Result<()> {
     for (k, v) in &cfg.default_headers {
         header(k, v)?;
     }
+    if cfg.tls.extra_roots_pem.iter().map(String::len).sum::<usize>() > MAX_EXTRA_ROOTS_BYTES {
+        return Err(Error::invalid("tls.extraRootsPem must total at most 512 KiB"));
+    }
     let u = &cfg.uploads;
     OriginPolicy::for_uploads(cfg)?;
     if !api_path(&u.sign_path) {
@@ -221,6 +227,30 @@ pub(crate) fn token(t: &str) -> Result<()> {
         return Err(Error::invalid(
             "tokens must be 1-16384 visible ASCII characters (no spaces, line breaks or control characters)",
         ));
+    }
+    Ok(())
+}
+
+/// The OAuth 2.0 refresh grant's parameters: a `client_id` is required (a device is a public
+/// client, identified by it alone), visible ASCII (RFC 6749 Appendix A.1: VSCHAR); a `scope` is
+/// space-separated scope tokens of NQCHAR (§3.3, Appendix A.4).
+pub(crate) fn oauth2_client(client_id: Option<&str>, scope: Option<&str>) -> Result<()> {
+    let visible = |s: &str| s.bytes().all(|b| (0x20..=0x7e).contains(&b));
+    match client_id {
+        Some(c) if !c.is_empty() && c.len() <= 1024 && visible(c) => {}
+        _ => {
+            return Err(Error::invalid(
+                "refreshMode 'oauth2' needs a clientId of 1-1024 printable ASCII characters",
+            ))
+        }
+    }
+    if let Some(scope) = scope {
+        let nqchar = |b: u8| b == 0x21 || (0x23..=0x5b).contains(&b) || (0x5d..=0x7e).contains(&b);
+        if scope.len() > 4096 || scope.split(' ').any(|t| t.is_empty() || !t.bytes().all(nqchar)) {
+            return Err(Error::invalid(
+                "scope must be scope tokens separated by single spaces (RFC 6749 §3.3)",
+            ));
+        }
     }
     Ok(())
 }

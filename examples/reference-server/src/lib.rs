@@ -44,6 +44,72 @@ pub struct ServerConfig {
     pub auth: Option<AuthSetup>,
     /// 0 = an ephemeral port.
     pub port: u16,
+    /// Serve the API over TLS with this identity (`https://127.0.0.1:PORT`); the storage
+    /// origin stays plain HTTP.
+    pub tls: Option<TlsIdentity>,
+}
+
+/// A certificate chain and its private key, PEM.
+#[derive(Clone)]
+pub struct TlsIdentity {
+    pub cert_chain_pem: String,
+    pub key_pem: String,
+}
+
+impl std::fmt::Debug for TlsIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsIdentity").finish_non_exhaustive()
+    }
+}
+
+/// A private certificate authority made for one run, and a server identity it signed for
+/// `127.0.0.1` and `localhost`. Only the tests trust `ca_pem`.
+pub struct TestPki {
+    pub ca_pem: String,
+    pub server: TlsIdentity,
+}
+
+impl TestPki {
+    pub fn generate() -> anyhow::Result<Self> {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
+        let mut ca = CertificateParams::new(Vec::<String>::new())?;
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca.distinguished_name
+            .push(DnType::CommonName, "bgsync reference server test CA");
+        ca.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let ca_key = KeyPair::generate()?;
+        let ca_cert = ca.self_signed(&ca_key)?;
+        let mut leaf = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])?;
+        leaf.distinguished_name.push(DnType::CommonName, "127.0.0.1");
+        let leaf_key = KeyPair::generate()?;
+        let leaf_cert = leaf.signed_by(&leaf_key, &ca_cert, &ca_key)?;
+        Ok(Self {
+            ca_pem: ca_cert.pem(),
+            server: TlsIdentity {
+                cert_chain_pem: leaf_cert.pem(),
+                key_pem: leaf_key.serialize_pem(),
+            },
+        })
+    }
+}
+
+fn tls_acceptor(id: &TlsIdentity) -> anyhow::Result<tokio_rustls::TlsAcceptor> {
+    use tokio_rustls::rustls::pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
+    let chain =
+        CertificateDer::pem_slice_iter(id.cert_chain_pem.as_bytes()).collect::<Result<Vec<_>, _>>()?;
+    let key = PrivateKeyDer::from_pem_slice(id.key_pem.as_bytes())?;
+    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let mut cfg = tokio_rustls::rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)?;
+    // The listener speaks HTTP/1.1 only.
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(cfg)))
 }
 
 /// Bearer tokens accepted at start, and the refresh token that mints new ones.
@@ -51,6 +117,11 @@ pub struct ServerConfig {
 pub struct AuthSetup {
     pub access_tokens: Vec<String>,
     pub refresh_token: String,
+    /// `POST /oauth/token` (the OAuth 2.0 refresh grant, RFC 6749 §6) accepts only this
+    /// `client_id`; `None`: that endpoint answers 401 `invalid_client`.
+    pub oauth_client_id: Option<String>,
+    /// The OAuth endpoint rotates the refresh token on every use (the old one stops working).
+    pub rotate_refresh_tokens: bool,
 }
 
 /// Fault injection. Decisions are drawn from a ChaCha RNG seeded with `seed`, in request
@@ -109,6 +180,8 @@ pub struct Stats {
     pub unauthorized: u64,
     pub refreshes: u64,
     pub batch_requests: u64,
+    /// TLS handshakes started (connections accepted on a TLS listener).
+    pub tls_handshakes: u64,
 }
 
 #[derive(Default)]
@@ -124,6 +197,7 @@ struct Counters {
     unauthorized: AtomicU64,
     refreshes: AtomicU64,
     batch_requests: AtomicU64,
+    tls_handshakes: AtomicU64,
 }
 
 impl Counters {
@@ -141,6 +215,7 @@ impl Counters {
             unauthorized: g(&self.unauthorized),
             refreshes: g(&self.refreshes),
             batch_requests: g(&self.batch_requests),
+            tls_handshakes: g(&self.tls_handshakes),
         }
     }
 }
@@ -160,6 +235,10 @@ struct Auth {
     valid: Vec<String>,
     refresh_token: String,
     minted: u64,
+    oauth_client_id: Option<String>,
+    rotate: bool,
+    /// Every refresh grant received, in order (for tests: what the client sent).
+    grants: Vec<OAuthGrant>,
 }
 
 struct App {
@@ -179,7 +258,7 @@ struct App {
 /// A running server.
 pub struct RunningServer {
     pub addr: SocketAddr,
-    /// `http://127.0.0.1:PORT`
+    /// `http://127.0.0.1:PORT` (`https://` with `ServerConfig::tls`)
     pub base_url: String,
     /// The storage origin signed upload URLs point to (another port: another origin).
     pub storage_url: String,
@@ -246,6 +325,9 @@ pub async fn spawn(cfg: ServerConfig) -> anyhow::Result<RunningServer> {
                 valid: a.access_tokens,
                 refresh_token: a.refresh_token,
                 minted: 0,
+                oauth_client_id: a.oauth_client_id,
+                rotate: a.rotate_refresh_tokens,
+                grants: Vec::new(),
             })
         }),
         counters: Counters::default(),
@@ -259,6 +341,8 @@ pub async fn spawn(cfg: ServerConfig) -> anyhow::Result<RunningServer> {
         .route("/_admin/reset", post(admin_reset))
         .route("/_admin/revoke-tokens", post(admin_revoke))
         .route("/auth/refresh", post(refresh))
+        .route("/oauth/token", post(oauth_token))
+        .route("/_admin/oauth-grants", get(admin_oauth_grants))
         .route("/batch", post(batch))
         .route("/uploads/sign", post(sign_uploads))
         .route("/files/{key}", axum::routing::put(direct_upload))
@@ -268,6 +352,8 @@ pub async fn spawn(cfg: ServerConfig) -> anyhow::Result<RunningServer> {
         .fallback(resource)
         .with_state(app.clone());
 
+    let acceptor = cfg.tls.as_ref().map(tls_acceptor).transpose()?;
+    let scheme = if acceptor.is_some() { "https" } else { "http" };
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", cfg.port)).await?;
     let addr = listener.local_addr()?;
     let (shutdown, mut rx) = tokio::sync::watch::channel(false);
@@ -300,16 +386,35 @@ pub async fn spawn(cfg: ServerConfig) -> anyhow::Result<RunningServer> {
             };
             let router = router.clone();
             let app = app2.clone();
+            let acceptor = acceptor.clone();
             tokio::spawn(async move {
+                let counters_app = app.clone();
                 let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
                     let router = router.clone();
                     let app = app.clone();
                     async move { with_faults(app, router, req.map(Body::new)).await }
                 });
-                let io = hyper_util::rt::TokioIo::new(stream);
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(io, svc)
-                    .await;
+                let http = hyper::server::conn::http1::Builder::new();
+                match acceptor {
+                    None => {
+                        let _ = http
+                            .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                            .await;
+                    }
+                    Some(acceptor) => {
+                        counters_app
+                            .counters
+                            .tls_handshakes
+                            .fetch_add(1, Ordering::Relaxed);
+                        // A client that does not trust the CA aborts here: nothing to serve.
+                        let Ok(tls) = acceptor.accept(stream).await else {
+                            return;
+                        };
+                        let _ = http
+                            .serve_connection(hyper_util::rt::TokioIo::new(tls), svc)
+                            .await;
+                    }
+                }
             });
         }
     });
@@ -318,7 +423,7 @@ pub async fn spawn(cfg: ServerConfig) -> anyhow::Result<RunningServer> {
     });
     Ok(RunningServer {
         addr,
-        base_url: format!("http://{addr}"),
+        base_url: format!("{scheme}://{addr}"),
         storage_url,
         app,
         shutdown,
@@ -331,7 +436,8 @@ fn is_mutating(method: &Method, path: &str) -> bool {
         || method == Method::HEAD
         || path.starts_with("/_admin")
         || path == "/health"
-        || path == "/auth/refresh")
+        || path == "/auth/refresh"
+        || path == "/oauth/token")
 }
 
 enum Fault {
@@ -802,6 +908,91 @@ async fn refresh(State(app): State<Arc<App>>, Json(req): Json<RefreshRequest>) -
     )
 }
 
+/// One OAuth 2.0 token request as received (form fields, the refresh token itself left out).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OAuthGrant {
+    pub content_type: String,
+    pub grant_type: Option<String>,
+    pub client_id: Option<String>,
+    pub scope: Option<String>,
+    /// Whether the refresh token was the current one.
+    pub accepted: bool,
+}
+
+fn oauth_error(status: u16, code: &str) -> Response<Body> {
+    // RFC 6749 §5.2; the description is free text a client must not show as-is.
+    json_response(
+        status,
+        &json!({"error": code, "error_description": "see RFC 6749 §5.2"}),
+        false,
+    )
+}
+
+/// `POST /oauth/token`: the OAuth 2.0 refresh grant (RFC 6749 §6, answered as §5.1/§5.2).
+async fn oauth_token(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    axum::extract::RawForm(raw): axum::extract::RawForm,
+) -> Response<Body> {
+    let Some(auth) = &app.auth else {
+        return json_response(404, &json!({"error": "auth is not enabled"}), false);
+    };
+    let content_type = headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let form: std::collections::HashMap<String, String> =
+        serde_urlencoded::from_bytes(&raw).unwrap_or_default();
+    let mut a = auth.lock().unwrap();
+    let accepted = form.get("refresh_token") == Some(&a.refresh_token);
+    a.grants.push(OAuthGrant {
+        content_type: content_type.clone(),
+        grant_type: form.get("grant_type").cloned(),
+        client_id: form.get("client_id").cloned(),
+        scope: form.get("scope").cloned(),
+        accepted,
+    });
+    if !content_type.starts_with("application/x-www-form-urlencoded") {
+        return oauth_error(400, "invalid_request");
+    }
+    if form.get("grant_type").map(String::as_str) != Some("refresh_token") {
+        return oauth_error(400, "unsupported_grant_type");
+    }
+    if a.oauth_client_id.is_none() || form.get("client_id") != a.oauth_client_id.as_ref() {
+        return oauth_error(401, "invalid_client");
+    }
+    if !accepted {
+        return oauth_error(400, "invalid_grant");
+    }
+    a.minted += 1;
+    let token = format!("oauth-access-{}-{}", a.minted, rand::thread_rng().gen::<u64>());
+    a.valid.push(token.clone());
+    if a.rotate {
+        a.refresh_token = format!("oauth-refresh-{}-{}", a.minted, rand::thread_rng().gen::<u64>());
+    }
+    app.counters.refreshes.fetch_add(1, Ordering::Relaxed);
+    let mut body = json!({"access_token": token, "token_type": "Bearer", "expires_in": 3600});
+    if a.rotate {
+        body["refresh_token"] = json!(a.refresh_token);
+    }
+    // §5.1: the response must not be cached.
+    let mut resp = json_response(200, &body, false);
+    resp.headers_mut()
+        .insert("cache-control", axum::http::HeaderValue::from_static("no-store"));
+    resp
+}
+
+async fn admin_oauth_grants(State(app): State<Arc<App>>) -> Response<Body> {
+    let grants = app
+        .auth
+        .as_ref()
+        .map(|a| a.lock().unwrap().grants.clone())
+        .unwrap_or_default();
+    json_response(200, &json!(grants), false)
+}
+
 /// `POST /uploads/sign`: signed storage URLs for many files in one request.
 async fn sign_uploads(
     State(app): State<Arc<App>>,
@@ -951,6 +1142,15 @@ impl RunningServer {
         self.app.storage.set_faults(f);
     }
     /// Every access token stops working (a 401 storm); refresh still works.
+    /// The OAuth 2.0 token requests received so far.
+    pub fn oauth_grants(&self) -> Vec<OAuthGrant> {
+        self.app
+            .auth
+            .as_ref()
+            .map(|a| a.lock().unwrap().grants.clone())
+            .unwrap_or_default()
+    }
+
     pub fn revoke_tokens(&self) {
         revoke(&self.app);
     }

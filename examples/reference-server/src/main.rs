@@ -52,12 +52,14 @@ async fn main() -> anyhow::Result<()> {
     let auth = a.auth_token.map(|t| AuthSetup {
         access_tokens: vec![t],
         refresh_token: a.refresh_token,
+        ..Default::default()
     });
     let server = bgsync_reference_server::spawn(ServerConfig {
         db_path: a.db,
         faults,
         auth,
         port: a.port,
+        tls: None,
     })
     .await?;
     let mut out = std::io::stdout();

@@ -214,6 +214,7 @@ async fn auth_refresh_and_revocation() {
         auth: Some(AuthSetup {
             access_tokens: vec!["t0".into()],
             refresh_token: "r".into(),
+            ..Default::default()
         }),
         ..Default::default()
     })

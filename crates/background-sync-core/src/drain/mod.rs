@@ -362,6 +362,8 @@ impl Run<'_> {
                             continue;
                         }
                     };
+                    // First: it may wait for (or do) a token refresh, which takes time.
+                    let auth = self.auth.current(self.inner, &transport, timeout).await?;
                     let remaining = deadline.saturating_duration_since(Instant::now());
                     let t = timeout.min(remaining);
                     if remaining < MIN_WINDOW {
@@ -377,7 +379,6 @@ impl Run<'_> {
                         stop = Some(StopReason::Error);
                         break;
                     }
-                    let auth = self.auth.current(self.inner).await?;
                     flights.push(self.launch(transport.clone(), rows, t, t < timeout, auth));
                 }
                 // Claimed for a lane that is no longer free (or no longer usable): back, untouched.

@@ -44,8 +44,17 @@ impl AuthCell {
         }
     }
 
-    /// The credentials to send now (re-read when the app changed them in this process).
-    pub(crate) async fn current(&self, inner: &Inner) -> Result<(AuthConfig, u64)> {
+    /// The credentials to send now (re-read when the app changed them in this process). When
+    /// the access token is known to expire within [`REFRESH_AHEAD_MS`] it is refreshed first
+    /// (once per run, other lanes wait), rather than spending a request on a 401 and a round
+    /// trip on a phone. A failed refresh here is only logged: the server has the last word, and
+    /// a 401 then stops the run as usual (no second refresh).
+    pub(crate) async fn current(
+        &self,
+        inner: &Inner,
+        transport: &Transport,
+        timeout: Duration,
+    ) -> Result<(AuthConfig, u64)> {
         let mut s = self.state.lock().await;
         let epoch = inner.auth_epoch();
         if epoch != s.epoch {
@@ -53,6 +62,15 @@ impl AuthCell {
             s.generation += 1;
             s.refreshed = false;
             s.epoch = epoch;
+        }
+        let a = &s.auth;
+        let expiring = a
+            .expires_at
+            .is_some_and(|t| t.saturating_sub(inner.now()) < REFRESH_AHEAD_MS);
+        if expiring && !s.refreshed && a.refresh_token.is_some() && a.refresh_url.is_some() {
+            if let Err(why) = self.refresh(&mut s, inner, transport, timeout).await? {
+                tracing::warn!("refreshing the expiring access token failed: {why}");
+            }
         }
         Ok((s.auth.clone(), s.generation))
     }
@@ -81,16 +99,25 @@ impl AuthCell {
         if s.refreshed {
             return Ok(Err("HTTP 401 after a token refresh".into()));
         }
+        self.refresh(&mut s, inner, transport, timeout).await
+    }
+
+    /// The one refresh of this run, under the state lock (concurrent lanes wait for it).
+    async fn refresh(
+        &self,
+        s: &mut AuthState,
+        inner: &Inner,
+        transport: &Transport,
+        timeout: Duration,
+    ) -> Result<std::result::Result<(), String>> {
         s.refreshed = true;
         // The refresh obeys the run's deadline and cancellation like any request.
         let left = self.deadline.saturating_duration_since(Instant::now());
         if left < MIN_WINDOW {
-            return Ok(Err(
-                "HTTP 401 and no time left in this run to refresh the token".into()
-            ));
+            return Ok(Err("no time left in this run to refresh the token".into()));
         }
         let refreshed = tokio::select! {
-            r = transport.refresh(&s.auth, timeout.min(left)) => r,
+            r = transport.refresh(&s.auth, timeout.min(left), inner.now()) => r,
             _ = self.cancel.cancelled() => return Ok(Err("cancelled while refreshing the token".into())),
         };
         match refreshed {
@@ -103,13 +130,17 @@ impl AuthCell {
                     s.auth = inner.store.load_auth().await?;
                 }
                 s.generation += 1;
-                tracing::info!("access token refreshed after a 401");
+                tracing::info!("access token refreshed");
                 Ok(Ok(()))
             }
             Err(e) => Ok(Err(e.to_string())),
         }
     }
 }
+
+/// Refresh before a run when the access token expires sooner than this: a minute covers a
+/// background run's budget and the clock skew between phone and server.
+pub(crate) const REFRESH_AHEAD_MS: i64 = 60_000;
 
 /// Lets the mutation pass wait for uploads its blocked rows reference.
 #[derive(Default)]

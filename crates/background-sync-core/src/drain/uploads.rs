@@ -310,6 +310,15 @@ impl<'a> Pass<'a> {
                 }
                 while flights.len() < slots && stop.is_none() {
                     let Some(u) = ready.pop_front() else { break };
+                    // First: it may wait for (or do) a token refresh, which takes time.
+                    let auth = self
+                        .auth
+                        .current(
+                            self.inner,
+                            &self.transport,
+                            Duration::from_millis(self.cfg.request_timeout_ms),
+                        )
+                        .await?;
                     let remaining = deadline.saturating_duration_since(Instant::now());
                     let needed = self.expected_ms(u.size, remaining);
                     let expires_too_soon = !u.signed_now
@@ -329,7 +338,6 @@ impl<'a> Pass<'a> {
                         stop = Some(StopReason::Error);
                         break;
                     }
-                    let auth = self.auth.current(self.inner).await?;
                     flights.push(self.launch(u, remaining, auth));
                 }
             }
@@ -430,6 +438,7 @@ impl<'a> Pass<'a> {
         remaining: Duration,
         cancel: &tokio_util::sync::CancellationToken,
     ) -> Result<std::result::Result<Vec<ClaimedUpload>, StopReason>> {
+        let entered = Instant::now();
         let now = self.inner.now();
         let (mut ready, mut unsigned): (Vec<_>, Vec<_>) = claimed.into_iter().partition(|u| {
             let horizon = now + self.expected_ms(u.size, remaining) + EXPIRY_MARGIN_MS;
@@ -453,7 +462,16 @@ impl<'a> Pass<'a> {
                 }
                 continue;
             }
-            let (auth, generation) = self.auth.current(self.inner).await?;
+            let (auth, generation) = self.auth.current(self.inner, &self.transport, timeout).await?;
+            // Waiting for a token refresh used some of the time this request had.
+            let timeout = timeout.min(remaining.saturating_sub(entered.elapsed()));
+            if timeout < MIN_WINDOW {
+                for u in &chunk {
+                    self.inner.store.release_upload(u.seq, &self.owner).await?;
+                }
+                stop = Some(StopReason::Deadline);
+                continue;
+            }
             if !self.lease.allows(timeout) {
                 for u in &chunk {
                     self.inner.store.release_upload(u.seq, &self.owner).await?;
