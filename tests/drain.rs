@@ -242,17 +242,7 @@ async fn unauthorized_refreshes_once_then_retries() {
     })
     .await
     .unwrap();
-    for i in 0..10 {
-        bs.enqueue(mutation(
-            "PUT",
-            &format!("/visits/{i}"),
-            Some(json!({"v": i})),
-            "visit",
-            &i.to_string(),
-        ))
-        .await
-        .unwrap();
-    }
+    enqueue_visits(&bs, 0..10).await;
     let r = bs.drain(opts(10)).await.unwrap();
     assert_eq!((r.done, r.stop_reason), (10, StopReason::Empty), "{r:?}");
     assert_eq!(

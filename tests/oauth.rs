@@ -35,20 +35,6 @@ async fn oauth_server(access_tokens: &[&str], rotate: bool) -> RunningServer {
     .await
 }
 
-async fn enqueue_n(bs: &background_sync_core::BackgroundSync, from: usize, n: usize) {
-    for i in from..from + n {
-        bs.enqueue(mutation(
-            "PUT",
-            &format!("/visits/{i}"),
-            Some(json!({"v": i})),
-            "visit",
-            &i.to_string(),
-        ))
-        .await
-        .unwrap();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oauth2_refresh_grant_after_a_401_is_form_encoded_and_rotation_is_kept() {
     let server = oauth_server(&[], true).await;
@@ -62,7 +48,7 @@ async fn oauth2_refresh_grant_after_a_401_is_form_encoded_and_rotation_is_kept()
     })
     .await
     .unwrap();
-    enqueue_n(&bs, 0, 12).await;
+    enqueue_visits(&bs, 0..12).await;
 
     let r = bs.drain(DrainOptions::default()).await.unwrap();
     assert_eq!((r.done, r.stop_reason), (12, StopReason::Empty), "{r:?}");
@@ -85,7 +71,7 @@ async fn oauth2_refresh_grant_after_a_401_is_form_encoded_and_rotation_is_kept()
     server.revoke_tokens();
     bs.close().await;
     let bs = engine(&dir, config(&server.base_url)).await;
-    enqueue_n(&bs, 100, 3).await;
+    enqueue_visits(&bs, 100..103).await;
     let r = bs.drain(DrainOptions::default()).await.unwrap();
     assert_eq!((r.done, r.stop_reason), (3, StopReason::Empty), "{r:?}");
     let grants = server.oauth_grants();
@@ -118,7 +104,7 @@ async fn an_access_token_known_to_expire_is_refreshed_before_any_request() {
     })
     .await
     .unwrap();
-    enqueue_n(&bs, 0, 8).await;
+    enqueue_visits(&bs, 0..8).await;
     let r = bs.drain(DrainOptions::default()).await.unwrap();
     assert_eq!((r.done, r.stop_reason), (8, StopReason::Empty), "{r:?}");
     let s = server.stats();
@@ -129,7 +115,7 @@ async fn an_access_token_known_to_expire_is_refreshed_before_any_request() {
     );
 
     // The refreshed token came with expires_in 3600: the next run refreshes nothing.
-    enqueue_n(&bs, 100, 2).await;
+    enqueue_visits(&bs, 100..102).await;
     let r = bs.drain(DrainOptions::default()).await.unwrap();
     assert_eq!(r.done, 2, "{r:?}");
     assert_eq!(server.stats().refreshes, 1, "a token valid for an hour is kept");
@@ -150,7 +136,7 @@ async fn a_failed_ahead_of_time_refresh_still_tries_the_token_and_stops_on_its_4
     })
     .await
     .unwrap();
-    enqueue_n(&bs, 0, 3).await;
+    enqueue_visits(&bs, 0..3).await;
     let r = bs.drain(DrainOptions::default()).await.unwrap();
     assert_eq!(r.stop_reason, StopReason::AuthFailed, "{r:?}");
     assert_eq!(r.remaining, 3);
@@ -174,7 +160,7 @@ async fn the_servers_oauth_error_code_is_reported_and_its_free_text_is_not() {
     let dir = tempfile::tempdir().unwrap();
     let bs = engine(&dir, config(&server.base_url)).await;
     bs.set_auth(oauth("stale", "rt-1")).await.unwrap();
-    enqueue_n(&bs, 0, 1).await;
+    enqueue_visits(&bs, 0..1).await;
     let r = bs.drain(DrainOptions::default()).await.unwrap();
     assert_eq!(r.stop_reason, StopReason::AuthFailed, "{r:?}");
     let why = r.last_error.unwrap_or_default();
@@ -203,7 +189,7 @@ async fn the_json_exchange_stays_the_default() {
     .unwrap();
     assert_eq!(auth.refresh_mode, RefreshMode::Json);
     bs.set_auth(auth).await.unwrap();
-    enqueue_n(&bs, 0, 2).await;
+    enqueue_visits(&bs, 0..2).await;
     let r = bs.drain(DrainOptions::default()).await.unwrap();
     assert_eq!((r.done, r.stop_reason), (2, StopReason::Empty), "{r:?}");
     assert_eq!(server.stats().refreshes, 1);
@@ -294,16 +280,16 @@ async fn tokens_never_reach_reports_history_events_or_logs() {
     })
     .await
     .unwrap();
-    enqueue_n(&bs, 0, 3).await;
+    enqueue_visits(&bs, 0..3).await;
     assert_eq!(bs.drain(DrainOptions::default()).await.unwrap().done, 3);
     server.revoke_tokens();
-    enqueue_n(&bs, 10, 1).await;
+    enqueue_visits(&bs, 10..11).await;
     assert_eq!(bs.drain(DrainOptions::default()).await.unwrap().done, 1);
     server.revoke_tokens();
     bs.set_auth(oauth("secret-access-1", "secret-refresh-wrong"))
         .await
         .unwrap();
-    enqueue_n(&bs, 20, 1).await;
+    enqueue_visits(&bs, 20..21).await;
     let failed = bs.drain(DrainOptions::default()).await.unwrap();
     assert_eq!(failed.stop_reason, StopReason::AuthFailed, "{failed:?}");
     assert_eq!(server.oauth_grants().len(), 3);

@@ -47,6 +47,21 @@ pub async fn engine(dir: &tempfile::TempDir, cfg: SyncConfig) -> BackgroundSync 
     bs
 }
 
+/// `PUT /visits/{i}` for each `i` in `ids`, one visit entity each.
+pub async fn enqueue_visits(bs: &BackgroundSync, ids: std::ops::Range<usize>) {
+    for i in ids {
+        bs.enqueue(mutation(
+            "PUT",
+            &format!("/visits/{i}"),
+            Some(json!({"v": i})),
+            "visit",
+            &i.to_string(),
+        ))
+        .await
+        .unwrap();
+    }
+}
+
 pub fn mutation(method: &str, path: &str, body: Option<Value>, kind: &str, id: &str) -> NewMutation {
     NewMutation {
         method: method.into(),

@@ -387,8 +387,10 @@ pub async fn spawn(cfg: ServerConfig) -> anyhow::Result<RunningServer> {
             let router = router.clone();
             let app = app2.clone();
             let acceptor = acceptor.clone();
+            if acceptor.is_some() {
+                app.counters.tls_handshakes.fetch_add(1, Ordering::Relaxed);
+            }
             tokio::spawn(async move {
-                let counters_app = app.clone();
                 let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
                     let router = router.clone();
                     let app = app.clone();
@@ -402,10 +404,6 @@ pub async fn spawn(cfg: ServerConfig) -> anyhow::Result<RunningServer> {
                             .await;
                     }
                     Some(acceptor) => {
-                        counters_app
-                            .counters
-                            .tls_handshakes
-                            .fetch_add(1, Ordering::Relaxed);
                         // A client that does not trust the CA aborts here: nothing to serve.
                         let Ok(tls) = acceptor.accept(stream).await else {
                             return;
@@ -985,12 +983,14 @@ async fn oauth_token(
 }
 
 async fn admin_oauth_grants(State(app): State<Arc<App>>) -> Response<Body> {
-    let grants = app
-        .auth
+    json_response(200, &json!(oauth_grants(&app)), false)
+}
+
+fn oauth_grants(app: &App) -> Vec<OAuthGrant> {
+    app.auth
         .as_ref()
         .map(|a| a.lock().unwrap().grants.clone())
-        .unwrap_or_default();
-    json_response(200, &json!(grants), false)
+        .unwrap_or_default()
 }
 
 /// `POST /uploads/sign`: signed storage URLs for many files in one request.
@@ -1144,11 +1144,7 @@ impl RunningServer {
     /// Every access token stops working (a 401 storm); refresh still works.
     /// The OAuth 2.0 token requests received so far.
     pub fn oauth_grants(&self) -> Vec<OAuthGrant> {
-        self.app
-            .auth
-            .as_ref()
-            .map(|a| a.lock().unwrap().grants.clone())
-            .unwrap_or_default()
+        oauth_grants(&self.app)
     }
 
     pub fn revoke_tokens(&self) {
