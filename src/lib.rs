@@ -11,8 +11,9 @@
 //!   entries expanded by [`export_native_entries!`].
 
 use serde::Deserialize;
+use std::path::PathBuf;
 use tauri::{
-    plugin::{Builder, TauriPlugin},
+    plugin::{Builder as PluginBuilder, TauriPlugin},
     Manager, RunEvent, Runtime,
 };
 
@@ -98,20 +99,40 @@ impl<R: Runtime> Plugin<R> {
         Ok(())
     }
 
-    /// Merge a partial configuration over the stored one and persist it.
+    /// Merge a partial configuration (camelCase JSON, as from JS) over the stored one and
+    /// persist it. `null` resets a field to its default.
     pub async fn configure(&self, patch: serde_json::Value) -> Result<()> {
+        let merged = merge_config(self.current_config().await?, patch)?;
+        self.apply_config(merged).await
+    }
+
+    /// Change the stored configuration in place, typed: `edit` gets the current configuration
+    /// (the defaults and any `tauri.conf.json` settings if nothing is stored yet) and what it
+    /// leaves is validated and persisted, like [`Plugin::configure`]. Only the fields `edit`
+    /// touches change.
+    pub async fn update_config(&self, edit: impl FnOnce(&mut SyncConfig)) -> Result<()> {
+        let mut config = self.current_config().await?.unwrap_or_default();
+        edit(&mut config);
+        self.apply_config(config).await
+    }
+
+    /// The stored configuration, or, before the first configure, the `tauri.conf.json` settings
+    /// kept for it.
+    async fn current_config(&self) -> Result<Option<SyncConfig>> {
         let stored = self.engine.config().await?;
-        let base = match self
+        let pending = self
             .pending_conf
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .clone()
-        {
-            Some(conf) if stored.is_none() => Some(merge_config(None, conf)?),
-            _ => stored,
-        };
-        let merged = merge_config(base, patch)?;
-        self.engine.configure(merged).await?;
+            .clone();
+        match pending {
+            Some(conf) if stored.is_none() => Ok(Some(merge_config(None, conf)?)),
+            _ => Ok(stored),
+        }
+    }
+
+    async fn apply_config(&self, config: SyncConfig) -> Result<()> {
+        self.engine.configure(config).await?;
         self.pending_conf.lock().unwrap_or_else(|e| e.into_inner()).take();
         self.platform.register(&self.engine, false).await?;
         self.scheduler.wake();
@@ -208,103 +229,168 @@ impl<R: Runtime> Plugin<R> {
     }
 }
 
-/// Initializes the plugin.
+/// Initializes the plugin with the settings of `tauri.conf.json` (the shortcut for
+/// `Builder::new().build()`).
 pub fn init<R: Runtime>() -> TauriPlugin<R, Option<PluginConfig>> {
-    Builder::<R, Option<PluginConfig>>::new("background-sync")
-        .invoke_handler(tauri::generate_handler![
-            commands::enable,
-            commands::disable,
-            commands::is_enabled,
-            commands::configure,
-            commands::set_auth,
-            commands::clear_auth,
-            commands::enqueue,
-            commands::enqueue_many,
-            commands::sync_now,
-            commands::status,
-            commands::pending,
-            commands::dead_letters,
-            commands::retry,
-            commands::discard,
-            commands::edit,
-            commands::subscribe,
-            commands::unsubscribe,
-            commands::history,
-            commands::delivered,
-            commands::resolve_temp_id,
-            commands::enqueue_upload,
-            commands::uploads,
-            commands::retry_upload,
-            commands::discard_upload,
-        ])
-        .setup(|app, api| {
-            let conf = api.config().as_ref();
-            let file = conf
-                .and_then(|c| c.database.clone())
-                .unwrap_or_else(|| DEFAULT_DATABASE.into());
-            let dir = app.path().app_data_dir()?;
-            let path = dir.join(file);
-            let (engine, pending_conf) = tauri::async_runtime::block_on(async {
-                let engine = BackgroundSync::open(&path).await?;
-                let mut pending = None;
-                if let Some(c) = conf.filter(|c| !c.sync.is_empty()) {
-                    let patch = serde_json::Value::Object(c.sync.clone());
-                    let stored = engine.config().await?;
-                    let merged = merge_config(stored.clone(), patch.clone())?;
-                    if stored.is_none() && merged.base_url.is_empty() {
-                        // The app sets baseUrl at runtime (e.g. per tenant): keep these
-                        // settings for its first configure call.
-                        pending = Some(patch);
-                    } else {
-                        engine.configure(merged).await?;
+    Builder::new().build()
+}
+
+/// Typed plugin setup from Rust, for what `tauri.conf.json` cannot say or should not:
+///
+/// ```no_run
+/// # use tauri_plugin_background_sync::{Builder, PluginConfig, SyncConfig};
+/// fn plugin<R: tauri::Runtime>() -> tauri::plugin::TauriPlugin<R, Option<PluginConfig>> {
+///     Builder::new()
+///         .database("field-outbox.db")
+///         .config(SyncConfig { base_url: "https://api.example.com/v1".into(), ..Default::default() })
+///         .build()
+/// }
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct Builder {
+    database: Option<PathBuf>,
+    config: Option<SyncConfig>,
+}
+
+impl Builder {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The outbox file: a name in the app data directory, or an absolute path. Takes
+    /// precedence over `tauri.conf.json`'s `database`. The background hooks get the same path.
+    pub fn database(mut self, path: impl Into<PathBuf>) -> Self {
+        self.database = Some(path.into());
+        self
+    }
+
+    /// The configuration, written over the stored one at every start (the code is the source
+    /// of truth; runtime `configure` calls last until the next start). Settings in
+    /// `tauri.conf.json` are merged over it. `base_url` is required: an empty one fails the
+    /// plugin's setup.
+    pub fn config(mut self, config: SyncConfig) -> Self {
+        self.config = Some(config);
+        self
+    }
+
+    pub fn build<R: Runtime>(self) -> TauriPlugin<R, Option<PluginConfig>> {
+        let Builder { database, config } = self;
+        PluginBuilder::<R, Option<PluginConfig>>::new("background-sync")
+            .invoke_handler(tauri::generate_handler![
+                commands::enable,
+                commands::disable,
+                commands::is_enabled,
+                commands::configure,
+                commands::set_auth,
+                commands::clear_auth,
+                commands::enqueue,
+                commands::enqueue_many,
+                commands::sync_now,
+                commands::status,
+                commands::pending,
+                commands::dead_letters,
+                commands::retry,
+                commands::discard,
+                commands::edit,
+                commands::subscribe,
+                commands::unsubscribe,
+                commands::history,
+                commands::delivered,
+                commands::resolve_temp_id,
+                commands::enqueue_upload,
+                commands::uploads,
+                commands::retry_upload,
+                commands::discard_upload,
+            ])
+            .setup(move |app, api| {
+                let conf = api.config().as_ref();
+                let file = database
+                    .clone()
+                    .or_else(|| conf.and_then(|c| c.database.clone()).map(PathBuf::from))
+                    .unwrap_or_else(|| DEFAULT_DATABASE.into());
+                let dir = app.path().app_data_dir()?;
+                // An absolute `file` replaces `dir`.
+                let path = dir.join(file);
+                let code_config = config.clone();
+                let (engine, pending_conf) = tauri::async_runtime::block_on(async {
+                    let engine = BackgroundSync::open(&path).await?;
+                    let mut pending = None;
+                    let patch = conf
+                        .filter(|c| !c.sync.is_empty())
+                        .map(|c| serde_json::Value::Object(c.sync.clone()));
+                    match (code_config, patch) {
+                        (Some(code), patch) => {
+                            let merged = match patch {
+                                Some(patch) => merge_config(Some(code), patch)?,
+                                None => code,
+                            };
+                            if merged.base_url.is_empty() {
+                                return Err(Error::InvalidInput(
+                                "Builder::config: base_url is required (set it there or in tauri.conf.json)".into(),
+                            ));
+                            }
+                            engine.configure(merged).await?;
+                        }
+                        (None, Some(patch)) => {
+                            let stored = engine.config().await?;
+                            let merged = merge_config(stored.clone(), patch.clone())?;
+                            if stored.is_none() && merged.base_url.is_empty() {
+                                // The app sets baseUrl at runtime (e.g. per tenant): keep these
+                                // settings for its first configure call.
+                                pending = Some(patch);
+                            } else {
+                                engine.configure(merged).await?;
+                            }
+                        }
+                        (None, None) => {}
+                    }
+                    Ok::<_, Error>((engine, pending))
+                })?;
+                #[cfg(desktop)]
+                let platform = desktop::init(app, api)?;
+                #[cfg(mobile)]
+                let platform = mobile::init(app, api)?;
+                let scheduler = Scheduler::start(engine.clone(), platform.connectivity());
+                let paths = app.path();
+                let upload_roots = [
+                    paths.app_data_dir(),
+                    paths.app_local_data_dir(),
+                    paths.app_cache_dir(),
+                ]
+                .into_iter()
+                .filter_map(std::result::Result::ok)
+                .collect();
+                let plugin = Plugin {
+                    engine,
+                    scheduler,
+                    platform,
+                    subscriptions: Default::default(),
+                    upload_roots,
+                    pending_conf: std::sync::Mutex::new(pending_conf),
+                };
+                app.manage(plugin);
+                // Always register OS work when configured (it checks the toggle when it runs). Off
+                // the setup thread, and a failure shows in status.lastError instead of vanishing.
+                let handle = app.clone();
+                tauri::async_runtime::spawn(async move {
+                    let p = handle.state::<Plugin<R>>();
+                    if let Err(e) = p.platform.register(&p.engine, false).await {
+                        tracing::error!(error = %e, "registering OS background work failed");
+                        let _ = p
+                            .engine
+                            .record_platform_error(&format!("registering OS background work failed: {e}"))
+                            .await;
+                    }
+                });
+                Ok(())
+            })
+            .on_event(|app, event| {
+                if let RunEvent::Exit = event {
+                    if let Some(p) = app.try_state::<Plugin<R>>() {
+                        p.scheduler.shutdown();
                     }
                 }
-                Ok::<_, Error>((engine, pending))
-            })?;
-            #[cfg(desktop)]
-            let platform = desktop::init(app, api)?;
-            #[cfg(mobile)]
-            let platform = mobile::init(app, api)?;
-            let scheduler = Scheduler::start(engine.clone(), platform.connectivity());
-            let paths = app.path();
-            let upload_roots = [
-                paths.app_data_dir(),
-                paths.app_local_data_dir(),
-                paths.app_cache_dir(),
-            ]
-            .into_iter()
-            .filter_map(std::result::Result::ok)
-            .collect();
-            let plugin = Plugin {
-                engine,
-                scheduler,
-                platform,
-                subscriptions: Default::default(),
-                upload_roots,
-                pending_conf: std::sync::Mutex::new(pending_conf),
-            };
-            app.manage(plugin);
-            // Always register OS work when configured (it checks the toggle when it runs). Off
-            // the setup thread, and a failure shows in status.lastError instead of vanishing.
-            let handle = app.clone();
-            tauri::async_runtime::spawn(async move {
-                let p = handle.state::<Plugin<R>>();
-                if let Err(e) = p.platform.register(&p.engine, false).await {
-                    tracing::error!(error = %e, "registering OS background work failed");
-                    let _ = p
-                        .engine
-                        .record_platform_error(&format!("registering OS background work failed: {e}"))
-                        .await;
-                }
-            });
-            Ok(())
-        })
-        .on_event(|app, event| {
-            if let RunEvent::Exit = event {
-                if let Some(p) = app.try_state::<Plugin<R>>() {
-                    p.scheduler.shutdown();
-                }
-            }
-        })
-        .build()
+            })
+            .build()
+    }
 }

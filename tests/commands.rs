@@ -436,3 +436,130 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+fn builder_app(
+    ctx_conf: Value,
+    plugin: tauri::plugin::TauriPlugin<
+        tauri::test::MockRuntime,
+        Option<tauri_plugin_background_sync::PluginConfig>,
+    >,
+) -> tauri::Result<tauri::App<tauri::test::MockRuntime>> {
+    let mut ctx = mock_context(noop_assets());
+    ctx.config_mut()
+        .plugins
+        .0
+        .insert("background-sync".into(), ctx_conf);
+    ctx.runtime_authority_mut()
+        .__allow_command("plugin:background-sync|configure".into(), ExecutionContext::Local);
+    mock_builder().plugin(plugin).build(ctx)
+}
+
+/// Issue 15 item 3: the typed builder. Its database wins over tauri.conf.json's, its config is
+/// written at every start with tauri.conf.json's keys merged over it, and `update_config`
+/// changes only what the closure touches.
+#[test]
+fn typed_builder_database_and_config_and_typed_update() {
+    use tauri_plugin_background_sync::{BackgroundSyncExt, Builder, SyncConfig};
+    let dir = tempfile::tempdir().unwrap();
+    let typed_db = dir.path().join("typed.db");
+    let conf_db = dir.path().join("from-conf.db");
+    let code = SyncConfig {
+        base_url: "http://127.0.0.1:9".into(),
+        concurrency: 3,
+        ..Default::default()
+    };
+    let start = || {
+        builder_app(
+            json!({ "database": conf_db, "requestTimeoutMs": 1234 }),
+            Builder::new().database(&typed_db).config(code.clone()).build(),
+        )
+        .expect("app builds")
+    };
+    let app = start();
+    let cfg = || {
+        tauri::async_runtime::block_on(app.background_sync().engine().config())
+            .unwrap()
+            .unwrap()
+    };
+    assert_eq!(app.background_sync().engine().path(), typed_db.as_path());
+    assert!(typed_db.exists() && !conf_db.exists());
+    let c = cfg();
+    assert_eq!(
+        (c.base_url.as_str(), c.concurrency, c.request_timeout_ms),
+        ("http://127.0.0.1:9", 3, 1234)
+    );
+
+    // A runtime change from JS, then the typed update: only the touched field changes.
+    let w = WebviewWindowBuilder::new(&app, "main", Default::default())
+        .build()
+        .unwrap();
+    invoke(&w, "configure", json!({ "config": { "concurrency": 7 } })).unwrap();
+    let update =
+        |edit: fn(&mut SyncConfig)| tauri::async_runtime::block_on(app.background_sync().update_config(edit));
+    update(|c| c.max_attempts = 9).unwrap();
+    let c = cfg();
+    assert_eq!(
+        (c.concurrency, c.max_attempts, c.request_timeout_ms),
+        (7, 9, 1234)
+    );
+    // An edit that breaks the configuration is refused whole; nothing changes.
+    let e = update(|c| {
+        c.max_attempts = 1;
+        c.base_url = "ftp://127.0.0.1".into();
+    })
+    .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            tauri_plugin_background_sync::Error::InvalidInput(_)
+                | tauri_plugin_background_sync::Error::OriginNotAllowed(_)
+        ),
+        "{e:?}"
+    );
+    assert_eq!(cfg().max_attempts, 9);
+    drop(w);
+    drop(app);
+
+    // The next start writes the code's configuration again.
+    let app = start();
+    let c = tauri::async_runtime::block_on(app.background_sync().engine().config())
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        c.concurrency, 3,
+        "the code's configuration is the source of truth at start"
+    );
+}
+
+#[test]
+fn typed_builder_without_a_base_url_fails_setup_and_update_config_keeps_conf_settings() {
+    use tauri_plugin_background_sync::{BackgroundSyncExt, Builder, SyncConfig};
+    let dir = tempfile::tempdir().unwrap();
+    let Err(e) = builder_app(
+        json!({ "database": dir.path().join("a.db") }),
+        Builder::new().config(SyncConfig::default()).build(),
+    ) else {
+        panic!("a typed config without base_url must fail the setup")
+    };
+    assert!(e.to_string().contains("base_url"), "{e}");
+
+    // Without a typed config, tauri.conf.json's settings wait for the first configure; the
+    // typed update starts from them too.
+    let app = builder_app(
+        json!({ "database": dir.path().join("b.db"), "requestTimeoutMs": 4321 }),
+        Builder::new().build(),
+    )
+    .expect("starts without a baseUrl");
+    tauri::async_runtime::block_on(
+        app.background_sync()
+            .update_config(|c| c.base_url = "http://127.0.0.1:9".into()),
+    )
+    .unwrap();
+    let c = tauri::async_runtime::block_on(app.background_sync().engine().config())
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (c.base_url.as_str(), c.request_timeout_ms),
+        ("http://127.0.0.1:9", 4321)
+    );
+}
