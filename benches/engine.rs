@@ -37,6 +37,7 @@ fn m(i: usize, entities: usize) -> NewMutation {
         },
         temp_id: None,
         idempotency_key: None,
+        coalesce: None,
     }
 }
 

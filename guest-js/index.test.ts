@@ -641,6 +641,36 @@ describe('client-side validation', () => {
     }
   )
 
+  it('rejects a coalesce mode outside the union, and passes merge and replace through', async () => {
+    await expectInvalid(
+      () => enqueue({ ...newMutation, coalesce: 'squash' as never }),
+      /coalesce "squash" is not one of merge, replace/
+    )
+    expect(calls).toHaveLength(0)
+    respond(P + 'enqueue', {
+      id: 'm2',
+      seq: 1,
+      idempotencyKey: 'k',
+      coalescedInto: 'm1'
+    })
+    const e = await enqueue({ ...newMutation, coalesce: 'merge' })
+    expect(e.coalescedInto).toBe('m1')
+    expect(calls[0].args).toStrictEqual({
+      mutation: { ...newMutation, coalesce: 'merge' }
+    })
+    respond(P + 'enqueue', {
+      id: 'm3',
+      seq: 0,
+      idempotencyKey: 'k',
+      cancelled: true
+    })
+    const d = await enqueue({ ...newMutation, coalesce: 'replace' })
+    expect(d.cancelled).toBe(true)
+    expect(calls.at(-1)?.args).toStrictEqual({
+      mutation: { ...newMutation, coalesce: 'replace' }
+    })
+  })
+
   it('accepts a mutation without priority', async () => {
     respond(P + 'enqueue', { id: 'm', seq: 1, idempotencyKey: 'k' })
     const { priority: _, ...rest } = newMutation

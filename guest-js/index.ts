@@ -96,7 +96,41 @@ export interface NewMutation {
    * characters; generated if absent. Sent as the `Idempotency-Key` header.
    */
   idempotencyKey?: string
+  /**
+   * Opt in to coalescing with this entity's unsent neighbours (see {@link Coalesce}): this
+   * mutation may fold into the one queued just before it, and later ones into it. Every
+   * enqueued id still gets its own outcome event.
+   * @since Unreleased
+   */
+  coalesce?: Coalesce
 }
+
+/**
+ * How a mutation folds into the unsent mutation of its entity queued just before it. Both
+ * must have opted in, neither may carry `headers`, and the earlier one must never have been
+ * sent (not in flight, not tried, not dead); otherwise both are sent as they are.
+ *
+ * - `'merge'`: a `PATCH` whose body is a JSON merge patch (RFC 7396) is composed with an
+ *   earlier `PATCH` of the same path, or applied to the body of an earlier `PUT` of that path
+ *   or of the entity's unsent create (`tempId` as the path's last segment). Use it only if
+ *   your server applies `PATCH` as a merge patch. Where two patches cannot be one (an object
+ *   over a key the first set to a scalar or null), both are sent.
+ * - `'replace'`: a `PUT` (or a `PATCH` carrying the whole new state) replaces the earlier
+ *   body of the same method and path, or the body of the entity's unsent create.
+ *
+ * A `DELETE` with `coalesce` set cancels its entity's create when neither was sent (and
+ * nothing outside the entity waits for the create's temp id): nothing reaches the server, and
+ * a `cancelled` event lists every id involved.
+ *
+ * @example
+ * ```ts
+ * // Each keystroke's autosave folds into one request while offline.
+ * await enqueue({ method: 'PATCH', path: `/visits/${id}`, body: { notes },
+ *                 entity: { kind: 'visit', id }, coalesce: 'merge' })
+ * ```
+ * @since Unreleased
+ */
+export type Coalesce = 'merge' | 'replace'
 
 /** Lifecycle of a queued mutation. */
 export type MutationState = 'pending' | 'inFlight' | 'dead'
@@ -147,6 +181,18 @@ export interface Enqueued {
   seq: number
   /** Idempotency key that will be sent (the caller's, or a generated one). */
   idempotencyKey: string
+  /**
+   * Set when the mutation folded into an unsent one ({@link NewMutation.coalesce}): the id of
+   * the row that carries both. This id still gets its own `delivered`/`dead` event.
+   * @since Unreleased
+   */
+  coalescedInto?: string
+  /**
+   * `true` when this delete cancelled its entity's unsent create: nothing is sent, and a
+   * `cancelled` event lists every id involved.
+   * @since Unreleased
+   */
+  cancelled?: boolean
 }
 
 /**
@@ -516,6 +562,18 @@ export interface SettledEvent {
   dead: string[]
 }
 
+/**
+ * A delete cancelled its entity's create before either was sent ({@link Coalesce}): nothing
+ * reached the server and these enqueued ids (the create, what came between, the delete) are
+ * settled. The create's temp id never resolves; later references to it are refused.
+ * @since Unreleased
+ */
+export interface CancelledEvent {
+  type: 'cancelled'
+  ids: string[]
+  entity: EntityRef
+}
+
 /** Events of the status stream, tagged by `type`. See {@link onStatus}. */
 export type StatusEvent =
   | StatusChangedEvent
@@ -524,6 +582,7 @@ export type StatusEvent =
   | ReportEvent
   | DeliveredEvent
   | DeadEvent
+  | CancelledEvent
   | SettledEvent
 
 /**
@@ -695,7 +754,7 @@ function isObject(v: unknown): v is Record<string, unknown> {
 
 function checkMutation(m: unknown, where = 'mutation'): string | null {
   if (!isObject(m)) return `${where} must be an object`
-  const { method, path, priority, entity, headers } = m
+  const { method, path, priority, entity, headers, coalesce } = m
   if (
     typeof method !== 'string' ||
     !(METHODS as readonly string[]).includes(method.trim().toUpperCase())
@@ -726,6 +785,13 @@ function checkMutation(m: unknown, where = 'mutation'): string | null {
       Object.values(headers).some((v) => typeof v !== 'string'))
   ) {
     return `${where}.headers must be an object of string values`
+  }
+  if (
+    coalesce !== undefined &&
+    coalesce !== 'merge' &&
+    coalesce !== 'replace'
+  ) {
+    return `${where}.coalesce ${JSON.stringify(coalesce)} is not one of merge, replace`
   }
   return null
 }

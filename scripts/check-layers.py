@@ -15,7 +15,7 @@ import tempfile
 LAYERS = [
     ["error"],
     ["models", "idmap"],
-    ["policy", "validate"],
+    ["policy", "validate", "coalesce"],
     ["store"],
     ["transport", "lease"],
     ["context"],

@@ -25,7 +25,7 @@ done
 core=$(cargo package --list --allow-dirty -p background-sync-core 2>/dev/null)
 for want in Cargo.toml build.rs src/lib.rs src/store/mod.rs \
   migrations/0001_outbox.sql migrations/0002_uploads.sql migrations/0003_lease_clock.sql \
-  migrations/0004_claim_and_counts.sql migrations/0005_outcomes.sql; do
+  migrations/0004_claim_and_counts.sql migrations/0005_outcomes.sql migrations/0006_coalesce.sql; do
   grep -qx "$want" <<<"$core" || { echo "engine crate package lacks $want"; fail=1; }
 done
 if grep -qE '^(tests|benches|target)/' <<<"$core"; then echo "engine crate package contains tests, benches or target"; fail=1; fi

@@ -75,6 +75,7 @@ pub fn mutation(method: &str, path: &str, body: Option<Value>, kind: &str, id: &
         },
         temp_id: None,
         idempotency_key: None,
+        coalesce: None,
     }
 }
 

@@ -216,6 +216,7 @@ impl BackgroundSync {
                 body,
                 temp_id: m.temp_id,
                 candidates,
+                coalesce: m.coalesce,
             });
         }
         let out = self
@@ -223,8 +224,11 @@ impl BackgroundSync {
             .store
             .enqueue(&prepared, self.inner.now(), cfg.max_queue_len)
             .await?;
+        for e in out.cancelled {
+            self.inner.emit(e);
+        }
         self.inner.emit_status().await;
-        Ok(out)
+        Ok(out.enqueued)
     }
 
     /// Drain now with the given options.
@@ -288,6 +292,7 @@ impl BackgroundSync {
             entity: current.entity.clone(),
             temp_id: current.temp_id.clone(),
             idempotency_key: None,
+            coalesce: None,
         };
         let (_, serialized) = validate::mutation(&probe, &cfg, &OriginPolicy::new(&cfg)?)?;
         let candidates = idmap::candidates(&current.path, body.as_ref(), &current.entity.id)

@@ -13,6 +13,7 @@
 //! - [`entry`]: blocking entry points for a background process with no webview.
 //! - [`export_native_entries!`]: the C ABI and JNI symbols, expanded in the app's crate.
 
+mod coalesce;
 mod context;
 mod drain;
 mod engine;

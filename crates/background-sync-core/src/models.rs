@@ -73,6 +73,25 @@ pub struct NewMutation {
     /// Caller-chosen idempotency key (e.g. to dedupe a retried enqueue); generated if absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idempotency_key: Option<String>,
+    /// Opt in to coalescing with the entity's unsent neighbours (README "Coalescing"): this
+    /// mutation may fold into the one queued just before it, and later ones into it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub coalesce: Option<Coalesce>,
+}
+
+/// How a mutation folds into the unsent mutation of its entity queued just before it. Both
+/// must have opted in, neither may carry `headers`, and the earlier one must never have been
+/// sent; otherwise both are sent as they are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Coalesce {
+    /// A `PATCH` whose body is a JSON merge patch (RFC 7396): composed with an earlier `PATCH`
+    /// of the same path, or applied to the body of an earlier `PUT` of that path or of the
+    /// entity's unsent create. Use it only if the server applies `PATCH` as a merge patch.
+    Merge,
+    /// A `PUT` (or a `PATCH` whose body is the whole new state): its body replaces the earlier
+    /// one's (same method and path, or the entity's unsent create).
+    Replace,
 }
 
 /// Lifecycle of a queued mutation.
@@ -136,8 +155,18 @@ pub struct Mutation {
 #[serde(rename_all = "camelCase")]
 pub struct Enqueued {
     pub id: String,
+    /// Position in the outbox; for a coalesced mutation the position of the row it folded
+    /// into, for a cancelled one 0.
     pub seq: i64,
     pub idempotency_key: String,
+    /// Set when the mutation folded into an unsent one (`coalesce`): the id of that row,
+    /// which carries both. This id still gets its own `delivered`/`dead` outcome.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub coalesced_into: Option<String>,
+    /// True when this delete cancelled its entity's unsent create (and what came between):
+    /// nothing is sent, and every id involved is told in one `cancelled` event.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cancelled: bool,
 }
 
 /// Exponential backoff with full jitter: attempt `n` (0-based) waits a uniform random time in
@@ -671,6 +700,10 @@ pub enum StatusEvent {
         status: Option<u16>,
         error: String,
     },
+    /// A delete cancelled its entity's create before either was sent (`coalesce`): nothing
+    /// reached the server, and these enqueued ids (the create, what came between, the delete)
+    /// are settled. Their temp id never resolves; later references to it are refused.
+    Cancelled { ids: Vec<String>, entity: EntityRef },
     /// A round of outcomes is durable: the ids delivered and dead-lettered in it, so an app
     /// refreshes its state once per round rather than once per mutation. Sent after that
     /// round's `delivered`/`dead` events.

@@ -385,6 +385,7 @@ mod tests {
             },
             temp_id: None,
             idempotency_key: None,
+            coalesce: None,
         }
     }
 

@@ -36,6 +36,7 @@ fn m(method: &str, path: String, body: serde_json::Value, kind: &str, id: &str, 
         },
         temp_id: None,
         idempotency_key: None,
+        coalesce: None,
     }
 }
 

@@ -673,7 +673,7 @@ async fn apply(app: &App, key: Option<&str>, method: &str, path: &str, body: Opt
     }
 }
 
-/// The REST semantics: `POST /{c}` create, `PUT /{c}/{id}` upsert, `PATCH /{c}/{id}` merge,
+/// The REST semantics: `POST /{c}` create, `PUT /{c}/{id}` upsert, `PATCH /{c}/{id}` JSON merge patch (RFC 7396),
 /// `DELETE /{c}/{id}`. Returns (status, body, applied (collection, id)).
 async fn execute(
     tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
@@ -726,14 +726,17 @@ async fn execute(
             (200, Value::Object(data), Some((c.to_string(), id.to_string())))
         }
         ("PATCH", [c, id]) => {
-            let Some(mut data) = fetch(tx, c, id).await else {
+            let Some(data) = fetch(tx, c, id).await else {
                 return (404, json!({"error": format!("{c}/{id} not found")}), None);
             };
-            for (k, v) in obj() {
-                if k != "id" {
-                    data.insert(k, v);
-                }
-            }
+            // A JSON merge patch (RFC 7396): null removes a field, objects merge; `id` stays.
+            let mut patch = obj();
+            patch.remove("id");
+            let mut doc = Value::Object(data);
+            json_patch::merge(&mut doc, &Value::Object(patch));
+            let Value::Object(data) = doc else {
+                unreachable!("a merge into an object is an object")
+            };
             store(tx, c, id, &data).await;
             (200, Value::Object(data), Some((c.to_string(), id.to_string())))
         }

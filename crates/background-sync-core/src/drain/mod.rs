@@ -691,23 +691,28 @@ impl Run<'_> {
         let (mut delivered, mut dead) = (Vec::new(), Vec::new());
         for a in applied {
             match a {
-                Applied::Delivered(d) => {
-                    delivered.push(d.id.clone());
-                    self.inner.emit(StatusEvent::Delivered(d.clone()));
+                Applied::Delivered(told) => {
+                    for d in told {
+                        delivered.push(d.id.clone());
+                        self.inner.emit(StatusEvent::Delivered(d.clone()));
+                    }
                 }
                 Applied::Dead {
                     id,
                     entity,
                     status,
                     error,
+                    absorbed,
                 } => {
-                    dead.push(id.clone());
-                    self.inner.emit(StatusEvent::Dead {
-                        id: id.clone(),
-                        entity: entity.clone(),
-                        status: *status,
-                        error: error.clone(),
-                    });
+                    for id in std::iter::once(id).chain(absorbed) {
+                        dead.push(id.clone());
+                        self.inner.emit(StatusEvent::Dead {
+                            id: id.clone(),
+                            entity: entity.clone(),
+                            status: *status,
+                            error: error.clone(),
+                        });
+                    }
                 }
                 Applied::Yes | Applied::No => {}
             }

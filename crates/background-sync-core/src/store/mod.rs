@@ -3,10 +3,11 @@
 //! writer mid-transaction (which SQLite answers with SQLITE_BUSY instead of waiting).
 //! Time is always passed in (`now` in ms since the epoch).
 
+use crate::coalesce::{self, Incoming, Tail};
 use crate::error::{Error, Result};
 use crate::models::{
-    AuthConfig, Delivered, DeliveredQuery, DrainReport, Durability, Enqueued, EntityRef, Mutation,
-    MutationState, Priority, SyncConfig,
+    AuthConfig, Coalesce, Delivered, DeliveredQuery, DrainReport, Durability, Enqueued, EntityRef, Mutation,
+    MutationState, Priority, StatusEvent, SyncConfig,
 };
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
@@ -44,6 +45,14 @@ pub(crate) struct Prepared {
     pub temp_id: Option<String>,
     /// Strings that might be temp-id references (see `idmap::candidates`).
     pub candidates: Vec<String>,
+    pub coalesce: Option<Coalesce>,
+}
+
+/// What one enqueue call wrote, and the cancellations the app is to be told of.
+#[derive(Debug)]
+pub(crate) struct EnqueueOutcome {
+    pub enqueued: Vec<Enqueued>,
+    pub cancelled: Vec<StatusEvent>,
 }
 
 /// A row claimed for sending, with the temp-id mapping its references resolve to.
@@ -267,7 +276,7 @@ impl Store {
         items: &[Prepared],
         now: i64,
         max_queue_len: u64,
-    ) -> Result<Vec<Enqueued>> {
+    ) -> Result<EnqueueOutcome> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         // One statement for the queue size and for which of the strings these mutations
         // contain are known temp ids or placeholders (JSON {temp id: discarded}).
@@ -298,10 +307,12 @@ impl Store {
             .filter_map(|(i, p)| p.temp_id.as_ref().map(|t| (t, (i, &p.entity))))
             .collect();
         let mut out = Vec::with_capacity(items.len());
+        let mut cancelled = Vec::new();
         for (index, p) in items.iter().enumerate() {
             if p.caller_key {
                 let existing: Option<(String, i64)> = sqlx::query_as(
                     "SELECT id, seq FROM outbox WHERE idempotency_key = ?1 \
+                     UNION ALL SELECT id, into_seq FROM coalesced WHERE idempotency_key = ?1 \
                      UNION ALL SELECT id, seq FROM delivered WHERE idempotency_key = ?1 LIMIT 1",
                 )
                 .bind(&p.idempotency_key)
@@ -312,6 +323,8 @@ impl Store {
                         id,
                         seq,
                         idempotency_key: p.idempotency_key.clone(),
+                        coalesced_into: None,
+                        cancelled: false,
                     });
                     continue;
                 }
@@ -331,29 +344,9 @@ impl Store {
                     .execute(&mut *tx)
                     .await?;
             }
-            let seq: i64 = sqlx::query_scalar(
-                "INSERT INTO outbox (id, idempotency_key, priority, entity_kind, entity_id, entity_key, method, path, \
-                 headers, body, temp_id, created_at, next_attempt_at, is_head) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, \
-                         NOT EXISTS (SELECT 1 FROM outbox WHERE entity_key = ?6)) RETURNING seq",
-            )
-            .bind(&p.id)
-            .bind(&p.idempotency_key)
-            .bind(p.priority.rank())
-            .bind(&p.entity.kind)
-            .bind(&p.entity.id)
-            .bind(&entity_key)
-            .bind(&p.method)
-            .bind(&p.path)
-            .bind(headers)
-            .bind(&p.body)
-            .bind(&p.temp_id)
-            .bind(now)
-            .bind(now)
-            .fetch_one(&mut *tx)
-            .await?;
             // References to temp ids of earlier creates (and upload placeholders) become
             // dependencies.
+            let mut deps: Vec<&String> = Vec::new();
             for c in p.candidates.iter().filter(|c| Some(*c) != p.temp_id.as_ref()) {
                 let depends = match known.get(c) {
                     Some(true) => {
@@ -378,12 +371,56 @@ impl Store {
                     },
                 };
                 if depends {
-                    sqlx::query("INSERT OR IGNORE INTO mutation_deps (mutation_seq, temp_id) VALUES (?, ?)")
-                        .bind(seq)
-                        .bind(c)
-                        .execute(&mut *tx)
-                        .await?;
+                    deps.push(c);
                 }
+            }
+            if let Some(mode) = p.coalesce {
+                match coalesce_with_lane(&mut tx, p, mode, &entity_key, &deps, now).await? {
+                    Folded::No => {}
+                    Folded::Into(e) => {
+                        out.push(e);
+                        continue;
+                    }
+                    Folded::Cancelled {
+                        enqueued,
+                        temp_id,
+                        event,
+                    } => {
+                        known.insert(temp_id, true);
+                        out.push(enqueued);
+                        cancelled.push(*event);
+                        continue;
+                    }
+                }
+            }
+            let seq: i64 = sqlx::query_scalar(
+                "INSERT INTO outbox (id, idempotency_key, priority, entity_kind, entity_id, entity_key, method, path, \
+                 headers, body, temp_id, created_at, next_attempt_at, coalesce, is_head) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, \
+                         NOT EXISTS (SELECT 1 FROM outbox WHERE entity_key = ?6)) RETURNING seq",
+            )
+            .bind(&p.id)
+            .bind(&p.idempotency_key)
+            .bind(p.priority.rank())
+            .bind(&p.entity.kind)
+            .bind(&p.entity.id)
+            .bind(&entity_key)
+            .bind(&p.method)
+            .bind(&p.path)
+            .bind(headers)
+            .bind(&p.body)
+            .bind(&p.temp_id)
+            .bind(now)
+            .bind(now)
+            .bind(p.coalesce.is_some())
+            .fetch_one(&mut *tx)
+            .await?;
+            for c in deps {
+                sqlx::query("INSERT OR IGNORE INTO mutation_deps (mutation_seq, temp_id) VALUES (?, ?)")
+                    .bind(seq)
+                    .bind(c)
+                    .execute(&mut *tx)
+                    .await?;
             }
             if let Some(t) = &p.temp_id {
                 let inserted = sqlx::query(
@@ -406,10 +443,15 @@ impl Store {
                 id: p.id.clone(),
                 seq,
                 idempotency_key: p.idempotency_key.clone(),
+                coalesced_into: None,
+                cancelled: false,
             });
         }
         tx.commit().await?;
-        Ok(out)
+        Ok(EnqueueOutcome {
+            enqueued: out,
+            cancelled,
+        })
     }
 
     // ---- lease ----------------------------------------------------------------------------
@@ -878,6 +920,11 @@ impl Store {
             .bind(seq)
             .execute(&mut *tx)
             .await?;
+        // What was coalesced into it goes with it.
+        sqlx::query("DELETE FROM coalesced WHERE into_seq = ?")
+            .bind(seq)
+            .execute(&mut *tx)
+            .await?;
         let mut orphaned = 0;
         if let Some(t) = temp_id {
             let resolved: Option<String> =
@@ -1022,6 +1069,191 @@ async fn put_setting<'e>(conn: impl sqlx::SqliteExecutor<'e>, key: &str, value: 
     Ok(())
 }
 
+/// What coalescing did with a mutation being enqueued.
+enum Folded {
+    /// Nothing: it is queued as a row of its own.
+    No,
+    /// It folded into the lane's last row.
+    Into(Enqueued),
+    /// A delete cancelled its entity's unsent lane, create first.
+    Cancelled {
+        enqueued: Enqueued,
+        temp_id: String,
+        event: Box<StatusEvent>,
+    },
+}
+
+/// Coalescing inside the enqueue's transaction (rules in `coalesce`): a delete cancels a lane
+/// that was never sent and starts with the create, anything else may fold into the lane's last
+/// row. Rows in flight, tried, dead or with headers are never touched.
+async fn coalesce_with_lane(
+    tx: &mut sqlx::SqliteConnection,
+    p: &Prepared,
+    mode: Coalesce,
+    entity_key: &str,
+    deps: &[&String],
+    now: i64,
+) -> Result<Folded> {
+    let unsent = "state = 'pending' AND attempts = 0 AND claimed_by IS NULL";
+    if p.method == "DELETE" {
+        if !p.headers.is_empty() {
+            return Ok(Folded::No);
+        }
+        let lane: Vec<(i64, String, Option<String>, bool)> = sqlx::query_as(&format!(
+            "SELECT seq, id, temp_id, {unsent} FROM outbox WHERE entity_key = ? ORDER BY seq"
+        ))
+        .bind(entity_key)
+        .fetch_all(&mut *tx)
+        .await?;
+        let Some(temp_id) = lane.first().and_then(|r| r.2.clone()) else {
+            return Ok(Folded::No);
+        };
+        if !lane.iter().all(|r| r.3) {
+            return Ok(Folded::No);
+        }
+        // Cancelled only while nothing outside the lane waits for the create: those would
+        // point at an entity that never exists.
+        let waited_for: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM mutation_deps WHERE temp_id = ?1 \
+               AND mutation_seq NOT IN (SELECT seq FROM outbox WHERE entity_key = ?2)) \
+             OR NOT EXISTS (SELECT 1 FROM id_map WHERE temp_id = ?1 AND server_id IS NULL AND discarded = 0)",
+        )
+        .bind(&temp_id)
+        .bind(entity_key)
+        .fetch_one(&mut *tx)
+        .await?;
+        if waited_for {
+            return Ok(Folded::No);
+        }
+        let mut ids: Vec<(i64, String)> = sqlx::query_as(
+            "DELETE FROM coalesced WHERE into_seq IN (SELECT seq FROM outbox WHERE entity_key = ?) RETURNING seq, id",
+        )
+        .bind(entity_key)
+        .fetch_all(&mut *tx)
+        .await?;
+        ids.extend(lane.into_iter().map(|r| (r.0, r.1)));
+        ids.sort();
+        sqlx::query(
+            "DELETE FROM mutation_deps WHERE mutation_seq IN (SELECT seq FROM outbox WHERE entity_key = ?)",
+        )
+        .bind(entity_key)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM outbox WHERE entity_key = ?")
+            .bind(entity_key)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("UPDATE id_map SET discarded = 1 WHERE temp_id = ?")
+            .bind(&temp_id)
+            .execute(&mut *tx)
+            .await?;
+        let mut ids: Vec<String> = ids.into_iter().map(|(_, id)| id).collect();
+        ids.push(p.id.clone());
+        return Ok(Folded::Cancelled {
+            enqueued: Enqueued {
+                id: p.id.clone(),
+                seq: 0,
+                idempotency_key: p.idempotency_key.clone(),
+                coalesced_into: None,
+                cancelled: true,
+            },
+            temp_id,
+            event: Box::new(StatusEvent::Cancelled {
+                ids,
+                entity: p.entity.clone(),
+            }),
+        });
+    }
+    type TailRow = (
+        i64,
+        String,
+        String,
+        String,
+        Option<String>,
+        Option<String>,
+        bool,
+        bool,
+        bool,
+    );
+    let tail: Option<TailRow> = sqlx::query_as(&format!(
+        "SELECT seq, id, method, path, body, temp_id, headers IS NOT NULL, coalesce, {unsent} \
+         FROM outbox WHERE entity_key = ? ORDER BY seq DESC LIMIT 1"
+    ))
+    .bind(entity_key)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some((seq, id, method, path, body, temp_id, has_headers, opted_in, unsent)) = tail else {
+        return Ok(Folded::No);
+    };
+    // The folded row resolves only the references it already had (and its own temp id).
+    if !deps.is_empty() {
+        let held: Vec<String> =
+            sqlx::query_scalar("SELECT temp_id FROM mutation_deps WHERE mutation_seq = ?")
+                .bind(seq)
+                .fetch_all(&mut *tx)
+                .await?;
+        if !deps
+            .iter()
+            .all(|d| held.contains(d) || temp_id.as_ref() == Some(*d))
+        {
+            return Ok(Folded::No);
+        }
+    }
+    let earlier: Option<serde_json::Value> = body.as_deref().map(serde_json::from_str).transpose()?;
+    let later: Option<serde_json::Value> = p.body.as_deref().map(serde_json::from_str).transpose()?;
+    let folded = coalesce::fold(
+        &Tail {
+            method: &method,
+            path: &path,
+            body: earlier.as_ref(),
+            temp_id: temp_id.as_deref(),
+            opted_in,
+            has_headers,
+            unsent,
+        },
+        &Incoming {
+            method: &p.method,
+            path: &p.path,
+            body: later.as_ref(),
+            mode,
+            has_headers: !p.headers.is_empty(),
+        },
+    );
+    let Some(new_body) = folded else {
+        return Ok(Folded::No);
+    };
+    sqlx::query("UPDATE outbox SET body = ? WHERE seq = ?")
+        .bind(serde_json::to_string(&new_body)?)
+        .bind(seq)
+        .execute(&mut *tx)
+        .await?;
+    // Its own place in the enqueue order, from the outbox's sequence (never reused).
+    let own_seq: i64 =
+        sqlx::query_scalar("UPDATE sqlite_sequence SET seq = seq + 1 WHERE name = 'outbox' RETURNING seq")
+            .fetch_one(&mut *tx)
+            .await?;
+    sqlx::query(
+        "INSERT INTO coalesced (seq, id, idempotency_key, into_seq, method, path, created_at) \
+         VALUES (?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(own_seq)
+    .bind(&p.id)
+    .bind(&p.idempotency_key)
+    .bind(seq)
+    .bind(&p.method)
+    .bind(&p.path)
+    .bind(now)
+    .execute(&mut *tx)
+    .await?;
+    Ok(Folded::Into(Enqueued {
+        id: p.id.clone(),
+        seq,
+        idempotency_key: p.idempotency_key.clone(),
+        coalesced_into: Some(id),
+        cancelled: false,
+    }))
+}
+
 /// Pending mutations that wait for `temp_id` (a discarded create or upload) become dead
 /// letters with `error`, so they surface for review instead of waiting forever.
 pub(crate) async fn bury_dependents(
@@ -1078,12 +1310,15 @@ pub(crate) enum Applied {
     No,
     /// Written (rescheduled or released).
     Yes,
-    Delivered(Delivered),
+    /// The row first, then the mutations coalesced into it, in enqueue order.
+    Delivered(Vec<Delivered>),
     Dead {
         id: String,
         entity: EntityRef,
         status: Option<u16>,
         error: String,
+        /// Ids of the mutations coalesced into the row, dead with it.
+        absorbed: Vec<String>,
     },
 }
 
@@ -1104,7 +1339,8 @@ async fn apply_outcome(conn: &mut sqlx::SqliteConnection, owner: &str, o: &Outco
         } => {
             let row = sqlx::query(
                 "DELETE FROM outbox WHERE seq = ? AND claimed_by = ? AND state = 'in_flight' \
-                 RETURNING id, idempotency_key, entity_kind, entity_id, method, path, attempts, created_at, temp_id",
+                 RETURNING id, idempotency_key, entity_kind, entity_id, method, path, attempts, created_at, temp_id, \
+                 coalesce",
             )
             .bind(seq)
             .bind(owner)
@@ -1147,19 +1383,64 @@ async fn apply_outcome(conn: &mut sqlx::SqliteConnection, owner: &str, o: &Outco
                     .execute(&mut *conn)
                     .await?;
             }
-            return Ok(Applied::Delivered(Delivered {
+            let entity = EntityRef {
+                kind: row.get("entity_kind"),
+                id: row.get("entity_id"),
+            };
+            let mut told = vec![Delivered {
                 id: row.get("id"),
-                entity: EntityRef {
-                    kind: row.get("entity_kind"),
-                    id: row.get("entity_id"),
-                },
+                entity: entity.clone(),
                 method: row.get("method"),
                 path: row.get("path"),
                 status: *status,
                 temp_id,
                 server_id: server_id.clone(),
                 delivered_at: *now,
-            }));
+            }];
+            // The mutations this row carried are delivered with it, each under its own id.
+            if row.get::<bool, _>("coalesce") {
+                let absorbed: Vec<(i64, String, String, String, String, i64)> = sqlx::query_as(
+                    "DELETE FROM coalesced WHERE into_seq = ? \
+                     RETURNING seq, id, idempotency_key, method, path, created_at",
+                )
+                .bind(seq)
+                .fetch_all(&mut *conn)
+                .await?;
+                let mut absorbed = absorbed;
+                absorbed.sort();
+                for (own_seq, id, key, method, path, created_at) in absorbed {
+                    sqlx::query(
+                        "INSERT INTO delivered (seq, id, idempotency_key, entity_kind, entity_id, method, path, \
+                         status, attempts, created_at, delivered_at, server_id) \
+                         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    )
+                    .bind(own_seq)
+                    .bind(&id)
+                    .bind(key)
+                    .bind(&entity.kind)
+                    .bind(&entity.id)
+                    .bind(&method)
+                    .bind(&path)
+                    .bind(*status as i64)
+                    .bind(row.get::<i64, _>("attempts") + 1)
+                    .bind(created_at)
+                    .bind(now)
+                    .bind(server_id)
+                    .execute(&mut *conn)
+                    .await?;
+                    told.push(Delivered {
+                        id,
+                        entity: entity.clone(),
+                        method,
+                        path,
+                        status: *status,
+                        temp_id: None,
+                        server_id: server_id.clone(),
+                        delivered_at: *now,
+                    });
+                }
+            }
+            return Ok(Applied::Delivered(told));
         }
         Outcome::Reschedule {
             seq,
@@ -1189,7 +1470,7 @@ async fn apply_outcome(conn: &mut sqlx::SqliteConnection, owner: &str, o: &Outco
             let row = sqlx::query(
                 "UPDATE outbox SET state = 'dead', claimed_by = NULL, backing_off = 0, attempts = ?, last_status = ?, \
                  last_error = ? WHERE seq = ? AND claimed_by = ? AND state = 'in_flight' \
-                 RETURNING id, entity_kind, entity_id",
+                 RETURNING id, entity_kind, entity_id, coalesce",
             )
             .bind(*attempts as i64)
             .bind(status.map(i64::from))
@@ -1198,17 +1479,28 @@ async fn apply_outcome(conn: &mut sqlx::SqliteConnection, owner: &str, o: &Outco
             .bind(owner)
             .fetch_optional(&mut *conn)
             .await?;
-            return Ok(match row {
-                None => Applied::No,
-                Some(row) => Applied::Dead {
-                    id: row.get("id"),
-                    entity: EntityRef {
-                        kind: row.get("entity_kind"),
-                        id: row.get("entity_id"),
-                    },
-                    status: *status,
-                    error: error.clone(),
+            let Some(row) = row else {
+                return Ok(Applied::No);
+            };
+            // What the row carries stays with it (a retry delivers them together), and each
+            // is told it is dead under its own id.
+            let absorbed: Vec<String> = if row.get::<bool, _>("coalesce") {
+                sqlx::query_scalar("SELECT id FROM coalesced WHERE into_seq = ? ORDER BY seq")
+                    .bind(seq)
+                    .fetch_all(&mut *conn)
+                    .await?
+            } else {
+                Vec::new()
+            };
+            return Ok(Applied::Dead {
+                id: row.get("id"),
+                entity: EntityRef {
+                    kind: row.get("entity_kind"),
+                    id: row.get("entity_id"),
                 },
+                status: *status,
+                error: error.clone(),
+                absorbed,
             });
         }
         Outcome::Release { seq } => sqlx::query(
@@ -1289,6 +1581,7 @@ mod tests {
             body,
             temp_id: temp.map(str::to_string),
             candidates,
+            coalesce: None,
         }
     }
 
@@ -1305,7 +1598,7 @@ mod tests {
             p("c", Priority::High, None, None),
             p("d", Priority::Normal, None, None),
         ];
-        let e = s.enqueue(&items, T0, 100).await.unwrap();
+        let e = s.enqueue(&items, T0, 100).await.unwrap().enqueued;
         let got = s.claim("me", T0, 10, MAX_WAIT).await.unwrap();
         let seqs: Vec<i64> = got.iter().map(|c| c.seq).collect();
         // c (high), b, d (normal, FIFO), a's head (low); a's second row waits for its head.
@@ -1334,7 +1627,8 @@ mod tests {
                 100,
             )
             .await
-            .unwrap();
+            .unwrap()
+            .enqueued;
         let got = s.claim("me", T0, 1, MAX_WAIT).await.unwrap();
         assert_eq!(got[0].seq, e[0].seq, "a's first row inherits critical");
     }
@@ -1353,7 +1647,8 @@ mod tests {
                 100,
             )
             .await
-            .unwrap();
+            .unwrap()
+            .enqueued;
         let got = s.claim("me", T0, 10, MAX_WAIT).await.unwrap();
         assert_eq!(got.len(), 2);
         assert!(s
@@ -1393,7 +1688,8 @@ mod tests {
                 100,
             )
             .await
-            .unwrap();
+            .unwrap()
+            .enqueued;
         assert_eq!(s.counts().await.unwrap().blocked, 1);
         let got = s.claim("me", T0, 10, MAX_WAIT).await.unwrap();
         assert_eq!(got.len(), 1, "the note waits for the visit's create");
@@ -1457,7 +1753,8 @@ mod tests {
                 100,
             )
             .await
-            .unwrap();
+            .unwrap()
+            .enqueued;
         s.claim("me", T0, 10, MAX_WAIT).await.unwrap();
         s.complete(e[0].seq, "me", 200, None, T0).await.unwrap();
         s.complete(e[1].seq, "me", 200, None, T0 + 10_000).await.unwrap();
