@@ -108,7 +108,8 @@ export interface NewMutation {
 /**
  * How a mutation folds into the unsent mutation of its entity queued just before it. Both
  * must have opted in, neither may carry `headers`, and the earlier one must never have been
- * sent (not in flight, not tried, not dead); otherwise both are sent as they are.
+ * handed to a drain (not in flight, not tried, not dead, not cancelled mid-request); otherwise
+ * both are sent as they are.
  *
  * - `'merge'`: a `PATCH` whose body is a JSON merge patch (RFC 7396) is composed with an
  *   earlier `PATCH` of the same path, or applied to the body of an earlier `PUT` of that path

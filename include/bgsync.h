@@ -24,7 +24,8 @@ extern "C" {
 /* Merge a (partial) SyncConfig JSON object over the stored configuration and persist it. */
 char *bgsync_configure(const char *db_path, const char *config_json);
 
-/* Durably queue one NewMutation JSON object. Returns {"ok":true,"enqueued":{id,seq,idempotencyKey}}. */
+/* Durably queue one NewMutation JSON object (README "JavaScript API": the same fields, `coalesce`
+ * included). Returns {"ok":true,"enqueued":{id,seq,idempotencyKey[,coalescedInto][,cancelled]}}. */
 char *bgsync_enqueue(const char *db_path, const char *mutation_json);
 
 /*

@@ -131,6 +131,19 @@ async fn five_edits_of_one_visit_go_as_one_request_and_each_enqueue_hears_its_ou
     }
     let status = bs.status().await.unwrap();
     assert_eq!(status.pending, 1, "one row to send");
+    // A repeat enqueue under a folded mutation's own key is that mutation again.
+    let mut keyed = with(
+        mutation("PATCH", "/visits/tmp-1", Some(json!({"k": 1})), "visit", "tmp-1"),
+        merge,
+    );
+    keyed.idempotency_key = Some("edit-k".into());
+    let first = bs.enqueue(keyed.clone()).await.unwrap();
+    let again = bs.enqueue(keyed).await.unwrap();
+    assert_eq!(
+        (&again.id, &again.coalesced_into),
+        (&first.id, &Some(c.id.clone()))
+    );
+    ids.push(first.id);
     drain_all(&bs).await;
     settle_events().await;
     assert_eq!(
@@ -147,7 +160,7 @@ async fn five_edits_of_one_visit_go_as_one_request_and_each_enqueue_hears_its_ou
     let visit = &state["visits"][server_id.as_str()];
     assert_eq!(
         visit,
-        &json!({"id": server_id, "tag": "tmp-1", "status": "done", "crew": {"second": "bo"}, "photos": 3}),
+        &json!({"id": server_id, "tag": "tmp-1", "status": "done", "crew": {"second": "bo"}, "photos": 3, "k": 1}),
         "the merge of the create and its edits (RFC 7396: null removes)"
     );
     let (delivered, cancelled, dead) = outcomes(&events.lock().unwrap());
@@ -275,6 +288,41 @@ async fn nothing_folds_into_a_row_that_was_sent_is_dead_or_carries_headers() {
         e.coalesced_into, None,
         "the first PUT was sent once: the server may have it"
     );
+
+    // A request that went out and was abandoned (cancelled mid-flight: the server may have
+    // applied it under its key) leaves its row pending with no attempt counted; it was sent
+    // all the same.
+    server.set_faults(FaultConfig {
+        delay_ms: 3_000,
+        ..Default::default()
+    });
+    let gone = bs
+        .enqueue(with(put("abandoned", json!({"v": 1})), replace))
+        .await
+        .unwrap();
+    let cancel = background_sync_core::CancellationToken::new();
+    let drain = {
+        let bs = bs.clone();
+        let opts = DrainOptions {
+            cancel: cancel.clone(),
+            ..Default::default()
+        };
+        tokio::spawn(async move { bs.drain(opts).await.unwrap() })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    cancel.cancel();
+    drain.await.unwrap();
+    let row = bs.get(&gone.id).await.unwrap();
+    assert_eq!((row.attempts, format!("{:?}", row.state)), (0, "Pending".into()));
+    let e = bs
+        .enqueue(with(put("abandoned", json!({"v": 2})), replace))
+        .await
+        .unwrap();
+    assert_eq!(
+        e.coalesced_into, None,
+        "never into a row that was sent, attempt counted or not"
+    );
+    server.set_faults(FaultConfig::default());
 
     let mut h = with(put("pre", json!({"v": 1})), replace);
     h.headers.insert("If-Match".into(), "\"abc\"".into());
@@ -566,6 +614,8 @@ async fn one_case(seed: u64) -> (u64, u64) {
 
     let srv = server(FaultConfig {
         seed,
+        // A little latency, so cancellations land while requests are on the wire.
+        delay_ms: 2,
         error_rate: 0.15,
         drop_rate: 0.05,
         commit_then_drop_rate: 0.1,
@@ -587,8 +637,23 @@ async fn one_case(seed: u64) -> (u64, u64) {
     let racer = {
         let (bs, stop) = (bs.clone(), stop.clone());
         tokio::spawn(async move {
+            // Some drains are cancelled mid-request: their rows go back to pending with no
+            // attempt counted, though the server may have applied them.
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0xca);
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                bs.drain(DrainOptions::default()).await.unwrap();
+                let cancel = background_sync_core::CancellationToken::new();
+                if rng.gen_bool(0.3) {
+                    let (c, after) = (cancel.clone(), rng.gen_range(1..8));
+                    tokio::spawn(async move {
+                        tokio::time::sleep(Duration::from_millis(after)).await;
+                        c.cancel();
+                    });
+                }
+                let opts = DrainOptions {
+                    cancel,
+                    ..Default::default()
+                };
+                bs.drain(opts).await.unwrap();
                 tokio::time::sleep(Duration::from_millis(3)).await;
             }
         })

@@ -77,6 +77,21 @@ try:
     check("server applied each once", len(log) == 50 and len({e["idempotencyKey"] for e in log}) == 50, len(log))
     r = call(lib.bgsync_status, db)
     check("status", r["ok"] and r["status"]["pending"] == 0 and r["status"]["enabled"] is True, r)
+    # Coalescing through the C ABI: a second opted-in PATCH folds into the first (one request).
+    def patch(body):
+        return json.dumps({"method": "PATCH", "path": "/visits/c1", "body": body,
+                           "entity": {"kind": "visit", "id": "c1"}, "coalesce": "merge"}).encode()
+    call(lib.bgsync_enqueue, db, json.dumps({"method": "PUT", "path": "/visits/c1", "body": {"a": 1},
+                                             "entity": {"kind": "visit", "id": "c1"}}).encode())
+    call(lib.bgsync_drain, db, 5_000, None)
+    first = call(lib.bgsync_enqueue, db, patch({"b": 2}))["enqueued"]
+    second = call(lib.bgsync_enqueue, db, patch({"a": None}))["enqueued"]
+    check("coalesce: the second PATCH folds into the first", second.get("coalescedInto") == first["id"], second)
+    before = len(admin_log(base))
+    r = call(lib.bgsync_drain, db, 5_000, None)
+    log = admin_log(base)
+    check("coalesce: one request for both", len(log) == before + 1 and log[-1]["body"] == {"b": 2, "a": None},
+          log[-1:])
     # Bad input: typed errors, no crash.
     r = call(lib.bgsync_enqueue, db, b"{not json")
     check("garbage JSON -> invalidInput", r["ok"] is False and r["error"]["kind"] == "invalidInput", r)

@@ -19,8 +19,9 @@ pub(crate) struct Tail<'a> {
     pub temp_id: Option<&'a str>,
     pub opted_in: bool,
     pub has_headers: bool,
-    /// Never sent: pending, unclaimed, no attempt made (an attempt may have reached the server
-    /// under this row's idempotency key, so its body must not change).
+    /// Never handed to a drain (any request that went out, even one cancelled or cut by a
+    /// crash with no attempt counted, may be held by the server under the row's idempotency
+    /// key, so its body must not change).
     pub unsent: bool,
 }
 

@@ -81,7 +81,8 @@ pub struct NewMutation {
 
 /// How a mutation folds into the unsent mutation of its entity queued just before it. Both
 /// must have opted in, neither may carry `headers`, and the earlier one must never have been
-/// sent; otherwise both are sent as they are.
+/// handed to a drain (a request cancelled or cut by a crash counts as sent); otherwise both are
+/// sent as they are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum Coalesce {

@@ -310,20 +310,21 @@ impl Store {
         let mut cancelled = Vec::new();
         for (index, p) in items.iter().enumerate() {
             if p.caller_key {
-                let existing: Option<(String, i64)> = sqlx::query_as(
-                    "SELECT id, seq FROM outbox WHERE idempotency_key = ?1 \
-                     UNION ALL SELECT id, into_seq FROM coalesced WHERE idempotency_key = ?1 \
-                     UNION ALL SELECT id, seq FROM delivered WHERE idempotency_key = ?1 LIMIT 1",
+                let existing: Option<(String, i64, Option<String>)> = sqlx::query_as(
+                    "SELECT id, seq, NULL FROM outbox WHERE idempotency_key = ?1 \
+                     UNION ALL SELECT c.id, c.into_seq, o.id FROM coalesced c JOIN outbox o ON o.seq = c.into_seq \
+                       WHERE c.idempotency_key = ?1 \
+                     UNION ALL SELECT id, seq, NULL FROM delivered WHERE idempotency_key = ?1 LIMIT 1",
                 )
                 .bind(&p.idempotency_key)
                 .fetch_optional(&mut *tx)
                 .await?;
-                if let Some((id, seq)) = existing {
+                if let Some((id, seq, coalesced_into)) = existing {
                     out.push(Enqueued {
                         id,
                         seq,
                         idempotency_key: p.idempotency_key.clone(),
-                        coalesced_into: None,
+                        coalesced_into,
                         cancelled: false,
                     });
                     continue;
@@ -1094,7 +1095,9 @@ async fn coalesce_with_lane(
     deps: &[&String],
     now: i64,
 ) -> Result<Folded> {
-    let unsent = "state = 'pending' AND attempts = 0 AND claimed_by IS NULL";
+    // Never claimed: `claimed_at` is set by every claim and never cleared, so a request that
+    // went out and was cancelled, cut by a crash or lost with the lease still counts as sent.
+    let unsent = "state = 'pending' AND claimed_at IS NULL";
     if p.method == "DELETE" {
         if !p.headers.is_empty() {
             return Ok(Folded::No);
