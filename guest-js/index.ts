@@ -255,7 +255,7 @@ export interface SyncConfig {
   idPointer: string
   /** Per-request timeout, in ms. @defaultValue `10000` */
   requestTimeoutMs: number
-  /** Attempts before a transiently failing mutation goes to the dead letter. @defaultValue `10` */
+  /** Attempts before a transiently failing mutation goes to the dead letter (about four hours of failures with the default backoff). @defaultValue `100` */
   maxAttempts: number
   /** Retry backoff. */
   backoff: BackoffConfig

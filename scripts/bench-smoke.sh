@@ -9,3 +9,7 @@ for s in enqueue drain claim ios-window scale cold-start; do
   grep -q "\"section\": \"$s\"" bench-results/benchmarks.json || { echo "benchmark section $s missing"; exit 1; }
 done
 echo "benchmark smoke: 6 sections present"
+# The fleet simulation (2,000 phones): it asserts every mutation is accounted for.
+BGSYNC_BENCH_SMOKE=1 cargo test -p background-sync-core --bench fleet
+grep -q "naive fixed 5 s retry" bench-results/fleet.md || { echo "fleet simulation wrote no table"; exit 1; }
+echo "fleet simulation smoke: table written"

@@ -16,6 +16,7 @@ LAYERS = [
     ["error"],
     ["models", "idmap"],
     ["policy", "validate", "coalesce"],
+    ["sim"],
     ["store"],
     ["transport", "lease"],
     ["context"],

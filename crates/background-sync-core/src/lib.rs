@@ -32,6 +32,8 @@ pub mod ffi;
 #[cfg(any(target_os = "android", feature = "jni-host"))]
 #[doc(hidden)]
 pub mod jni_entry;
+#[doc(hidden)]
+pub mod sim;
 
 pub use drain::DrainOptions;
 pub use engine::{BackgroundSync, OpenOptions};
