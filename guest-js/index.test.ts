@@ -379,6 +379,14 @@ describe('commands', () => {
       expected: []
     },
     {
+      name: 'pending({ entity })',
+      run: () => pending({ entity: { kind: 'visit', id: 'tmp-1' }, limit: 5 }),
+      cmd: 'pending',
+      args: { limit: 5, entity: { kind: 'visit', id: 'tmp-1' } },
+      result: [queued],
+      expected: [queued]
+    },
+    {
       name: 'deadLetters()',
       run: () => deadLetters(),
       cmd: 'dead_letters',
@@ -757,6 +765,14 @@ describe('client-side validation', () => {
     await expectInvalid(() => pending({ offset: Number.NaN }), /offset/)
     await expectInvalid(() => deadLetters({ offset: -5 }), /offset/)
     await expectInvalid(() => history({ limit: 2 ** 32 }), /limit/)
+  })
+
+  it('rejects a pending() entity without kind or id', async () => {
+    await expectInvalid(
+      () => pending({ entity: { kind: 'visit' } as never }),
+      /entity must be/
+    )
+    await expectInvalid(() => pending({ entity: 'visit' as never }), /entity/)
   })
 
   it('rejects an empty id', async () => {

@@ -1037,18 +1037,46 @@ function page(
   )
 }
 
+/** Options of {@link pending}. */
+export interface PendingOptions extends PageOptions {
+  /**
+   * Only this entity's mutations: "not synced yet" for one record (a badge, a row's state).
+   * @since Unreleased
+   */
+  entity?: EntityRef
+}
+
 /**
- * Queued mutations not yet delivered (pending and in flight), in delivery order.
+ * Queued mutations not yet delivered (pending and in flight), in enqueue order; with
+ * `entity`, only that entity's. Mutations coalesced into a row are not listed on their own
+ * (their row is). Dead letters are not pending: see {@link deadLetters}.
  *
  * @example
  * ```ts
  * import { pending } from 'tauri-plugin-background-sync-api'
  * const firstPage = await pending({ limit: 50 })
  * const secondPage = await pending({ limit: 50, offset: 50 })
+ * const unsynced = (await pending({ entity: { kind: 'visit', id } })).length > 0
  * ```
  */
-export async function pending(options?: PageOptions): Promise<Mutation[]> {
-  return await page('pending', options)
+export async function pending(options?: PendingOptions): Promise<Mutation[]> {
+  const entity = options?.entity
+  const bad =
+    entity === undefined ||
+    (isObject(entity) &&
+      typeof entity.kind === 'string' &&
+      entity.kind.length > 0 &&
+      typeof entity.id === 'string' &&
+      entity.id.length > 0)
+      ? null
+      : 'entity must be { kind: string, id: string } with non-empty strings'
+  return await call<Mutation[]>(
+    'pending',
+    defined({ limit: options?.limit, offset: options?.offset, entity }),
+    bad ??
+      checkCount(options?.limit, 'limit') ??
+      checkCount(options?.offset, 'offset')
+  )
 }
 
 /**

@@ -1,8 +1,8 @@
 //! IPC commands: thin wrappers over `Plugin`; each is behind its own permission.
 
 use crate::{
-    AuthConfig, Delivered, DeliveredQuery, DrainReport, Enqueued, EnqueuedUpload, Mutation, NewMutation,
-    NewUpload, StatusEvent, SyncStatus, Upload, UploadState,
+    AuthConfig, Delivered, DeliveredQuery, DrainReport, Enqueued, EnqueuedUpload, EntityRef, Mutation,
+    NewMutation, NewUpload, StatusEvent, SyncStatus, Upload, UploadState,
 };
 use crate::{BackgroundSyncExt, Result};
 use tauri::{command, ipc::Channel, AppHandle, Runtime};
@@ -78,11 +78,13 @@ pub(crate) async fn pending<R: Runtime>(
     app: AppHandle<R>,
     limit: Option<u32>,
     offset: Option<u32>,
+    entity: Option<EntityRef>,
 ) -> Result<Vec<Mutation>> {
-    app.background_sync()
-        .engine()
-        .pending(page(limit), offset.unwrap_or(0))
-        .await
+    let engine = app.background_sync().engine();
+    match entity {
+        Some(e) => engine.pending_for(&e, page(limit), offset.unwrap_or(0)).await,
+        None => engine.pending(page(limit), offset.unwrap_or(0)).await,
+    }
 }
 
 #[command]

@@ -87,6 +87,11 @@ fn enqueue_then_status_through_ipc() {
     let p = invoke(&w, "pending", json!({ "limit": 10 })).unwrap();
     assert_eq!(p[0]["priority"], "high");
     assert_eq!(p[0]["tempId"], "tmp-1");
+    // "Not synced yet" for one entity (the JS argument name `entity`).
+    let mine = json!({ "entity": {"kind": "visit", "id": "tmp-1"} });
+    assert_eq!(invoke(&w, "pending", mine).unwrap().as_array().unwrap().len(), 1);
+    let other = json!({ "entity": {"kind": "visit", "id": "tmp-2"}, "limit": 10 });
+    assert_eq!(invoke(&w, "pending", other).unwrap(), json!([]));
     invoke(&w, "enable", json!({})).unwrap();
     assert_eq!(invoke(&w, "is_enabled", json!({})).unwrap(), json!(true));
     // Server down (port 9): the foreground drain reports it, the row stays pending.

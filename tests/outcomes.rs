@@ -225,3 +225,44 @@ fn a_background_run_without_listeners_is_caught_up_from_the_database() {
         }
     });
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pending_for_one_entity_answers_what_is_not_synced_yet() {
+    let server = server(FaultConfig::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let bs = engine(&dir, config(&server.base_url)).await;
+    let (ids, bad_id) = field_day(&bs).await;
+    let visit = |id: &str| EntityRef {
+        kind: "visit".into(),
+        id: id.into(),
+    };
+    let of = |e: EntityRef| {
+        let bs = bs.clone();
+        async move {
+            bs.pending_for(&e, 100, 0)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|m| m.id)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(
+        of(visit("tmp-v2")).await,
+        vec![ids["create-2"].clone(), ids["update-2"].clone()]
+    );
+    assert_eq!(
+        bs.pending_for(&visit("tmp-v2"), 1, 1).await.unwrap()[0].id,
+        ids["update-2"]
+    );
+    assert!(of(visit("tmp-v9")).await.is_empty());
+    bs.drain(DrainOptions::default()).await.unwrap();
+    assert!(of(visit("tmp-v2")).await.is_empty(), "synced: nothing pending");
+    // A dead letter is not pending: it needs attention (dead_letters), not a sync.
+    let rejected = EntityRef {
+        kind: "rejected".into(),
+        id: "x".into(),
+    };
+    assert!(of(rejected).await.is_empty());
+    assert_eq!(bs.dead_letters(10, 0).await.unwrap()[0].id, bad_id);
+}

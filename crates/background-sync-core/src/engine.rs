@@ -6,9 +6,9 @@ use crate::drain::{self, DrainOptions};
 use crate::error::{Error, Result};
 use crate::idmap;
 use crate::models::{
-    AuthConfig, Delivered, DeliveredQuery, DrainReport, Durability, Enqueued, EnqueuedUpload, Mutation,
-    MutationState, NewMutation, NewUpload, RefreshMode, StatusEvent, SyncConfig, SyncState, SyncStatus,
-    Upload, UploadDestination, UploadState,
+    AuthConfig, Delivered, DeliveredQuery, DrainReport, Durability, Enqueued, EnqueuedUpload, EntityRef,
+    Mutation, MutationState, NewMutation, NewUpload, RefreshMode, StatusEvent, SyncConfig, SyncState,
+    SyncStatus, Upload, UploadDestination, UploadState,
 };
 use crate::policy::{Clock, SystemClock};
 use crate::store::{Prepared, PreparedUpload, Store};
@@ -245,13 +245,36 @@ impl BackgroundSync {
     pub async fn pending(&self, limit: u32, offset: u32) -> Result<Vec<Mutation>> {
         self.inner
             .store
-            .list(&[MutationState::Pending, MutationState::InFlight], limit, offset)
+            .list(
+                &[MutationState::Pending, MutationState::InFlight],
+                None,
+                limit,
+                offset,
+            )
+            .await
+    }
+
+    /// Queued mutations of one entity not yet delivered (pending and in flight), in enqueue
+    /// order: "not synced yet" for a record. Mutations coalesced into a row are not listed on
+    /// their own (their row is).
+    pub async fn pending_for(&self, entity: &EntityRef, limit: u32, offset: u32) -> Result<Vec<Mutation>> {
+        self.inner
+            .store
+            .list(
+                &[MutationState::Pending, MutationState::InFlight],
+                Some(entity),
+                limit,
+                offset,
+            )
             .await
     }
 
     /// Dead letters, waiting for the user to retry, edit or discard them.
     pub async fn dead_letters(&self, limit: u32, offset: u32) -> Result<Vec<Mutation>> {
-        self.inner.store.list(&[MutationState::Dead], limit, offset).await
+        self.inner
+            .store
+            .list(&[MutationState::Dead], None, limit, offset)
+            .await
     }
 
     /// One queued mutation by id.

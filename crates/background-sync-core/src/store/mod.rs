@@ -780,19 +780,24 @@ impl Store {
         .await?)
     }
 
+    /// Rows in `states`, in enqueue order; only those of `entity` when given (its lane index).
     pub(crate) async fn list(
         &self,
         states: &[MutationState],
+        entity: Option<&EntityRef>,
         limit: u32,
         offset: u32,
     ) -> Result<Vec<Mutation>> {
         let states: Vec<&str> = states.iter().map(|s| s.as_str()).collect();
+        let entity_key = entity.map(|e| format!("{}\u{1f}{}", e.kind, e.id));
         let rows = sqlx::query(
             "SELECT o.*, (SELECT json_group_array(m.temp_id) FROM mutation_deps d JOIN id_map m ON m.temp_id = d.temp_id \
                           WHERE d.mutation_seq = o.seq AND m.server_id IS NULL) AS waiting \
-             FROM outbox o WHERE o.state IN (SELECT value FROM json_each(?)) ORDER BY o.seq LIMIT ? OFFSET ?",
+             FROM outbox o WHERE o.state IN (SELECT value FROM json_each(?1)) AND (?2 IS NULL OR o.entity_key = ?2) \
+             ORDER BY o.seq LIMIT ?3 OFFSET ?4",
         )
         .bind(serde_json::to_string(&states)?)
+        .bind(entity_key)
         .bind(limit as i64)
         .bind(offset as i64)
         .fetch_all(&self.pool)
