@@ -24,6 +24,7 @@ const COMMANDS: &[&str] = &[
     "uploads",
     "retry_upload",
     "discard_upload",
+    "diagnostics",
 ];
 
 fn main() {

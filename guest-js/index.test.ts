@@ -20,6 +20,7 @@ import {
   enqueueMany,
   history,
   delivered,
+  diagnostics,
   resolveTempId,
   isBackgroundSyncError,
   isEnabled,
@@ -36,6 +37,7 @@ import {
   type Mutation,
   type NewMutation,
   type StatusEvent,
+  type StatusOptions,
   type Delivered,
   type SyncConfigInput,
   type SyncStatus
@@ -239,6 +241,34 @@ describe('commands', () => {
       args: { id: 'u1' },
       result: null,
       expected: undefined
+    },
+    {
+      name: 'diagnostics',
+      run: () => diagnostics(),
+      cmd: 'diagnostics',
+      args: {},
+      result: {
+        configured: true,
+        backgroundEnabled: false,
+        autoSync: true,
+        pending: 0,
+        dead: 0,
+        lastRunAt: null,
+        lastBackgroundRunAt: null,
+        os: { platform: 'headless' },
+        problems: [{ code: 'backgroundOff', message: 'm', fix: 'f' }]
+      },
+      expected: {
+        configured: true,
+        backgroundEnabled: false,
+        autoSync: true,
+        pending: 0,
+        dead: 0,
+        lastRunAt: null,
+        lastBackgroundRunAt: null,
+        os: { platform: 'headless' },
+        problems: [{ code: 'backgroundOff', message: 'm', fix: 'f' }]
+      }
     },
     {
       name: 'enable',
@@ -829,11 +859,11 @@ describe('onStatus', () => {
 
     expect(calls).toHaveLength(1)
     expect(calls[0].cmd).toBe(P + 'subscribe')
-    expect(Object.keys(calls[0].args)).toEqual(['onEvent'])
+    expect(Object.keys(calls[0].args)).toEqual(['onEvent', 'replay'])
     expect(calls[0].args.onEvent).toBeInstanceOf(Channel)
-    // Serialized over IPC as a channel reference.
+    // Serialized over IPC as a channel reference; replay of unheard outcomes by default.
     expect(JSON.stringify(calls[0].args)).toBe(
-      `{"onEvent":"__CHANNEL__:${channel().id}"}`
+      `{"onEvent":"__CHANNEL__:${channel().id}","replay":true}`
     )
 
     sendOnChannel(channel(), 0, statusEvent)
@@ -853,6 +883,19 @@ describe('onStatus', () => {
       reportEvent,
       uploadProgress
     ])
+  })
+
+  it('replay: false asks for live events only; bad options are refused before any IPC', async () => {
+    subscribeMock()
+    await onStatus(() => {}, { replay: false })
+    expect(calls[0].args.replay).toBe(false)
+    await expect(
+      onStatus(() => {}, { replay: 'yes' as unknown as boolean })
+    ).rejects.toMatchObject({ kind: 'invalidInput' })
+    await expect(
+      onStatus(() => {}, null as unknown as StatusOptions)
+    ).rejects.toMatchObject({ kind: 'invalidInput' })
+    expect(calls).toHaveLength(1)
   })
 
   it('delivers events in send order even when they arrive out of order', async () => {
@@ -1067,6 +1110,7 @@ describe('contract', () => {
       'history',
       'delivered',
       'resolveTempId',
+      'diagnostics',
       'onStatus',
       'tempId',
       'isBackgroundSyncError',
@@ -1115,6 +1159,7 @@ describe('contract', () => {
     await history()
     await delivered()
     await resolveTempId('tmp-1')
+    await diagnostics()
     const unlisten = await onStatus(() => {})
     await unlisten()
 

@@ -549,6 +549,15 @@ export interface DeadEvent {
   error: string
 }
 
+/** Options of {@link onStatus}. @since Unreleased */
+export interface StatusOptions {
+  /**
+   * Replay the outcomes no listener heard (default `true`): what a background run delivered
+   * or dead-lettered while the app had no webview.
+   */
+  replay?: boolean
+}
+
 /**
  * A round of outcomes is durable: refresh the app's state once here rather than per mutation.
  * Follows that round's `delivered`/`dead` events.
@@ -1214,6 +1223,120 @@ export async function discardUpload(id: string): Promise<void> {
   await call<null>('discard_upload', { id }, checkId(id))
 }
 
+/**
+ * One reason background sync will not run, or will run late. `code` is stable: switch on it to
+ * show your own words; `message` and `fix` are plain English for a user.
+ * @since Unreleased
+ */
+export interface Problem {
+  code:
+    | 'notConfigured'
+    | 'signInExpired'
+    | 'changesRejected'
+    | 'autoSyncOff'
+    | 'backgroundOff'
+    | 'backgroundRestricted'
+    | 'workNotScheduled'
+    | 'stoppedByAndroid'
+    | 'restrictedBucket'
+    | 'rareBucket'
+    | 'batteryOptimized'
+    | 'batterySaver'
+    | 'notificationsOff'
+    | 'backgroundRefreshOff'
+    | 'backgroundRefreshRestricted'
+    | 'identifierMissing'
+    | 'nothingScheduled'
+    | 'lowPowerMode'
+    | 'schedulerStopped'
+    | 'desktopNeedsApp'
+    | 'platformUnavailable'
+    | (string & {})
+  message: string
+  fix: string
+}
+
+/** A BGTask request iOS holds for the app. @since Unreleased */
+export interface PendingTask {
+  identifier: string
+  /** `earliestBeginDate`, ms since the epoch. */
+  earliestBeginAt: number | null
+}
+
+/**
+ * What the OS says, as the plugin collected it. A fact the OS could not give (an older
+ * version, a failed call) is `null` and yields no problem.
+ * @since Unreleased
+ */
+export type PlatformFacts =
+  | {
+      platform: 'android'
+      sdkInt: number | null
+      /** The periodic work's `WorkInfo.State`, or `'NONE'` when nothing is enqueued. */
+      workState: string | null
+      nextScheduleAt: number | null
+      /** `WorkInfo.stopReason` (API 31+): 10 quota, 11 background restriction, 12 app standby, -256 not stopped. */
+      stopReason: number | null
+      ignoringBatteryOptimizations: boolean | null
+      backgroundRestricted: boolean | null
+      /** 10 active, 20 working set, 30 frequent, 40 rare, 45 restricted. */
+      standbyBucket: number | null
+      powerSaveMode: boolean | null
+      notificationsEnabled: boolean | null
+    }
+  | {
+      platform: 'ios'
+      backgroundRefreshStatus: 'available' | 'denied' | 'restricted' | null
+      missingIdentifiers: string[]
+      pendingRequests: PendingTask[] | null
+      lowPowerMode: boolean | null
+    }
+  | {
+      platform: 'desktop'
+      schedulerRunning: boolean
+      /** When the scheduler next wakes on its own; enqueues and reconnects wake it sooner. */
+      nextWakeAt: number | null
+      watchingNetwork: boolean
+    }
+  | { platform: 'headless' }
+
+/** What {@link diagnostics} returns. @since Unreleased */
+export interface Diagnostics {
+  configured: boolean
+  /** The persisted toggle for OS-started runs ({@link enable}). */
+  backgroundEnabled: boolean
+  /** Foreground automation (`autoSync`). */
+  autoSync: boolean
+  pending: number
+  dead: number
+  lastRunAt: number | null
+  /** Newest run the OS (or the desktop timer) started. */
+  lastBackgroundRunAt: number | null
+  os: PlatformFacts
+  /** Empty when nothing stands in the way, most blocking first. */
+  problems: Problem[]
+}
+
+/**
+ * What will run in the background and why not, on this device: the plugin's side (toggle,
+ * configuration, sign-in, rejected changes) and the OS's (Android: WorkManager's schedule, the
+ * last stop reason, battery optimisation, background restriction, standby bucket; iOS:
+ * Background App Refresh, Info.plist identifiers, pending BGTask requests, Low Power Mode;
+ * desktop: the scheduler's next wake). Show `problems` where a user can act on them.
+ *
+ * @example
+ * ```ts
+ * import { diagnostics } from 'tauri-plugin-background-sync-api'
+ * const d = await diagnostics()
+ * for (const p of d.problems) banner(`${p.message} ${p.fix}`)
+ * if (d.problems.some((p) => p.code === 'backgroundRefreshOff')) showSettingsHint()
+ * ```
+ * @since Unreleased
+ */
+export async function diagnostics(): Promise<Diagnostics> {
+  return await call<Diagnostics>('diagnostics')
+}
+
 /** Options of {@link history}. */
 export interface HistoryOptions {
   /** Most reports to return (the plugin defaults to 20 and caps at 1000). */
@@ -1305,12 +1428,20 @@ export async function resolveTempId(tempId: string): Promise<string | null> {
  * once; then `status` events on every change, `progress` events during drains and a `report`
  * event when a drain ends.
  *
+ * Outcomes settled while nobody listened (a background run the OS started with no webview)
+ * are replayed next, from the database: `delivered` / `dead` events, then a `settled` with
+ * `runId: 'replay'`. Each goes to the first subscription that asks (`replay`, default true)
+ * and is then told; pass `{ replay: false }` for subscriptions that do not handle outcomes
+ * (`createSyncStore` does). A replayed outcome may come twice (the webview went away
+ * mid-replay), never not at all within `retentionMs`: key your handling on `id`.
+ *
  * Resolves to a function that stops the subscription (it invokes `unsubscribe` and can be
  * awaited; calling it again does nothing).
  *
  * @example
  * ```ts
  * import { onStatus } from 'tauri-plugin-background-sync-api'
+ * const progressOnly = await onStatus((e) => bar(e), { replay: false })
  * const unlisten = await onStatus((e) => {
  *   if (e.type === 'status') badge.textContent = String(e.pending + e.dead)
  *   else if (e.type === 'report' && e.dead > 0) toast(`${e.dead} changes were rejected`)
@@ -1320,13 +1451,20 @@ export async function resolveTempId(tempId: string): Promise<string | null> {
  * ```
  */
 export async function onStatus(
-  cb: (event: StatusEvent) => void
+  cb: (event: StatusEvent) => void,
+  options: StatusOptions = {}
 ): Promise<StatusUnlistenFn> {
   if (typeof cb !== 'function') throw invalidInput('cb must be a function')
+  if (options === null || typeof options !== 'object') {
+    throw invalidInput('options must be an object')
+  }
+  const replay = options.replay ?? true
+  if (typeof replay !== 'boolean')
+    throw invalidInput('replay must be a boolean')
   const onEvent = new Channel<StatusEvent>(cb)
   let id: number
   try {
-    id = await invoke<number>(PLUGIN + 'subscribe', { onEvent })
+    id = await invoke<number>(PLUGIN + 'subscribe', { onEvent, replay })
   } catch (e) {
     onEvent.onmessage = () => {}
     throw e
@@ -1484,9 +1622,13 @@ export function createSyncStore(): SyncStore {
 
   function start() {
     const mine = ++generation
-    unlisten = onStatus((e) => {
-      if (mine === generation) publish(reduceSnapshot(snapshot, e))
-    }).catch((e: unknown) => {
+    // Outcomes replayed from the database belong to the app's own outcome handler.
+    unlisten = onStatus(
+      (e) => {
+        if (mine === generation) publish(reduceSnapshot(snapshot, e))
+      },
+      { replay: false }
+    ).catch((e: unknown) => {
       if (mine === generation) {
         publish({ ...snapshot, error: asBackgroundSyncError(e) })
       }

@@ -43,6 +43,7 @@ function plugin(
   opts: { failSubscribe?: unknown; holdSubscribe?: boolean } = {}
 ) {
   const calls: string[] = []
+  const replays: unknown[] = []
   const channels: Channel<unknown>[] = []
   const indexes = new Map<Channel<unknown>, number>()
   const held: (() => void)[] = []
@@ -53,6 +54,7 @@ function plugin(
     if (cmd === P + 'subscribe') {
       if (opts.failSubscribe !== undefined) throw opts.failSubscribe
       const ch = a.onEvent as Channel<unknown>
+      replays.push(a.replay)
       channels.push(ch)
       const id = nextId++
       if (opts.holdSubscribe) return new Promise((r) => held.push(() => r(id)))
@@ -70,6 +72,7 @@ function plugin(
   }
   return {
     calls,
+    replays,
     channels,
     send,
     release: () => held.splice(0).forEach((r) => r())
@@ -82,6 +85,14 @@ const settle = () => new Promise((r) => setTimeout(r, 0))
 afterEach(() => clearMocks())
 
 describe('createSyncStore', () => {
+  it('leaves replayed outcomes to the app: its subscription asks for live events only', async () => {
+    const p = plugin()
+    const stop = createSyncStore().subscribe(() => {})
+    await settle()
+    expect(p.replays).toEqual([false])
+    stop()
+  })
+
   it('subscribes to the plugin only while it has subscribers, once for all of them', async () => {
     const p = plugin()
     const store = createSyncStore()

@@ -15,7 +15,7 @@ import tempfile
 LAYERS = [
     ["error"],
     ["models", "idmap"],
-    ["policy", "validate", "coalesce"],
+    ["policy", "validate", "coalesce", "diagnose"],
     ["sim"],
     ["store"],
     ["transport", "lease"],

@@ -1,10 +1,11 @@
 //! IPC commands: thin wrappers over `Plugin`; each is behind its own permission.
 
 use crate::{
-    AuthConfig, Delivered, DeliveredQuery, DrainReport, Enqueued, EnqueuedUpload, EntityRef, Mutation,
-    NewMutation, NewUpload, StatusEvent, SyncStatus, Upload, UploadState,
+    AuthConfig, Delivered, DeliveredQuery, Diagnostics, DrainReport, Enqueued, EnqueuedUpload, EntityRef,
+    Mutation, NewMutation, NewUpload, StatusEvent, SyncStatus, Upload, UploadState,
 };
 use crate::{BackgroundSyncExt, Result};
+use std::collections::HashSet;
 use tauri::{command, ipc::Channel, AppHandle, Runtime};
 
 const DEFAULT_PAGE: u32 = 100;
@@ -151,18 +152,40 @@ pub(crate) async fn resolve_temp_id<R: Runtime>(
     app.background_sync().engine().resolve_temp_id(&temp_id).await
 }
 
-/// Stream status events to the webview until `unsubscribe` (or the channel closes).
+/// Stream status events to the webview until `unsubscribe` (or the channel closes). With
+/// `replay` (the default) the outcomes nobody heard (a background run without a webview) come
+/// first, from the database.
 #[command]
-pub(crate) async fn subscribe<R: Runtime>(app: AppHandle<R>, on_event: Channel<StatusEvent>) -> Result<u32> {
+pub(crate) async fn subscribe<R: Runtime>(
+    app: AppHandle<R>,
+    on_event: Channel<StatusEvent>,
+    replay: Option<bool>,
+) -> Result<u32> {
     let p = app.background_sync();
+    // Subscribed before the replay reads the database, so an outcome settling meanwhile is
+    // heard live or replayed (perhaps both: the live copy is then skipped), never lost.
     let mut rx = p.engine().subscribe();
     // The first event is the current status, so a UI renders at once.
     let _ = on_event.send(StatusEvent::Status(p.engine().status().await?));
+    let mut replayed = HashSet::new();
+    if replay.unwrap_or(true) {
+        p.engine()
+            .catch_up(|e| {
+                if let Some(id) = outcome_id(&e) {
+                    replayed.insert(id.to_string());
+                }
+                on_event.send(e).is_ok()
+            })
+            .await?;
+    }
     let id = on_event.id();
     let task = tauri::async_runtime::spawn(async move {
         loop {
             match rx.recv().await {
                 Ok(e) => {
+                    if outcome_id(&e).is_some_and(|id| replayed.remove(id)) {
+                        continue;
+                    }
                     if on_event.send(e).is_err() {
                         break;
                     }
@@ -178,6 +201,20 @@ pub(crate) async fn subscribe<R: Runtime>(app: AppHandle<R>, on_event: Channel<S
         .unwrap_or_else(|e| e.into_inner())
         .insert(id, task);
     Ok(id)
+}
+
+/// What will run in the background and why not (README "Diagnostics").
+#[command]
+pub(crate) async fn diagnostics<R: Runtime>(app: AppHandle<R>) -> Result<Diagnostics> {
+    app.background_sync().diagnostics().await
+}
+
+fn outcome_id(e: &StatusEvent) -> Option<&str> {
+    match e {
+        StatusEvent::Delivered(d) => Some(&d.id),
+        StatusEvent::Dead { id, .. } => Some(id),
+        _ => None,
+    }
 }
 
 #[command]

@@ -3,9 +3,9 @@
 //! (netlink on Linux, route socket on macOS, IP Helper on Windows) through `if-watch`: no
 //! polling.
 
-use crate::scheduler::ConnectivityFactory;
-use crate::BackgroundSync;
+use crate::scheduler::{ConnectivityFactory, Scheduler};
 use crate::Result;
+use crate::{BackgroundSync, PlatformFacts};
 use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
 use tauri::{plugin::PluginApi, AppHandle, Runtime};
@@ -25,6 +25,11 @@ impl<R: Runtime> Platform<R> {
     /// Nothing to register with the OS on desktop; the scheduler is the background worker.
     pub(crate) async fn register(&self, _engine: &BackgroundSync, _run_now: bool) -> Result<()> {
         Ok(())
+    }
+
+    /// The desktop's facts are the scheduler's own (never unavailable).
+    pub(crate) async fn facts(&self, scheduler: &Scheduler) -> (PlatformFacts, Option<String>) {
+        (PlatformFacts::Desktop(scheduler.facts()), None)
     }
 
     /// A signal each time a non-loopback interface gains a new address (a network came up).

@@ -83,6 +83,23 @@ impl<R: Runtime> Plugin<R> {
         &self.scheduler
     }
 
+    /// What will run in the background and why not, on this platform (README "Diagnostics"):
+    /// the engine's side and the facts the OS gives (WorkManager and power settings on
+    /// Android, Background App Refresh and pending BGTask requests on iOS, the scheduler on
+    /// desktop), with a `problems` list of stable codes.
+    pub async fn diagnostics(&self) -> Result<Diagnostics> {
+        let (os, unavailable) = self.platform.facts(&self.scheduler).await;
+        let mut d = self.engine.diagnostics(os).await?;
+        if let Some(why) = unavailable {
+            d.problems.push(Problem {
+                code: "platformUnavailable".into(),
+                message: format!("The OS could not be asked about background work: {why}"),
+                fix: "Try again after the app has fully started; report it if it stays.".into(),
+            });
+        }
+        Ok(d)
+    }
+
     /// Turn background sync on: persist the toggle, register OS work, start the timer.
     pub async fn enable(&self) -> Result<()> {
         self.engine.set_enabled(true).await?;
@@ -301,6 +318,7 @@ impl Builder {
                 commands::uploads,
                 commands::retry_upload,
                 commands::discard_upload,
+                commands::diagnostics,
             ])
             .setup(move |app, api| {
                 let conf = api.config().as_ref();

@@ -2,9 +2,9 @@
 //! entry (JNI / C ABI) in a process that may have no webview. Here we only hand them what a
 //! cold process needs: the database path (and, on Android, the native library's name).
 
-use crate::scheduler::ConnectivityFactory;
-use crate::BackgroundSync;
+use crate::scheduler::{ConnectivityFactory, Scheduler};
 use crate::Result;
+use crate::{BackgroundSync, PlatformFacts};
 use serde::{de::DeserializeOwned, Serialize};
 use tauri::{
     plugin::{PluginApi, PluginHandle},
@@ -86,6 +86,28 @@ impl<R: Runtime> Platform<R> {
                 .await?;
         }
         Ok(())
+    }
+
+    /// What the shim reads from the OS (`diagnostics` in BackgroundSyncPlugin.kt / .swift); when
+    /// it cannot answer, the platform's facts are all unknown and the reason comes back.
+    pub(crate) async fn facts(&self, _scheduler: &Scheduler) -> (PlatformFacts, Option<String>) {
+        let unknown = || {
+            #[cfg(target_os = "android")]
+            return PlatformFacts::Android(Default::default());
+            #[cfg(not(target_os = "android"))]
+            return PlatformFacts::Ios(Default::default());
+        };
+        match self
+            .handle
+            .run_mobile_plugin_async::<serde_json::Value>("diagnostics", ())
+            .await
+        {
+            Ok(v) => match serde_json::from_value::<PlatformFacts>(v) {
+                Ok(f) => (f, None),
+                Err(e) => (unknown(), Some(format!("unreadable answer: {e}"))),
+            },
+            Err(e) => (unknown(), Some(e.to_string())),
+        }
     }
 
     /// Connectivity on mobile is watched natively (NetworkCallback / NWPathMonitor), which

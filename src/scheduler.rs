@@ -10,7 +10,7 @@ use crate::DrainOptions;
 use crate::Result;
 use crate::{DrainReport, StopReason};
 use futures_util::stream::{BoxStream, StreamExt};
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -44,6 +44,11 @@ struct Shared {
     wake: Notify,
     kick: AtomicU8,
     shutdown: CancellationToken,
+    /// For `diagnostics()`: the task is alive, when it next wakes on its own (ms since the
+    /// epoch, 0 = not known yet), and whether the OS reports network changes.
+    running: AtomicBool,
+    next_wake_at: AtomicI64,
+    watching_network: AtomicBool,
 }
 
 impl Scheduler {
@@ -53,10 +58,27 @@ impl Scheduler {
             wake: Notify::new(),
             kick: AtomicU8::new(KICK_NONE),
             shutdown: CancellationToken::new(),
+            running: AtomicBool::new(true),
+            next_wake_at: AtomicI64::new(0),
+            watching_network: AtomicBool::new(false),
         });
         let task = inner.clone();
-        tauri::async_runtime::spawn(async move { task.run(connectivity()).await });
+        tauri::async_runtime::spawn(async move {
+            task.clone().run(connectivity()).await;
+            task.running.store(false, Ordering::SeqCst);
+        });
         Self { inner }
+    }
+
+    /// What the scheduler will do next, for `diagnostics()`.
+    pub fn facts(&self) -> crate::DesktopFacts {
+        let next = self.inner.next_wake_at.load(Ordering::SeqCst);
+        crate::DesktopFacts {
+            scheduler_running: self.inner.running.load(Ordering::SeqCst)
+                && !self.inner.shutdown.is_cancelled(),
+            next_wake_at: (next > 0).then_some(next),
+            watching_network: self.inner.watching_network.load(Ordering::SeqCst),
+        }
     }
 
     /// Re-read the toggle and configuration now.
@@ -105,6 +127,8 @@ impl Scheduler {
 
 impl Shared {
     async fn run(self: Arc<Self>, mut connectivity: Connectivity) {
+        self.watching_network
+            .store(connectivity.is_some(), Ordering::SeqCst);
         let mut trigger = "startup";
         let mut offline_streak = 0u32;
         loop {
@@ -150,6 +174,11 @@ impl Shared {
             if self.shutdown.is_cancelled() {
                 return;
             }
+            let wall_now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64);
+            self.next_wake_at
+                .store(wall_now + sleep_for.as_millis() as i64, Ordering::SeqCst);
             trigger = tokio::select! {
                 _ = self.shutdown.cancelled() => return,
                 _ = tokio::time::sleep(sleep_for) => "timer",

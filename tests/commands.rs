@@ -568,3 +568,108 @@ fn typed_builder_without_a_base_url_fails_setup_and_update_config_keeps_conf_set
         ("http://127.0.0.1:9", 4321)
     );
 }
+
+fn problem_codes(d: &Value) -> Vec<String> {
+    d["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            assert!(
+                !p["message"].as_str().unwrap().is_empty() && !p["fix"].as_str().unwrap().is_empty(),
+                "{p}"
+            );
+            p["code"].as_str().unwrap().to_string()
+        })
+        .collect()
+}
+
+/// `diagnostics()` on desktop (issue 13 item 5), for real: the scheduler's own facts (running,
+/// its next wake, network watching) and the engine's side through IPC, each problem appearing
+/// with the state that causes it and leaving with it.
+#[test]
+fn diagnostics_on_desktop_say_what_will_run_and_why_not() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let server = rt.block_on(common::server(common::FaultConfig {
+        reject_paths: vec!["/rejected".into()],
+        ..Default::default()
+    }));
+    let dir = tempfile::tempdir().unwrap();
+    let app = app(&dir, &server.base_url, &all_commands());
+    let w = WebviewWindowBuilder::new(&app, "main", Default::default())
+        .build()
+        .unwrap();
+    let diagnostics = || invoke(&w, "diagnostics", json!({})).unwrap();
+    let wall = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64
+    };
+    // The scheduler drains at startup, then sleeps until its interval (15 min by default).
+    let t = std::time::Instant::now();
+    let d = loop {
+        let d = diagnostics();
+        if d["os"]["nextWakeAt"].is_i64() {
+            break d;
+        }
+        assert!(
+            t.elapsed().as_secs() < 10,
+            "the scheduler never planned a wake: {d}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert_eq!(d["os"]["platform"], "desktop", "{d}");
+    assert_eq!(d["os"]["schedulerRunning"], true, "{d}");
+    let next = d["os"]["nextWakeAt"].as_i64().unwrap();
+    assert!(
+        next > wall() + 10 * 60_000 && next <= wall() + 15 * 60_000 + 1_000,
+        "next wake in {} ms",
+        next - wall()
+    );
+    assert_eq!(d["configured"], true);
+    assert_eq!(d["autoSync"], true);
+    assert_eq!(problem_codes(&d), vec!["backgroundOff"], "{d}");
+
+    invoke(
+        &w,
+        "enqueue",
+        json!({ "mutation": { "method": "POST", "path": "/rejected/x", "body": {"n": 1},
+                              "entity": {"kind": "rejected", "id": "x"}, "priority": "critical" } }),
+    )
+    .unwrap();
+    let t = std::time::Instant::now();
+    while invoke(&w, "status", json!({})).unwrap()["dead"] != 1 {
+        assert!(t.elapsed().as_secs() < 10, "the 422 never became a dead letter");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let d = diagnostics();
+    assert_eq!(d["dead"], 1);
+    assert!(d["lastRunAt"].is_i64(), "{d}");
+    assert_eq!(problem_codes(&d), vec!["changesRejected", "backgroundOff"], "{d}");
+
+    invoke(&w, "enable", json!({})).unwrap();
+    let d = diagnostics();
+    assert_eq!(d["backgroundEnabled"], true);
+    assert_eq!(
+        problem_codes(&d),
+        vec!["changesRejected", "desktopNeedsApp"],
+        "{d}"
+    );
+
+    invoke(&w, "disable", json!({})).unwrap();
+    invoke(&w, "configure", json!({ "config": { "autoSync": false } })).unwrap();
+    let d = diagnostics();
+    assert_eq!(
+        problem_codes(&d),
+        vec!["changesRejected", "autoSyncOff", "backgroundOff"],
+        "{d}"
+    );
+    let dead = invoke(&w, "dead_letters", json!({})).unwrap();
+    invoke(&w, "discard", json!({ "id": dead[0]["id"] })).unwrap();
+    assert_eq!(
+        problem_codes(&diagnostics()),
+        vec!["autoSyncOff", "backgroundOff"]
+    );
+    rt.block_on(server.shutdown());
+}

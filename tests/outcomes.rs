@@ -266,3 +266,168 @@ async fn pending_for_one_entity_answers_what_is_not_synced_yet() {
     assert!(of(rejected).await.is_empty());
     assert_eq!(bs.dead_letters(10, 0).await.unwrap()[0].id, bad_id);
 }
+
+/// What each replayed or live event says, as (kind, id): "delivered"/"dead" per mutation, and
+/// "settled" with the ids it lists.
+fn told(events: &[StatusEvent]) -> (BTreeSet<String>, BTreeSet<String>, BTreeSet<String>) {
+    let (mut delivered, mut dead, mut settled) = (BTreeSet::new(), BTreeSet::new(), BTreeSet::new());
+    for e in events {
+        match e {
+            StatusEvent::Delivered(d) => assert!(delivered.insert(d.id.clone()), "{} told twice", d.id),
+            StatusEvent::Dead { id, .. } => assert!(dead.insert(id.clone()), "{id} told dead twice"),
+            StatusEvent::Settled { delivered, dead, .. } => {
+                settled.extend(delivered.iter().chain(dead).cloned())
+            }
+            _ => {}
+        }
+    }
+    (delivered, dead, settled)
+}
+
+/// README "Outcomes": what a background run settled while nobody listened (the OS woke the app,
+/// no webview) is told to the next listener from the database — every delivered and dead
+/// mutation once, then a `settled` listing them — and never again, also after a restart. A
+/// listener that cannot take the events leaves them for the next one.
+#[test]
+fn outcomes_nobody_heard_are_replayed_once_to_the_next_listener() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let server = rt.block_on(server(FaultConfig {
+        reject_paths: vec!["/rejected".into()],
+        ..Default::default()
+    }));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("outbox.db");
+    let (ids, bad_id) = rt.block_on(async {
+        let bs = engine(&dir, config(&server.base_url)).await;
+        bs.set_enabled(true).await.unwrap();
+        let out = field_day(&bs).await;
+        bs.close().await;
+        out
+    });
+    let report = background_sync_core::entry::drain(
+        path.to_str().unwrap(),
+        10_000,
+        "android-worker",
+        background_sync_core::CancellationToken::new(),
+    )
+    .unwrap();
+    assert_eq!((report.done, report.dead), (6, 1), "{report:?}");
+    rt.block_on(async {
+        let bs = BackgroundSync::open(&path).await.unwrap();
+        // A webview that is gone before it takes the first event: nothing counts as told.
+        assert_eq!(bs.catch_up(|_| false).await.unwrap(), 0);
+        let mut events = Vec::new();
+        let n = bs
+            .catch_up(|e| {
+                events.push(e);
+                true
+            })
+            .await
+            .unwrap();
+        assert_eq!(n, 7, "six delivered and one dead: {events:?}");
+        let (delivered, dead, settled) = told(&events);
+        assert_eq!(delivered, ids.values().cloned().collect::<BTreeSet<_>>());
+        assert_eq!(dead, BTreeSet::from([bad_id.clone()]));
+        assert_eq!(settled, delivered.union(&dead).cloned().collect::<BTreeSet<_>>());
+        assert!(
+            matches!(events.last(), Some(StatusEvent::Settled { .. })),
+            "settled comes after the events it lists"
+        );
+        for v in 1..=3 {
+            let create = events
+                .iter()
+                .find_map(|e| match e {
+                    StatusEvent::Delivered(d) if d.id == ids[&format!("create-{v}")] => Some(d.clone()),
+                    _ => None,
+                })
+                .unwrap();
+            assert_eq!(create.temp_id.as_deref(), Some(format!("tmp-v{v}").as_str()));
+            assert_eq!(
+                bs.resolve_temp_id(&format!("tmp-v{v}")).await.unwrap(),
+                create.server_id
+            );
+        }
+        let mut again = Vec::new();
+        assert_eq!(
+            bs.catch_up(|e| {
+                again.push(e);
+                true
+            })
+            .await
+            .unwrap(),
+            0,
+            "{again:?}"
+        );
+        bs.close().await;
+        let bs = BackgroundSync::open(&path).await.unwrap();
+        assert_eq!(
+            bs.catch_up(|_| true).await.unwrap(),
+            0,
+            "told stays told across a restart"
+        );
+
+        // A run with a listener tells it live; nothing is left to replay.
+        let mut rx = bs.subscribe();
+        let live = bs
+            .enqueue(mutation(
+                "POST",
+                "/visits",
+                Some(json!({"site": 9})),
+                "visit",
+                "v9",
+            ))
+            .await
+            .unwrap()
+            .id;
+        bs.drain(DrainOptions::default()).await.unwrap();
+        let mut heard = Vec::new();
+        while let Ok(e) = rx.try_recv() {
+            heard.push(e);
+        }
+        assert_eq!(told(&heard).0, BTreeSet::from([live]));
+        assert_eq!(bs.catch_up(|_| true).await.unwrap(), 0);
+    });
+}
+
+/// On Android the OS runs the worker in the app's own process when the app is alive; its drain
+/// opens its own handle on the same file. The app's listener must hear those outcomes as they
+/// happen, not only on its next start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_through_another_handle_in_this_process_reaches_the_apps_listener() {
+    let server = server(FaultConfig {
+        reject_paths: vec!["/rejected".into()],
+        ..Default::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let bs = engine(&dir, config(&server.base_url)).await;
+    bs.set_enabled(true).await.unwrap();
+    let (ids, bad_id) = field_day(&bs).await;
+    let mut rx = bs.subscribe();
+    let path = bs.path().to_str().unwrap().to_string();
+    let report = tokio::task::spawn_blocking(move || {
+        background_sync_core::entry::drain(
+            &path,
+            10_000,
+            "android-worker",
+            background_sync_core::CancellationToken::new(),
+        )
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!((report.done, report.dead), (6, 1), "{report:?}");
+    let mut heard = Vec::new();
+    while let Ok(e) = rx.try_recv() {
+        heard.push(e);
+    }
+    let (delivered, dead, settled) = told(&heard);
+    assert_eq!(delivered, ids.values().cloned().collect::<BTreeSet<_>>());
+    assert_eq!(dead, BTreeSet::from([bad_id]));
+    assert_eq!(settled, delivered.union(&dead).cloned().collect::<BTreeSet<_>>());
+    assert_eq!(
+        bs.catch_up(|_| true).await.unwrap(),
+        0,
+        "told live: nothing to replay"
+    );
+}

@@ -13,6 +13,23 @@ use tokio::sync::{broadcast, Mutex};
 
 pub(crate) type ParsedConfig = Arc<(SyncConfig, OriginPolicy)>;
 
+/// What every handle on the same database file in this process shares: one drain at a time,
+/// and one event stream, so a drain through another handle (Android runs its worker in the
+/// app's process while the app is alive) reaches the app's listeners as it happens.
+pub(crate) struct PerFile {
+    pub(crate) drain_lock: Arc<Mutex<()>>,
+    pub(crate) events: broadcast::Sender<StatusEvent>,
+}
+
+impl Default for PerFile {
+    fn default() -> Self {
+        PerFile {
+            drain_lock: Arc::new(Mutex::new(())),
+            events: broadcast::channel(256).0,
+        }
+    }
+}
+
 pub(crate) struct Inner {
     pub(crate) store: Store,
     clock: Arc<dyn Clock>,
@@ -22,6 +39,8 @@ pub(crate) struct Inner {
     last_report: StdMutex<Option<DrainReport>>,
     /// Shared by every handle on the same file in this process.
     pub(crate) drain_lock: Arc<Mutex<()>>,
+    /// Keeps the per-file registry entry alive while this handle lives.
+    _file: Arc<PerFile>,
     /// The last parsed configuration and its origin policy, keyed by the stored JSON: an
     /// enqueue then costs one small read instead of a parse (another process may configure
     /// the same file, so the stored text is always read).
@@ -32,14 +51,14 @@ pub(crate) struct Inner {
 }
 
 impl Inner {
-    pub(crate) fn new(store: Store, clock: Arc<dyn Clock>, rng: StdRng, drain_lock: Arc<Mutex<()>>) -> Self {
-        let (events, _) = broadcast::channel(256);
+    pub(crate) fn new(store: Store, clock: Arc<dyn Clock>, rng: StdRng, file: Arc<PerFile>) -> Self {
         Inner {
-            drain_lock,
+            drain_lock: file.drain_lock.clone(),
+            events: file.events.clone(),
+            _file: file,
             store,
             clock,
             rng: Mutex::new(rng),
-            events,
             state: StdMutex::new(SyncState::Idle),
             last_report: StdMutex::new(None),
             config_cache: StdMutex::new(None),

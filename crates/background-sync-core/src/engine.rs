@@ -1,7 +1,8 @@
 //! `BackgroundSync`: the Rust API over one outbox database. The Tauri commands, the desktop
 //! scheduler and the headless (Android/iOS background) entries all go through it.
 
-use crate::context::Inner;
+use crate::context::{Inner, PerFile};
+use crate::diagnose::{self, Diagnostics, EngineFacts, PlatformFacts};
 use crate::drain::{self, DrainOptions};
 use crate::error::{Error, Result};
 use crate::idmap;
@@ -18,7 +19,7 @@ use rand::SeedableRng;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex as StdMutex, OnceLock};
-use tokio::sync::{broadcast, Mutex};
+use tokio::sync::broadcast;
 
 /// A handle on one outbox database. Cheap to clone; all clones share state.
 #[derive(Clone)]
@@ -71,20 +72,20 @@ impl OpenOptions {
     }
 }
 
-fn drain_lock_for(path: &Path) -> Arc<Mutex<()>> {
-    static LOCKS: OnceLock<StdMutex<HashMap<PathBuf, std::sync::Weak<Mutex<()>>>>> = OnceLock::new();
+fn per_file(path: &Path) -> Arc<PerFile> {
+    static FILES: OnceLock<StdMutex<HashMap<PathBuf, std::sync::Weak<PerFile>>>> = OnceLock::new();
     let key = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
-    let mut map = LOCKS
+    let mut map = FILES
         .get_or_init(Default::default)
         .lock()
         .unwrap_or_else(|p| p.into_inner());
-    if let Some(l) = map.get(&key).and_then(std::sync::Weak::upgrade) {
-        return l;
+    if let Some(f) = map.get(&key).and_then(std::sync::Weak::upgrade) {
+        return f;
     }
     map.retain(|_, w| w.strong_count() > 0);
-    let l = Arc::new(Mutex::new(()));
-    map.insert(key, Arc::downgrade(&l));
-    l
+    let f = Arc::new(PerFile::default());
+    map.insert(key, Arc::downgrade(&f));
+    f
 }
 
 impl BackgroundSync {
@@ -106,7 +107,7 @@ impl BackgroundSync {
             None => StdRng::from_entropy(),
         };
         Ok(Self {
-            inner: Arc::new(Inner::new(store, opts.clock, rng, drain_lock_for(path))),
+            inner: Arc::new(Inner::new(store, opts.clock, rng, per_file(path))),
         })
     }
 
@@ -477,6 +478,42 @@ impl BackgroundSync {
         self.inner.store.uploads_dir()
     }
 
+    /// What will run and why not (README "Diagnostics"): the engine's side from the database,
+    /// joined with `os`, the platform's facts (the plugin collects them from WorkManager,
+    /// BGTaskScheduler or its desktop scheduler; `PlatformFacts::Headless` without one).
+    pub async fn diagnostics(&self, os: PlatformFacts) -> Result<Diagnostics> {
+        let status = self.status().await?;
+        let config = self.config().await?;
+        let runs = self.history(100).await?;
+        let engine = EngineFacts {
+            configured: status.configured,
+            background_enabled: status.enabled,
+            auto_sync: config.as_ref().is_none_or(|c| c.auto_sync),
+            pending: status.pending + status.in_flight,
+            dead: status.dead,
+            last_stop: runs
+                .first()
+                .and_then(|r| match serde_json::to_value(r.stop_reason) {
+                    Ok(serde_json::Value::String(s)) => Some(s),
+                    _ => None,
+                }),
+        };
+        Ok(Diagnostics {
+            problems: diagnose::problems(&engine, &os),
+            configured: engine.configured,
+            background_enabled: engine.background_enabled,
+            auto_sync: engine.auto_sync,
+            pending: engine.pending,
+            dead: engine.dead,
+            last_run_at: runs.first().map(|r| r.finished_at),
+            last_background_run_at: runs
+                .iter()
+                .find(|r| diagnose::is_background_trigger(&r.trigger))
+                .map(|r| r.finished_at),
+            os,
+        })
+    }
+
     /// Recent drain reports, newest first.
     pub async fn history(&self, limit: u32) -> Result<Vec<DrainReport>> {
         self.inner.store.history(limit).await
@@ -495,9 +532,43 @@ impl BackgroundSync {
         self.inner.store.server_id_for(temp_id).await
     }
 
-    /// Subscribe to status events (state changes, progress, reports).
+    /// Subscribe to status events (state changes, progress, reports, outcomes). Every handle
+    /// on the same file in this process shares one stream, so a drain through another handle
+    /// (a background worker in the app's process) is heard here too.
     pub fn subscribe(&self) -> broadcast::Receiver<StatusEvent> {
         self.inner.subscribe()
+    }
+
+    /// Replay the outcomes nobody heard: what a run settled while no one was subscribed (a
+    /// background run with no webview) goes to `deliver` as `Delivered` / `Dead` events, then a
+    /// `Settled` with `run_id` `"replay"`, in pages of up to 500 of each. A page counts as
+    /// told once `deliver` accepted all of it; when it returns `false` (the listener is gone)
+    /// that page stays for the next listener, so a replayed outcome may come twice, never not
+    /// at all (within `retentionMs` for delivered rows). Returns how many outcomes were told.
+    ///
+    /// Subscribe first, then catch up, and skip live `Delivered`/`Dead` events whose id was
+    /// replayed: a run settling at that moment can reach both.
+    pub async fn catch_up(&self, mut deliver: impl FnMut(StatusEvent) -> bool) -> Result<usize> {
+        const PAGE: u32 = 500;
+        let mut told = 0;
+        // Bounded: each page is marked before the next is read, and a run adding untold rows
+        // meanwhile cannot keep a caller here for ever.
+        for _ in 0..1_000 {
+            let (applied, delivered_seqs, dead_seqs) = self.inner.store.untold(PAGE).await?;
+            if applied.is_empty() {
+                break;
+            }
+            let events = drain::outcome_events(&applied, "replay");
+            let n = events.len() - 1; // all but the settled
+            for e in events {
+                if !deliver(e) {
+                    return Ok(told);
+                }
+            }
+            self.inner.store.mark_told(&delivered_seqs, &dead_seqs).await?;
+            told += n;
+        }
+        Ok(told)
     }
 
     /// Mark the engine as waiting for its next scheduled run (scheduler use).

@@ -15,6 +15,7 @@
 
 mod coalesce;
 mod context;
+mod diagnose;
 mod drain;
 mod engine;
 mod error;
@@ -35,6 +36,7 @@ pub mod jni_entry;
 #[doc(hidden)]
 pub mod sim;
 
+pub use diagnose::{AndroidFacts, DesktopFacts, Diagnostics, IosFacts, PendingTask, PlatformFacts, Problem};
 pub use drain::DrainOptions;
 pub use engine::{BackgroundSync, OpenOptions};
 pub use error::{Error, Result};

@@ -188,6 +188,32 @@ class BackgroundSyncPlugin: Plugin {
         invoke.resolve()
     }
 
+    /// Facts for `diagnostics()`; every judgement is in Rust (crates/background-sync-core/src/
+    /// diagnose.rs). `getPendingTaskRequests` answers on a background queue; UIApplication is
+    /// read on the main thread.
+    @objc public func diagnostics(_ invoke: Invoke) throws {
+        let ids = permitted()
+        let missing = [refreshId, processingId].filter { !ids.contains($0) }
+        BGTaskScheduler.shared.getPendingTaskRequests { requests in
+            let pending = requests.map { r in
+                PendingTaskFact(identifier: r.identifier,
+                                earliestBeginAt: r.earliestBeginDate.map { Int64($0.timeIntervalSince1970 * 1000) })
+            }
+            DispatchQueue.main.async {
+                let status: String
+                switch UIApplication.shared.backgroundRefreshStatus {
+                case .available: status = "available"
+                case .denied: status = "denied"
+                case .restricted: status = "restricted"
+                @unknown default: status = "unknown"
+                }
+                invoke.resolve(DiagnosticsFacts(backgroundRefreshStatus: status, missingIdentifiers: missing,
+                                                pendingRequests: pending,
+                                                lowPowerMode: ProcessInfo.processInfo.isLowPowerModeEnabled))
+            }
+        }
+    }
+
     @objc public func runNow(_ invoke: Invoke) throws {
         guard let args = savedArgs() else { return invoke.reject("register first") }
         foregroundDrain(args, trigger: "ios-run-now")
@@ -198,6 +224,20 @@ class BackgroundSyncPlugin: Plugin {
 /// What `register` answers: the BGTask identifiers Info.plist does not permit.
 struct RegisterResult: Encodable {
     let missingIdentifiers: [String]
+}
+
+/// What `diagnostics` answers (read by Rust as `PlatformFacts::Ios`).
+struct DiagnosticsFacts: Encodable {
+    let platform = "ios"
+    let backgroundRefreshStatus: String
+    let missingIdentifiers: [String]
+    let pendingRequests: [PendingTaskFact]
+    let lowPowerMode: Bool
+}
+
+struct PendingTaskFact: Encodable {
+    let identifier: String
+    let earliestBeginAt: Int64?
 }
 
 /// The cancel flag Rust polls (`int32_t *`), owned by an object: whoever holds the last

@@ -648,7 +648,14 @@ impl Run<'_> {
         let (applied, rows) = self
             .inner
             .store
-            .settle_and_claim(&self.owner, &ops, self.inner.now(), limit, max_wait)
+            .settle_and_claim(
+                &self.owner,
+                &ops,
+                self.inner.has_listeners(),
+                self.inner.now(),
+                limit,
+                max_wait,
+            )
             .await?;
         self.count(&tallies, &applied).await;
         Ok(rows)
@@ -661,7 +668,11 @@ impl Run<'_> {
         }
         let deferred = std::mem::take(&mut self.deferred);
         let (ops, tallies): (Vec<Outcome>, Vec<Tally>) = deferred.into_iter().unzip();
-        let applied = self.inner.store.settle(&self.owner, &ops).await?;
+        let applied = self
+            .inner
+            .store
+            .settle(&self.owner, &ops, self.inner.has_listeners())
+            .await?;
         self.count(&tallies, &applied).await;
         Ok(())
     }
@@ -682,47 +693,13 @@ impl Run<'_> {
         self.progress().await;
     }
 
-    /// The app's view of a durable round: one event per delivered or dead mutation, then one
-    /// `settled` listing them.
+    /// The app's view of a durable round (see `outcome_events`).
     fn outcomes(&self, applied: &[Applied]) {
         if !self.inner.has_listeners() {
             return;
         }
-        let (mut delivered, mut dead) = (Vec::new(), Vec::new());
-        for a in applied {
-            match a {
-                Applied::Delivered(told) => {
-                    for d in told {
-                        delivered.push(d.id.clone());
-                        self.inner.emit(StatusEvent::Delivered(d.clone()));
-                    }
-                }
-                Applied::Dead {
-                    id,
-                    entity,
-                    status,
-                    error,
-                    absorbed,
-                } => {
-                    for id in std::iter::once(id).chain(absorbed) {
-                        dead.push(id.clone());
-                        self.inner.emit(StatusEvent::Dead {
-                            id: id.clone(),
-                            entity: entity.clone(),
-                            status: *status,
-                            error: error.clone(),
-                        });
-                    }
-                }
-                Applied::Yes | Applied::No => {}
-            }
-        }
-        if !delivered.is_empty() || !dead.is_empty() {
-            self.inner.emit(StatusEvent::Settled {
-                run_id: self.owner.clone(),
-                delivered,
-                dead,
-            });
+        for e in outcome_events(applied, &self.owner) {
+            self.inner.emit(e);
         }
     }
 
@@ -831,6 +808,50 @@ pub(crate) fn split_batch(
             }
         })
         .collect()
+}
+
+/// One event per delivered or dead mutation (each coalesced original under its own id), then
+/// one `settled` listing them: what a durable round, or a replay of outcomes nobody heard,
+/// tells the app.
+pub(crate) fn outcome_events(applied: &[Applied], run_id: &str) -> Vec<StatusEvent> {
+    let mut events = Vec::new();
+    let (mut delivered, mut dead) = (Vec::new(), Vec::new());
+    for a in applied {
+        match a {
+            Applied::Delivered(told) => {
+                for d in told {
+                    delivered.push(d.id.clone());
+                    events.push(StatusEvent::Delivered(d.clone()));
+                }
+            }
+            Applied::Dead {
+                id,
+                entity,
+                status,
+                error,
+                absorbed,
+            } => {
+                for id in std::iter::once(id).chain(absorbed) {
+                    dead.push(id.clone());
+                    events.push(StatusEvent::Dead {
+                        id: id.clone(),
+                        entity: entity.clone(),
+                        status: *status,
+                        error: error.clone(),
+                    });
+                }
+            }
+            Applied::Yes | Applied::No => {}
+        }
+    }
+    if !delivered.is_empty() || !dead.is_empty() {
+        events.push(StatusEvent::Settled {
+            run_id: run_id.to_string(),
+            delivered,
+            dead,
+        });
+    }
+    events
 }
 
 #[cfg(test)]

@@ -575,17 +575,19 @@ impl Store {
             .execute(&self.drain)
             .await?;
         Ok(self
-            .settle_and_claim(owner, &[], now, limit, max_wait_ms)
+            .settle_and_claim(owner, &[], true, now, limit, max_wait_ms)
             .await?
             .1)
     }
 
     /// Apply finished outcomes and claim the next rows in one transaction: the drain's
     /// steady state costs one commit per round instead of two.
+    /// `heard`: a listener hears these outcomes live (else `untold` keeps them for the next).
     pub(crate) async fn settle_and_claim(
         &self,
         owner: &str,
         outcomes: &[Outcome],
+        heard: bool,
         now: i64,
         limit: u32,
         max_wait_ms: i64,
@@ -593,7 +595,7 @@ impl Store {
         let mut tx = self.drain.begin_with("BEGIN IMMEDIATE").await?;
         let mut applied = Vec::with_capacity(outcomes.len());
         for o in outcomes {
-            applied.push(apply_outcome(&mut tx, owner, o).await?);
+            applied.push(apply_outcome(&mut tx, owner, o, heard).await?);
         }
         // Backoffs that ended (or whose due time is implausibly far ahead) rejoin the heads.
         sqlx::query(
@@ -671,11 +673,16 @@ impl Store {
     /// Apply several outcomes in one transaction (one WAL commit for a whole round of
     /// finished requests). Each returns whether the row was still ours (false: the lease was
     /// lost and the row re-claimed by another drainer, so the outcome is dropped).
-    pub(crate) async fn settle(&self, owner: &str, outcomes: &[Outcome]) -> Result<Vec<Applied>> {
+    pub(crate) async fn settle(
+        &self,
+        owner: &str,
+        outcomes: &[Outcome],
+        heard: bool,
+    ) -> Result<Vec<Applied>> {
         let mut tx = self.drain.begin_with("BEGIN IMMEDIATE").await?;
         let mut applied = Vec::with_capacity(outcomes.len());
         for o in outcomes {
-            applied.push(apply_outcome(&mut tx, owner, o).await?);
+            applied.push(apply_outcome(&mut tx, owner, o, heard).await?);
         }
         tx.commit().await?;
         Ok(applied)
@@ -698,7 +705,7 @@ impl Store {
             now,
             had_deps: true,
         };
-        Ok(self.settle(owner, &[o]).await?[0].written())
+        Ok(self.settle(owner, &[o], true).await?[0].written())
     }
 
     /// Transient failure: back to pending, due at `next_at`.
@@ -719,7 +726,7 @@ impl Store {
             status,
             error: error.to_string(),
         };
-        Ok(self.settle(owner, &[o]).await?[0].written())
+        Ok(self.settle(owner, &[o], true).await?[0].written())
     }
 
     /// Permanent failure or retry limit: dead letter. Blocks only its own entity.
@@ -738,7 +745,7 @@ impl Store {
             status,
             error: error.to_string(),
         };
-        Ok(self.settle(owner, &[o]).await?[0].written())
+        Ok(self.settle(owner, &[o], true).await?[0].written())
     }
 
     // ---- queries --------------------------------------------------------------------------
@@ -1012,22 +1019,84 @@ impl Store {
         .bind(limit as i64)
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows
-            .iter()
-            .map(|r| Delivered {
+        Ok(rows.iter().map(delivered_row).collect())
+    }
+
+    /// Outcomes no listener heard (settled with `told = 0`: a background run, nobody
+    /// subscribed), oldest first, at most `limit` of each kind: delivered rows as
+    /// `Applied::Delivered`, dead letters as `Applied::Dead` with what was coalesced into them.
+    /// Returns them with the seqs `mark_told` takes.
+    pub(crate) async fn untold(&self, limit: u32) -> Result<(Vec<Applied>, Vec<i64>, Vec<i64>)> {
+        let rows = sqlx::query(
+            // language=SQLite
+            "SELECT seq, id, entity_kind, entity_id, method, path, status, temp_id, server_id, delivered_at \
+             FROM delivered INDEXED BY delivered_untold WHERE told = 0 ORDER BY seq LIMIT ?",
+        )
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut delivered_seqs = Vec::with_capacity(rows.len());
+        let mut applied = Vec::with_capacity(rows.len());
+        for r in &rows {
+            delivered_seqs.push(r.get::<i64, _>("seq"));
+            applied.push(Applied::Delivered(vec![delivered_row(r)]));
+        }
+        let dead = sqlx::query(
+            // language=SQLite
+            "SELECT seq, id, entity_kind, entity_id, last_status, last_error, coalesce \
+             FROM outbox INDEXED BY outbox_untold WHERE told = 0 AND state = 'dead' ORDER BY seq LIMIT ?",
+        )
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut dead_seqs = Vec::with_capacity(dead.len());
+        for r in &dead {
+            let seq: i64 = r.get("seq");
+            dead_seqs.push(seq);
+            let absorbed: Vec<String> = if r.get::<bool, _>("coalesce") {
+                sqlx::query_scalar(
+                    // language=SQLite
+                    "SELECT id FROM coalesced WHERE into_seq = ? ORDER BY seq",
+                )
+                .bind(seq)
+                .fetch_all(&self.pool)
+                .await?
+            } else {
+                Vec::new()
+            };
+            applied.push(Applied::Dead {
                 id: r.get("id"),
                 entity: EntityRef {
                     kind: r.get("entity_kind"),
                     id: r.get("entity_id"),
                 },
-                method: r.get("method"),
-                path: r.get("path"),
-                status: r.get::<i64, _>("status") as u16,
-                temp_id: r.get("temp_id"),
-                server_id: r.get("server_id"),
-                delivered_at: r.get("delivered_at"),
-            })
-            .collect())
+                status: r.get::<Option<i64>, _>("last_status").map(|s| s as u16),
+                error: r.get::<Option<String>, _>("last_error").unwrap_or_default(),
+                absorbed,
+            });
+        }
+        Ok((applied, delivered_seqs, dead_seqs))
+    }
+
+    /// The outcomes `untold` returned reached a listener: never replay them again.
+    pub(crate) async fn mark_told(&self, delivered_seqs: &[i64], dead_seqs: &[i64]) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            // language=SQLite
+            "UPDATE delivered SET told = 1 WHERE seq IN (SELECT value FROM json_each(?))",
+        )
+        .bind(serde_json::to_string(delivered_seqs).map_err(|e| Error::Internal(e.to_string()))?)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            // language=SQLite
+            "UPDATE outbox SET told = 1 WHERE seq IN (SELECT value FROM json_each(?))",
+        )
+        .bind(serde_json::to_string(dead_seqs).map_err(|e| Error::Internal(e.to_string()))?)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     /// Drop delivered rows and old run reports past the retention (never the id map).
@@ -1336,7 +1405,12 @@ impl Applied {
     }
 }
 
-async fn apply_outcome(conn: &mut sqlx::SqliteConnection, owner: &str, o: &Outcome) -> Result<Applied> {
+async fn apply_outcome(
+    conn: &mut sqlx::SqliteConnection,
+    owner: &str,
+    o: &Outcome,
+    heard: bool,
+) -> Result<Applied> {
     let n = match o {
         Outcome::Complete {
             seq,
@@ -1360,7 +1434,7 @@ async fn apply_outcome(conn: &mut sqlx::SqliteConnection, owner: &str, o: &Outco
             let temp_id: Option<String> = row.get("temp_id");
             sqlx::query(
                 "INSERT INTO delivered (seq, id, idempotency_key, entity_kind, entity_id, method, path, status, attempts, \
-                 created_at, delivered_at, server_id, temp_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                 created_at, delivered_at, server_id, temp_id, told) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             )
             .bind(seq)
             .bind(row.get::<String, _>("id"))
@@ -1375,6 +1449,7 @@ async fn apply_outcome(conn: &mut sqlx::SqliteConnection, owner: &str, o: &Outco
             .bind(now)
             .bind(server_id)
             .bind(&temp_id)
+            .bind(heard)
             .execute(&mut *conn)
             .await?;
             if *had_deps {
@@ -1419,8 +1494,8 @@ async fn apply_outcome(conn: &mut sqlx::SqliteConnection, owner: &str, o: &Outco
                 for (own_seq, id, key, method, path, created_at) in absorbed {
                     sqlx::query(
                         "INSERT INTO delivered (seq, id, idempotency_key, entity_kind, entity_id, method, path, \
-                         status, attempts, created_at, delivered_at, server_id) \
-                         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                         status, attempts, created_at, delivered_at, server_id, told) \
+                         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     )
                     .bind(own_seq)
                     .bind(&id)
@@ -1434,6 +1509,7 @@ async fn apply_outcome(conn: &mut sqlx::SqliteConnection, owner: &str, o: &Outco
                     .bind(created_at)
                     .bind(now)
                     .bind(server_id)
+                    .bind(heard)
                     .execute(&mut *conn)
                     .await?;
                     told.push(Delivered {
@@ -1477,12 +1553,13 @@ async fn apply_outcome(conn: &mut sqlx::SqliteConnection, owner: &str, o: &Outco
         } => {
             let row = sqlx::query(
                 "UPDATE outbox SET state = 'dead', claimed_by = NULL, backing_off = 0, attempts = ?, last_status = ?, \
-                 last_error = ? WHERE seq = ? AND claimed_by = ? AND state = 'in_flight' \
+                 last_error = ?, told = ? WHERE seq = ? AND claimed_by = ? AND state = 'in_flight' \
                  RETURNING id, entity_kind, entity_id, coalesce",
             )
             .bind(*attempts as i64)
             .bind(status.map(i64::from))
             .bind(error)
+            .bind(heard)
             .bind(seq)
             .bind(owner)
             .fetch_optional(&mut *conn)
@@ -1521,6 +1598,22 @@ async fn apply_outcome(conn: &mut sqlx::SqliteConnection, owner: &str, o: &Outco
         .rows_affected(),
     };
     Ok(if n == 1 { Applied::Yes } else { Applied::No })
+}
+
+fn delivered_row(r: &SqliteRow) -> Delivered {
+    Delivered {
+        id: r.get("id"),
+        entity: EntityRef {
+            kind: r.get("entity_kind"),
+            id: r.get("entity_id"),
+        },
+        method: r.get("method"),
+        path: r.get("path"),
+        status: r.get::<i64, _>("status") as u16,
+        temp_id: r.get("temp_id"),
+        server_id: r.get("server_id"),
+        delivered_at: r.get("delivered_at"),
+    }
 }
 
 fn row_to_mutation(r: &SqliteRow) -> Result<Mutation> {

@@ -28,12 +28,17 @@
 //   https://developer.android.com/reference/androidx/work/ExistingWorkPolicy
 //   https://developer.android.com/reference/androidx/work/OutOfQuotaPolicy
 //   https://developer.android.com/reference/androidx/work/Operation
+//   https://developer.android.com/reference/androidx/work/WorkInfo (2.9.0-beta01.txt: state,
+//     nextScheduleTimeMillis, stopReason @RequiresApi(31), STOP_REASON_NOT_STOPPED = -256;
+//     WorkInfo.State and isFinished). The API-31 requirement is lint's, not the compiler's:
+//     the shim reads stopReason only under SDK_INT >= 31.
 @file:Suppress("unused", "UNUSED_PARAMETER")
 
 package androidx.work
 
 import android.app.Notification
 import android.content.Context
+import com.google.common.util.concurrent.ListenableFuture
 import java.util.UUID
 import java.util.concurrent.TimeUnit
 
@@ -198,8 +203,25 @@ abstract class WorkManager internal constructor() {
         work: OneTimeWorkRequest,
     ): Operation = throw UnsupportedOperationException()
     abstract fun cancelUniqueWork(uniqueWorkName: String): Operation
+    abstract fun getWorkInfosForUniqueWork(uniqueWorkName: String): ListenableFuture<List<WorkInfo>>
 
     companion object {
         @JvmStatic fun getInstance(context: Context): WorkManager = throw UnsupportedOperationException()
+    }
+}
+
+class WorkInfo private constructor() {
+    val state: State get() = throw UnsupportedOperationException()
+    val nextScheduleTimeMillis: Long get() = throw UnsupportedOperationException()
+    val stopReason: Int get() = throw UnsupportedOperationException()
+
+    enum class State {
+        ENQUEUED, RUNNING, SUCCEEDED, FAILED, BLOCKED, CANCELLED;
+
+        val isFinished: Boolean get() = this == SUCCEEDED || this == FAILED || this == CANCELLED
+    }
+
+    companion object {
+        const val STOP_REASON_NOT_STOPPED: Int = -256
     }
 }

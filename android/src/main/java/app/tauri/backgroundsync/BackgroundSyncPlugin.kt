@@ -79,6 +79,19 @@ class BackgroundSyncPlugin(private val activity: Activity) : Plugin(activity) {
         }
     }
 
+    /** Facts for `diagnostics()`; WorkManager's query blocks, so it runs on a thread of its own. */
+    @Command
+    fun diagnostics(invoke: Invoke) {
+        Thread {
+            try {
+                invoke.resolve(DiagnosticsFacts.collect(ctx, PERIODIC))
+            } catch (e: Exception) {
+                Log.e(TAG, "diagnostics failed", e)
+                invoke.reject("cannot read the background work state: ${e.message}")
+            }
+        }.start()
+    }
+
     private fun runOnce(trigger: String) {
         val args = Prefs.load(ctx) ?: return
         // KEEP: a burst of network flaps queues one run, not ten.
