@@ -47,6 +47,12 @@ char *bgsync_status(const char *db_path);
 /* Persist the background-sync toggle (enabled != 0). */
 char *bgsync_set_enabled(const char *db_path, int32_t enabled);
 
+/* What will run in the background and why not: {"ok":true,"diagnostics":{...Diagnostics}}
+ * (README "Diagnostics"). facts_json: the platform's facts as the shim collects them, e.g.
+ * {"platform":"ios","backgroundRefreshStatus":"denied","missingIdentifiers":[],
+ * "pendingRequests":[],"lowPowerMode":false}; NULL for the engine's side only. */
+char *bgsync_diagnostics(const char *db_path, const char *facts_json);
+
 /* Release a string returned by any bgsync_* function. NULL is ignored. */
 void bgsync_free(char *s);
 

@@ -20,6 +20,8 @@ lib.bgsync_status.argtypes = [ctypes.c_char_p]
 lib.bgsync_status.restype = ctypes.c_void_p
 lib.bgsync_set_enabled.argtypes = [ctypes.c_char_p, ctypes.c_int32]
 lib.bgsync_set_enabled.restype = ctypes.c_void_p
+lib.bgsync_diagnostics.argtypes = [ctypes.c_char_p, ctypes.c_char_p]
+lib.bgsync_diagnostics.restype = ctypes.c_void_p
 lib.bgsync_free.argtypes = [ctypes.c_void_p]
 
 def call(fn, *args):
@@ -92,6 +94,19 @@ try:
     log = admin_log(base)
     check("coalesce: one request for both", len(log) == before + 1 and log[-1]["body"] == {"b": 2, "a": None},
           log[-1:])
+    # Diagnostics: the engine's side alone (NULL facts), then joined with a native host's facts.
+    r = call(lib.bgsync_diagnostics, db, None)
+    d = r.get("diagnostics", {})
+    check("diagnostics, engine only: background on, nothing in the way",
+          r["ok"] and d["backgroundEnabled"] is True and d["os"] == {"platform": "headless"}
+          and d["problems"] == [] and d["lastBackgroundRunAt"] is not None, r)
+    facts = {"platform": "ios", "backgroundRefreshStatus": "denied", "missingIdentifiers": [],
+             "pendingRequests": [], "lowPowerMode": False}
+    r = call(lib.bgsync_diagnostics, db, json.dumps(facts).encode())
+    codes = [p["code"] for p in r.get("diagnostics", {}).get("problems", [])]
+    check("diagnostics with iOS facts name their problems", codes == ["backgroundRefreshOff", "nothingScheduled"], r)
+    r = call(lib.bgsync_diagnostics, db, b"{not json")
+    check("diagnostics: bad facts -> invalidInput", r["ok"] is False and r["error"]["kind"] == "invalidInput", r)
     # Bad input: typed errors, no crash.
     r = call(lib.bgsync_enqueue, db, b"{not json")
     check("garbage JSON -> invalidInput", r["ok"] is False and r["error"]["kind"] == "invalidInput", r)

@@ -3,6 +3,7 @@
 //! JSON variants are what the C ABI (iOS) and JNI (Android) wrappers return, and they never
 //! panic: a panic is caught and reported as an `internal` error.
 
+use crate::diagnose::{Diagnostics, PlatformFacts};
 use crate::drain::DrainOptions;
 use crate::engine::BackgroundSync;
 use crate::error::{Error, Result};
@@ -67,6 +68,15 @@ pub fn enqueue(db_path: &str, mutation: NewMutation) -> Result<Enqueued> {
 pub fn status(db_path: &str) -> Result<SyncStatus> {
     let path = check_path(db_path)?;
     block_on(async { BackgroundSync::open(path).await?.status().await })?
+}
+
+/// What will run and why not (see `BackgroundSync::diagnostics`), with the platform facts a
+/// native host collected (`{"platform": "ios", ...}` as the Swift shim's `diagnostics` answers)
+/// or none (`Headless`).
+pub fn diagnostics(db_path: &str, facts: Option<PlatformFacts>) -> Result<Diagnostics> {
+    let path = check_path(db_path)?;
+    let facts = facts.unwrap_or(PlatformFacts::Headless);
+    block_on(async { BackgroundSync::open(path).await?.diagnostics(facts).await })?
 }
 
 pub fn set_enabled(db_path: &str, enabled: bool) -> Result<()> {
@@ -141,6 +151,19 @@ pub fn drain_json(db_path: &str, budget_ms: u64, trigger: &str, cancel: Cancella
 
 pub fn status_json(db_path: &str) -> String {
     envelope(|| Ok(json!({ "status": status(db_path)? })))
+}
+
+/// `facts_json`: the platform's facts, or `None` for the engine alone.
+pub fn diagnostics_json(db_path: &str, facts_json: Option<&str>) -> String {
+    envelope(|| {
+        let facts = facts_json
+            .map(|f| {
+                serde_json::from_str::<PlatformFacts>(f)
+                    .map_err(|e| Error::invalid(format!("facts_json: {e}")))
+            })
+            .transpose()?;
+        Ok(json!({ "diagnostics": diagnostics(db_path, facts)? }))
+    })
 }
 
 pub fn set_enabled_json(db_path: &str, enabled: bool) -> String {

@@ -128,6 +128,25 @@ pub unsafe fn status(db_path: *const c_char) -> *mut c_char {
 }
 
 /// # Safety
+/// See `include/bgsync.h`. `facts_json` may be NULL (the engine's side only).
+pub unsafe fn diagnostics(db_path: *const c_char, facts_json: *const c_char) -> *mut c_char {
+    guarded(|| {
+        let facts = if facts_json.is_null() {
+            None
+        } else {
+            match arg(facts_json, "facts_json") {
+                Ok(f) => Some(f),
+                Err(e) => return e,
+            }
+        };
+        match arg(db_path, "db_path") {
+            Ok(d) => crate::entry::diagnostics_json(d, facts),
+            Err(e) => e,
+        }
+    })
+}
+
+/// # Safety
 /// See `include/bgsync.h`.
 pub unsafe fn set_enabled(db_path: *const c_char, enabled: i32) -> *mut c_char {
     guarded(|| match arg(db_path, "db_path") {
@@ -203,6 +222,14 @@ macro_rules! export_native_entries {
             enabled: i32,
         ) -> *mut ::std::ffi::c_char {
             $crate::ffi::set_enabled(db_path, enabled)
+        }
+        /// See include/bgsync.h.
+        #[no_mangle]
+        pub unsafe extern "C" fn bgsync_diagnostics(
+            db_path: *const ::std::ffi::c_char,
+            facts_json: *const ::std::ffi::c_char,
+        ) -> *mut ::std::ffi::c_char {
+            $crate::ffi::diagnostics(db_path, facts_json)
         }
         /// See include/bgsync.h.
         #[no_mangle]
