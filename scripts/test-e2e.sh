@@ -117,6 +117,9 @@ for run in $(seq 1 "$runs"); do
   # Fresh outbox + server databases and ports for every run; the test reads the server's
   # admin endpoints on BGSYNC_EXAMPLE_PORT.
   export BGSYNC_EXAMPLE_DATA=$work/data-$run
+  # The webview's own storage (the app keeps its visit records in localStorage) lives under
+  # XDG_DATA_HOME: a fresh one per run, so no run sees another's records (or the user's).
+  export XDG_DATA_HOME=$work/xdg-data-$run XDG_CACHE_HOME=$work/xdg-cache-$run
   export BGSYNC_EXAMPLE_PORT=$(free_port)
   driver_port=$(free_port)
   native_port=$(free_port)

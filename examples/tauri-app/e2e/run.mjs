@@ -87,7 +87,7 @@ async function setBox(id, checked) {
   const box = await driver.findElement(By.id(id))
   if ((await box.isSelected()) !== checked) await box.click()
 }
-/** Fills and submits the form; returns the visit's temp id shown by the app. */
+/** Fills and submits the form; returns the visit's temp id (the form keeps it in data-visit-id, out of the user's sight). */
 async function addVisit({
   site,
   notes,
@@ -102,20 +102,21 @@ async function addVisit({
     .click()
   await setBox('attach-photo', photo)
   await setBox('reject', reject)
-  const before = await text('form-result')
+  const result = await driver.findElement(By.id('form-result'))
+  const before = await result.getAttribute('data-visit-id')
   await driver.findElement(By.id('submit')).click()
   await driver.wait(
     async () => {
-      const t = await text('form-result')
-      return t !== before && t.length > 0
+      const id = await result.getAttribute('data-visit-id')
+      return id !== null && id !== before
     },
     STEP,
     'the form never confirmed'
   )
-  const result = await text('form-result')
-  const m = /^saved (visit-[0-9a-f-]{36}) \(queued\)$/.exec(result)
-  assert.ok(m, result)
-  return m[1]
+  assert.equal(await result.getText(), `Saved “${site}” on this device.`)
+  const id = await result.getAttribute('data-visit-id')
+  assert.match(id, /^visit-[0-9a-f-]{36}$/)
+  return id
 }
 /** The pending list's cells, read in one script call (a refresh may replace the rows). */
 async function pendingRows() {
@@ -133,6 +134,33 @@ async function screenshot(name) {
   )
 }
 
+/** The visit list as the field worker sees it: [site, state, serverId, text] per row. */
+async function visitRows() {
+  return driver.executeScript(
+    `return Array.from(document.querySelectorAll('#visit-list li[data-testid="visit"]'))
+       .map((li) => [li.querySelector('.site').textContent, li.dataset.state,
+                     li.dataset.serverId, li.textContent])`
+  )
+}
+/** The main view must speak plainly: no OS error text, no engine jargon. */
+async function assertPlainMainView(what) {
+  const main = await driver.executeScript(
+    `return document.getElementById('main-view').innerText`
+  )
+  assert.doesNotMatch(
+    main,
+    /os error|tcp connect|connection refused|client error|noNetwork|stopReason|completed/i,
+    `${what}: raw text in the main view: ${main}`
+  )
+  return main
+}
+/** A screenshot of the main view alone (the developer panel folded), then the panel reopened. */
+async function mainScreenshot(name) {
+  await driver.findElement(By.id('dev-toggle')).click()
+  await screenshot(name)
+  await driver.findElement(By.id('dev-toggle')).click()
+}
+
 let failed = false
 try {
   await driver.wait(
@@ -140,6 +168,13 @@ try {
     STEP,
     'UI never ready'
   )
+  // Queue, dead letters and events live in the developer panel, folded by default.
+  assert.equal(
+    await driver.findElement(By.id('dev-panel')).getAttribute('open'),
+    null,
+    'the developer panel starts folded'
+  )
+  await driver.findElement(By.id('dev-toggle')).click()
   assert.equal(
     await driver.findElement(By.id('server-online')).isSelected(),
     false,
@@ -187,6 +222,45 @@ try {
   assert.equal(await text('dead-count'), '0')
   await screenshot('1-offline')
 
+  // The field worker's view: every visit saved on this device, an offline banner in words.
+  await driver.wait(
+    async () => {
+      const rows = await visitRows()
+      return (
+        rows.length === VISITS.length && rows.every(([, st]) => st === 'saved')
+      )
+    },
+    STEP,
+    'visit list shows every visit as saved on this device'
+  )
+  for (const [site, , , row] of await visitRows()) {
+    assert.ok(
+      VISITS.some((v) => v.site === site),
+      site
+    )
+    assert.match(row, /Saved on this device/)
+  }
+  const banner = await driver.findElement(By.id('offline-banner'))
+  assert.ok(await banner.isDisplayed(), 'offline banner shown')
+  assert.match(await banner.getText(), /You're offline/)
+  assert.match(
+    await text('sync-summary'),
+    new RegExp(`^${MUTATIONS} changes saved on this device`)
+  )
+  await assertPlainMainView('offline')
+  // Diagnostics render, from the desktop scheduler itself.
+  await driver.wait(
+    until.elementLocated(
+      By.css('#diagnostics-problems li[data-code="backgroundOff"]')
+    ),
+    STEP,
+    'diagnostics panel lists backgroundOff'
+  )
+  const os = JSON.parse(await text('diagnostics-os'))
+  assert.equal(os.platform, 'desktop')
+  assert.equal(os.schedulerRunning, true)
+  await mainScreenshot('1-main-offline')
+
   // Back online, then sync: everything is delivered except the visit the server rejects.
   await driver.findElement(By.id('server-online')).click()
   await waitEvent(/API server online/, 'server start')
@@ -220,6 +294,32 @@ try {
   await driver.sleep(300)
   assert.deepEqual(JSON.parse(await area.getAttribute('value')), body)
   await screenshot('2-dead-letter')
+  // Delivered visits carry the server's id (from `delivered` events); the rejected one needs
+  // attention; no temp id is shown.
+  await driver.wait(
+    async () => {
+      const rows = await visitRows()
+      return (
+        rows.filter(([, st, sid]) => st === 'synced' && /^srv_\d+$/.test(sid))
+          .length ===
+          VISITS.length - 1 &&
+        rows.filter(([site, st]) => st === 'attention' && site === 'Silo 2')
+          .length === 1
+      )
+    },
+    STEP,
+    'four visits synced with server ids, the rejected one needs attention'
+  )
+  assert.equal(
+    await driver.findElement(By.id('offline-banner')).isDisplayed(),
+    false,
+    'no offline banner once online'
+  )
+  const online = await assertPlainMainView('one dead letter')
+  assert.doesNotMatch(online, TEMP_ID, 'temp ids swapped for server ids')
+  assert.match(online, /1 change needs attention/)
+  assert.match(await text('last-synced'), /^Last synced /)
+  await mainScreenshot('2-main-attention')
   await dead.findElement(By.css('[data-testid="dead-edit"]')).click()
   await waitText('dead-count', '0', 'edited dead letter queued again')
   await waitText('pending-count', '1', 'edited dead letter queued again')
@@ -239,6 +339,14 @@ try {
     'lists emptied'
   )
   await screenshot('3-delivered')
+  await driver.wait(
+    async () => (await visitRows()).every(([, st]) => st === 'synced'),
+    STEP,
+    'every visit synced'
+  )
+  assert.equal(await text('sync-summary'), 'Everything is synced.')
+  await assertPlainMainView('all synced')
+  await mainScreenshot('3-main-synced')
 
   // The server's view: each mutation applied exactly once, in order, with server ids.
   const log = await getJson('/_admin/log')
@@ -271,6 +379,13 @@ try {
   }
   const state = await getJson('/_admin/state')
   const visits = Object.values(state.visits ?? {})
+  // The ids the app swapped in are the server's own.
+  for (const [site, , sid] of await visitRows())
+    assert.equal(
+      state.visits?.[sid]?.site,
+      site,
+      `${site} is ${sid} on the server`
+    )
   assert.equal(visits.length, VISITS.length, JSON.stringify(state))
   for (const v of VISITS) {
     const got = visits.filter((s) => s.site === v.site)

@@ -1,6 +1,7 @@
 import { invoke } from '@tauri-apps/api/core'
 import {
   deadLetters,
+  diagnostics,
   disable,
   discard,
   editDeadLetter,
@@ -11,10 +12,12 @@ import {
   isEnabled,
   onStatus,
   pending,
+  resolveTempId,
   retry,
   status,
   syncNow,
   tempId,
+  type Mutation,
   type Priority,
   type StatusEvent,
   type SyncStatus
@@ -41,7 +44,136 @@ function log(line: string) {
   while (list.children.length > 200) list.lastChild?.remove()
 }
 
+// The app's own record of its visits, as a field app keeps them: created under a temp id,
+// given the server's id once the create is delivered (from `delivered` events, replayed on the
+// next start if the app was closed, or resolveTempId). Kept in localStorage for the demo.
+interface Visit {
+  localId: string
+  serverId: string | null
+  site: string
+  createdAt: number
+}
+type VisitState = 'saved' | 'synced' | 'attention'
+const STATE_LABEL: Record<VisitState, string> = {
+  saved: 'Saved on this device',
+  synced: 'Synced',
+  attention: 'Needs attention'
+}
+
+const visits: Visit[] = JSON.parse(localStorage.getItem('visits') ?? '[]')
+function saveVisits() {
+  localStorage.setItem('visits', JSON.stringify(visits))
+}
+function learnServerId(localId: string, serverId: string) {
+  const v = visits.find((v) => v.localId === localId)
+  if (v && v.serverId !== serverId) {
+    v.serverId = serverId
+    saveVisits()
+  }
+}
+
+/** A visit's state from the queue: dead → attention, anything unsent → saved, else synced. */
+function visitState(
+  v: Visit,
+  unsent: Set<string>,
+  dead: Set<string>
+): VisitState {
+  if (dead.has(v.localId)) return 'attention'
+  if (unsent.has(v.localId) || v.serverId === null) return 'saved'
+  return 'synced'
+}
+
+async function renderVisits() {
+  const entityIds = (rows: Mutation[]) =>
+    new Set(
+      rows.filter((m) => m.entity.kind === 'visit').map((m) => m.entity.id)
+    )
+  const [queued, deadRows] = await Promise.all([
+    pending({ limit: 1000 }),
+    deadLetters({ limit: 1000 })
+  ])
+  const unsent = entityIds(queued)
+  const dead = entityIds(deadRows)
+  for (const v of visits.filter(
+    (v) => v.serverId === null && !unsent.has(v.localId)
+  )) {
+    const id = await resolveTempId(v.localId)
+    if (id) learnServerId(v.localId, id)
+  }
+  const list = $('visit-list')
+  list.replaceChildren(
+    ...[...visits].reverse().map((v) => {
+      const state = visitState(v, unsent, dead)
+      const li = document.createElement('li')
+      li.dataset.testid = 'visit'
+      li.dataset.localId = v.localId
+      li.dataset.serverId = v.serverId ?? ''
+      li.dataset.state = state
+      const name = document.createElement('span')
+      name.className = 'site'
+      name.textContent = v.site
+      const badge = document.createElement('span')
+      badge.className = `state ${state}`
+      badge.dataset.testid = 'visit-state'
+      badge.textContent = STATE_LABEL[state]
+      li.append(name, badge)
+      if (v.serverId) {
+        const ref = document.createElement('span')
+        ref.className = 'muted'
+        ref.textContent = `#${v.serverId}`
+        li.append(ref)
+      }
+      return li
+    })
+  )
+  $('visit-empty').hidden = visits.length > 0
+}
+
+/** The main view's words: never an OS error string (those are in the developer panel). */
+function renderSummary(s: SyncStatus) {
+  const waiting = s.pending + s.inFlight
+  const offline =
+    waiting > 0 &&
+    (!navigator.onLine || s.lastReport?.stopReason === 'noNetwork')
+  $('offline-banner').hidden = !offline
+  const parts: string[] = []
+  if (s.state === 'running' && waiting > 0) parts.push('Sending your changes…')
+  else if (waiting > 0)
+    parts.push(
+      `${waiting} change${waiting === 1 ? '' : 's'} saved on this device, not sent yet.`
+    )
+  else if (s.dead === 0) parts.push('Everything is synced.')
+  if (s.dead > 0)
+    parts.push(
+      `${s.dead} change${s.dead === 1 ? '' : 's'} need${s.dead === 1 ? 's' : ''} attention.`
+    )
+  $('sync-summary').textContent = parts.join(' ')
+  $('last-synced').textContent =
+    s.lastSyncAt && s.lastReport?.stopReason !== 'noNetwork'
+      ? `Last synced ${new Date(s.lastSyncAt).toLocaleTimeString()}`
+      : ''
+}
+
+async function renderDiagnostics() {
+  const d = await diagnostics()
+  $('diagnostics-problems').replaceChildren(
+    ...d.problems.map((p) => {
+      const li = document.createElement('li')
+      li.dataset.code = p.code
+      li.textContent = `${p.message} ${p.fix}`
+      return li
+    })
+  )
+  if (d.problems.length === 0) {
+    const li = document.createElement('li')
+    li.textContent = 'Nothing stands in the way of background sync.'
+    $('diagnostics-problems').append(li)
+  }
+  $('diagnostics-os').textContent = JSON.stringify(d.os, null, 2)
+}
+
 function renderStatus(s: SyncStatus) {
+  renderSummary(s)
   $('state').textContent = s.state
   $('pending-count').textContent = String(s.pending)
   $('inflight-count').textContent = String(s.inFlight)
@@ -62,7 +194,7 @@ function refreshLists() {
   setTimeout(async () => {
     refreshQueued = false
     try {
-      await Promise.all([renderPending(), renderDead()])
+      await Promise.all([renderPending(), renderDead(), renderVisits()])
     } catch (e) {
       log(`refresh failed: ${describe(e)}`)
     }
@@ -164,8 +296,25 @@ function onEvent(e: StatusEvent) {
       renderStatus(e)
       refreshLists()
       break
-    case 'progress':
+    case 'progress': {
       log(`progress: ${e.done} delivered, ${e.remaining} left`)
+      const bar = $<HTMLProgressElement>('sync-progress')
+      bar.hidden = e.remaining === 0
+      bar.max = e.done + e.remaining || 1
+      bar.value = e.done
+      break
+    }
+    case 'delivered':
+      // A create sent under a temp id: the app swaps in the server's id.
+      if (e.tempId && e.serverId) learnServerId(e.tempId, e.serverId)
+      break
+    case 'settled':
+      // One refresh per confirmed round, not per mutation.
+      log(
+        `settled${e.runId === 'replay' ? ' (while the app was closed)' : ''}: ` +
+          `${e.delivered.length} delivered, ${e.dead.length} dead`
+      )
+      refreshLists()
       break
     case 'uploadProgress': {
       const bar = $<HTMLProgressElement>('upload-progress')
@@ -179,6 +328,8 @@ function onEvent(e: StatusEvent) {
       log(
         `report: ${e.stopReason}, ${e.done} delivered, ${e.uploaded} photo(s), ${e.remaining} left`
       )
+      $('sync-progress').hidden = true
+      renderDiagnostics().catch((err) => log(`diagnostics: ${describe(err)}`))
       break
   }
 }
@@ -252,10 +403,17 @@ async function saveVisit(ev: SubmitEvent) {
         priority
       })
     }
-    $('form-result').textContent = `saved ${visit} (queued)`
+    visits.push({ localId: visit, serverId: null, site, createdAt: Date.now() })
+    saveVisits()
+    refreshLists()
+    // Words for the user; the temp id stays out of sight (the e2e test reads the attribute).
+    $('form-result').textContent = `Saved “${site}” on this device.`
+    $('form-result').dataset.visitId = visit
     $<HTMLFormElement>('visit-form').reset()
   } catch (e) {
-    $('form-result').textContent = `not saved: ${describe(e)}`
+    $('form-result').textContent = 'Not saved: see the developer panel.'
+    delete $('form-result').dataset.visitId
+    log(`not saved: ${describe(e)}`)
   }
 }
 
@@ -278,10 +436,17 @@ async function main() {
   const bg = $<HTMLInputElement>('bg-enabled')
   bg.checked = await isEnabled()
   bg.onchange = () =>
-    (bg.checked ? enable() : disable()).then(
-      () => log(`background sync ${bg.checked ? 'on' : 'off'}`),
-      (e) => log(describe(e))
-    )
+    (bg.checked ? enable() : disable())
+      .then(() => {
+        log(`background sync ${bg.checked ? 'on' : 'off'}`)
+        return renderDiagnostics()
+      })
+      .catch((e) => log(describe(e)))
+  $('diagnostics-refresh').onclick = () =>
+    renderDiagnostics().catch((e) => log(`diagnostics: ${describe(e)}`))
+  await renderDiagnostics()
+  window.addEventListener('online', () => refreshLists())
+  window.addEventListener('offline', () => refreshLists())
 
   $('sync-now').onclick = async () => {
     try {
