@@ -181,6 +181,17 @@ afterEach(() => {
 // ---------------------------------------------------------------------------------------------
 
 describe('commands', () => {
+  const diagnosticsAnswer = {
+    configured: true,
+    backgroundEnabled: false,
+    autoSync: true,
+    pending: 0,
+    dead: 0,
+    lastRunAt: null,
+    lastBackgroundRunAt: null,
+    os: { platform: 'headless' },
+    problems: [{ code: 'backgroundOff', message: 'm', fix: 'f' }]
+  }
   const cases: Array<{
     name: string
     run: () => Promise<unknown>
@@ -247,28 +258,8 @@ describe('commands', () => {
       run: () => diagnostics(),
       cmd: 'diagnostics',
       args: {},
-      result: {
-        configured: true,
-        backgroundEnabled: false,
-        autoSync: true,
-        pending: 0,
-        dead: 0,
-        lastRunAt: null,
-        lastBackgroundRunAt: null,
-        os: { platform: 'headless' },
-        problems: [{ code: 'backgroundOff', message: 'm', fix: 'f' }]
-      },
-      expected: {
-        configured: true,
-        backgroundEnabled: false,
-        autoSync: true,
-        pending: 0,
-        dead: 0,
-        lastRunAt: null,
-        lastBackgroundRunAt: null,
-        os: { platform: 'headless' },
-        problems: [{ code: 'backgroundOff', message: 'm', fix: 'f' }]
-      }
+      result: diagnosticsAnswer,
+      expected: diagnosticsAnswer
     },
     {
       name: 'enable',

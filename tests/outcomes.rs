@@ -187,17 +187,21 @@ async fn each_outcome_is_told_once_and_each_round_settles_after_its_events() {
     assert_eq!(limited, rows[..2].to_vec());
 }
 
-/// A background run (the blocking entry the OS hooks call, no listener, its own handle) delivers
-/// while the app is not listening; the app, opening the file afterwards, learns every outcome and
-/// server id from the database.
-#[test]
-fn a_background_run_without_listeners_is_caught_up_from_the_database() {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let server = rt.block_on(server(FaultConfig::default()));
-    let dir = tempfile::tempdir().unwrap();
+/// The field day queued by the app, then drained by the blocking entry the OS hooks call (its
+/// own handle, nobody listening). Returns the file, the ids, the rejected id and the report.
+fn field_day_in_the_background(
+    rt: &tokio::runtime::Runtime,
+    base_url: &str,
+    dir: &tempfile::TempDir,
+) -> (
+    std::path::PathBuf,
+    BTreeMap<String, String>,
+    String,
+    background_sync_core::DrainReport,
+) {
     let path = dir.path().join("outbox.db");
-    let (ids, _bad) = rt.block_on(async {
-        let bs = engine(&dir, config(&server.base_url)).await;
+    let (ids, bad_id) = rt.block_on(async {
+        let bs = engine(dir, config(base_url)).await;
         bs.set_enabled(true).await.unwrap(); // background entries run only when enabled
         let out = field_day(&bs).await;
         bs.close().await;
@@ -210,6 +214,18 @@ fn a_background_run_without_listeners_is_caught_up_from_the_database() {
         background_sync_core::CancellationToken::new(),
     )
     .unwrap();
+    (path, ids, bad_id, report)
+}
+
+/// A background run (the blocking entry the OS hooks call, no listener, its own handle) delivers
+/// while the app is not listening; the app, opening the file afterwards, learns every outcome and
+/// server id from the database.
+#[test]
+fn a_background_run_without_listeners_is_caught_up_from_the_database() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let server = rt.block_on(server(FaultConfig::default()));
+    let dir = tempfile::tempdir().unwrap();
+    let (path, ids, _bad, report) = field_day_in_the_background(&rt, &server.base_url, &dir);
     assert_eq!(report.done, 6, "{report:?}");
     rt.block_on(async {
         let bs = BackgroundSync::open(&path).await.unwrap();
@@ -296,21 +312,7 @@ fn outcomes_nobody_heard_are_replayed_once_to_the_next_listener() {
         ..Default::default()
     }));
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("outbox.db");
-    let (ids, bad_id) = rt.block_on(async {
-        let bs = engine(&dir, config(&server.base_url)).await;
-        bs.set_enabled(true).await.unwrap();
-        let out = field_day(&bs).await;
-        bs.close().await;
-        out
-    });
-    let report = background_sync_core::entry::drain(
-        path.to_str().unwrap(),
-        10_000,
-        "android-worker",
-        background_sync_core::CancellationToken::new(),
-    )
-    .unwrap();
+    let (path, ids, bad_id, report) = field_day_in_the_background(&rt, &server.base_url, &dir);
     assert_eq!((report.done, report.dead), (6, 1), "{report:?}");
     rt.block_on(async {
         let bs = BackgroundSync::open(&path).await.unwrap();
