@@ -92,10 +92,11 @@ impl<R: Runtime> Platform<R> {
     /// it cannot answer, the platform's facts are all unknown and the reason comes back.
     pub(crate) async fn facts(&self, _scheduler: &Scheduler) -> (PlatformFacts, Option<String>) {
         let unknown = || {
-            #[cfg(target_os = "android")]
-            return PlatformFacts::Android(Default::default());
-            #[cfg(not(target_os = "android"))]
-            return PlatformFacts::Ios(Default::default());
+            if cfg!(target_os = "android") {
+                PlatformFacts::Android(Default::default())
+            } else {
+                PlatformFacts::Ios(Default::default())
+            }
         };
         match self
             .handle
