@@ -126,7 +126,7 @@ impl Inner {
         let (last_sync_at, last_error) = self.store.last_sync().await?;
         let configured = self.store.load_config().await?.is_some();
         let enabled = self.store.enabled().await?;
-        let next_attempt_at = self.store.next_due(self.now()).await?;
+        let next_attempt_at = self.store.next_due().await?;
         let state = *self.state.lock().unwrap_or_else(|p| p.into_inner());
         let mut last_report = self.last_report.lock().unwrap_or_else(|p| p.into_inner()).clone();
         if last_report.is_none() {
@@ -171,10 +171,7 @@ impl Inner {
             .await
             .ok()
             .flatten();
-        report.next_attempt_at = match (
-            self.store.next_due(report.finished_at).await.ok().flatten(),
-            upload_due,
-        ) {
+        report.next_attempt_at = match (self.store.next_due().await.ok().flatten(), upload_due) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };

@@ -411,7 +411,7 @@ impl Run<'_> {
                 let remaining = deadline.saturating_duration_since(Instant::now());
                 let uploading = self.uploads.active.load(std::sync::atomic::Ordering::SeqCst)
                     && self.inner.store.counts().await?.blocked > 0;
-                let due = self.inner.store.next_due(now).await?;
+                let due = self.inner.store.next_due().await?;
                 let due_wait = due
                     .map(|d| Duration::from_millis((d - now).max(0) as u64))
                     .filter(|w| *w + estimate < remaining);

@@ -776,13 +776,15 @@ impl Store {
         Ok(n.max(0) as u64)
     }
 
-    /// Earliest future due time among pending rows.
-    pub(crate) async fn next_due(&self, now: i64) -> Result<Option<i64>> {
+    /// When the earliest backoff of a pending row ends. It may already have passed: a backoff
+    /// that ended after the last claim is due now (the next claim takes it), not absent; leaving
+    /// it out stopped a drain as `waiting` with nothing due and let the scheduler sleep its
+    /// whole interval.
+    pub(crate) async fn next_due(&self) -> Result<Option<i64>> {
         Ok(sqlx::query_scalar(
             "SELECT MIN(next_attempt_at) FROM outbox INDEXED BY outbox_backing_off \
-             WHERE backing_off = 1 AND next_attempt_at > ?1 AND state = 'pending'",
+             WHERE backing_off = 1 AND state = 'pending'",
         )
-        .bind(now)
         .fetch_one(&self.pool)
         .await?)
     }
@@ -1773,7 +1775,7 @@ mod tests {
         assert_eq!(s.claim("me", T0, 10, MAX_WAIT).await.unwrap()[0].seq, e[0].seq);
         let c = s.counts().await.unwrap();
         assert_eq!((c.pending, c.in_flight, c.dead), (1, 1, 1));
-        assert_eq!(s.next_due(T0).await.unwrap(), None);
+        assert_eq!(s.next_due().await.unwrap(), None);
     }
 
     #[tokio::test]
