@@ -290,6 +290,22 @@ export interface SyncConfig {
   autoSync: boolean
   /** Which certificate authorities the API's and storage's certificates may chain to. */
   tls: TlsConfig
+  /**
+   * Keep a delivered mutation's response body, up to this many bytes (at most 65,536), for its
+   * `delivered` event and {@link delivered} row ({@link Delivered.body}), so the app can take
+   * server-computed fields without a refetch. `0` keeps none; a larger body is left out and
+   * the event still comes. Kept bodies live as long as the delivered row (`retentionMs`).
+   * @defaultValue `0`
+   * @since Unreleased
+   * @example
+   * ```ts
+   * await configure({ outcomeBodyMaxBytes: 4096 })
+   * await onStatus((e) => {
+   *   if (e.type === 'delivered' && e.body) saveServerCopy(e.entity, e.body)
+   * })
+   * ```
+   */
+  outcomeBodyMaxBytes: number
 }
 
 /**
@@ -528,6 +544,13 @@ export interface Delivered {
   serverId: string | null
   /** When delivery was confirmed (ms since the Unix epoch). */
   deliveredAt: number
+  /**
+   * The server's response (JSON, or a string when it was not JSON), only when
+   * `outcomeBodyMaxBytes` asked for it and it fitted. Mutations coalesced into one request
+   * share its response.
+   * @since Unreleased
+   */
+  body?: unknown
 }
 
 /**
@@ -549,6 +572,36 @@ export interface DeadEvent {
   error: string
 }
 
+/**
+ * One file upload finished: its placeholder now resolves to `result` (the URL or id the file
+ * got), and mutations that reference it can go. Sent once that is durable; replayed like
+ * `delivered` when no listener heard it.
+ * @since Unreleased
+ */
+export interface UploadedEvent {
+  type: 'uploaded'
+  /** Upload id (as returned by {@link enqueueUpload}). */
+  id: string
+  placeholder: string
+  entity?: EntityRef
+  status: number
+  result: string
+}
+
+/**
+ * One file upload moved to the dead letter (the file is gone, storage refused it, or its
+ * retries ran out). Mutations that reference it wait until it is retried or discarded.
+ * @since Unreleased
+ */
+export interface UploadDeadEvent {
+  type: 'uploadDead'
+  id: string
+  placeholder: string
+  entity?: EntityRef
+  status: number | null
+  error: string
+}
+
 /** Options of {@link onStatus}. @since Unreleased */
 export interface StatusOptions {
   /**
@@ -565,6 +618,10 @@ export interface StatusOptions {
  */
 export interface SettledEvent {
   type: 'settled'
+  /**
+   * The drain's run id; `'replay'` for outcomes nobody heard, `'discard'` for what a discard
+   * dead-lettered, `'recovered'` for outcomes re-read after this subscription fell behind.
+   */
   runId: string
   /** Ids of the mutations delivered in this round. */
   delivered: string[]
@@ -594,6 +651,8 @@ export type StatusEvent =
   | DeadEvent
   | CancelledEvent
   | SettledEvent
+  | UploadedEvent
+  | UploadDeadEvent
 
 /**
  * Where an upload's bytes go.
@@ -1434,6 +1493,10 @@ export async function resolveTempId(tempId: string): Promise<string | null> {
  * and is then told; pass `{ replay: false }` for subscriptions that do not handle outcomes
  * (`createSyncStore` does). A replayed outcome may come twice (the webview went away
  * mid-replay), never not at all within `retentionMs`: key your handling on `id`.
+ *
+ * A subscription that falls more than 256 events behind (a busy webview while a big backlog
+ * drains) is told the outcomes it missed, re-read from the database (`settled` with `runId:
+ * 'recovered'`), then a fresh `status` event; some of them it may have had already.
  *
  * Resolves to a function that stops the subscription (it invokes `unsubscribe` and can be
  * awaited; calling it again does nothing).

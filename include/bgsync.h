@@ -53,6 +53,12 @@ char *bgsync_set_enabled(const char *db_path, int32_t enabled);
  * "pendingRequests":[],"lowPowerMode":false}; NULL for the engine's side only. */
 char *bgsync_diagnostics(const char *db_path, const char *facts_json);
 
+/* Outcomes no listener heard (README "Outcomes"): what runs settled while no webview listened,
+ * one page per call, marked told as returned (so not replayed to the webview afterwards).
+ * {"ok":true,"events":[{"type":"delivered",...},{"type":"dead",...},{"type":"settled",...},
+ * {"type":"uploaded",...},{"type":"uploadDead",...}]}; call again until "events" is empty. */
+char *bgsync_take_outcomes(const char *db_path);
+
 /* Release a string returned by any bgsync_* function. NULL is ignored. */
 void bgsync_free(char *s);
 

@@ -164,7 +164,7 @@ pub(crate) async fn subscribe<R: Runtime>(
     let p = app.background_sync();
     // Subscribed before the replay reads the database, so an outcome settling meanwhile is
     // heard live or replayed (perhaps both: the live copy is then skipped), never lost.
-    let mut rx = p.engine().subscribe();
+    let rx = p.engine().subscribe();
     // The first event is the current status, so a UI renders at once.
     let _ = on_event.send(StatusEvent::Status(p.engine().status().await?));
     let mut replayed = HashSet::new();
@@ -179,22 +179,17 @@ pub(crate) async fn subscribe<R: Runtime>(
             .await?;
     }
     let id = on_event.id();
+    let engine = p.engine().clone();
     let task = tauri::async_runtime::spawn(async move {
-        loop {
-            match rx.recv().await {
-                Ok(e) => {
-                    if outcome_id(&e).is_some_and(|id| replayed.remove(id)) {
-                        continue;
-                    }
-                    if on_event.send(e).is_err() {
-                        break;
-                    }
+        // A webview that falls behind the stream is told what it missed from the database.
+        engine
+            .forward(rx, |e| {
+                if outcome_id(&e).is_some_and(|id| replayed.remove(id)) {
+                    return true;
                 }
-                // A slow webview missed some events; the next status event catches it up.
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
-            }
-        }
+                on_event.send(e).is_ok()
+            })
+            .await
     });
     p.subscriptions
         .lock()
@@ -213,6 +208,7 @@ fn outcome_id(e: &StatusEvent) -> Option<&str> {
     match e {
         StatusEvent::Delivered(d) => Some(&d.id),
         StatusEvent::Dead { id, .. } => Some(id),
+        StatusEvent::Uploaded { id, .. } | StatusEvent::UploadDead { id, .. } => Some(id),
         _ => None,
     }
 }

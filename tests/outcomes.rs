@@ -433,3 +433,345 @@ async fn a_drain_through_another_handle_in_this_process_reaches_the_apps_listene
         "told live: nothing to replay"
     );
 }
+
+fn heard(rx: &mut tokio::sync::broadcast::Receiver<StatusEvent>) -> Vec<StatusEvent> {
+    let mut out = Vec::new();
+    while let Ok(e) = rx.try_recv() {
+        out.push(e);
+    }
+    out
+}
+
+async fn replayed(bs: &BackgroundSync) -> Vec<StatusEvent> {
+    let mut out = Vec::new();
+    bs.catch_up(|e| {
+        out.push(e);
+        true
+    })
+    .await
+    .unwrap();
+    out
+}
+
+/// README "Outcomes": a `dead` event per new dead letter, however it became one. Discarding a
+/// create buries the mutations that wait for its temp id; each is told `dead` (live to a
+/// listener, or replayed to the next one when nobody listened), then one `settled`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutations_buried_with_a_discarded_create_are_told_dead() {
+    let dir = tempfile::tempdir().unwrap();
+    // Never drained: nothing reaches a server.
+    let bs = engine(&dir, config("http://127.0.0.1:9")).await;
+    let queue = |tmp: &'static str| {
+        let bs = bs.clone();
+        async move {
+            let mut create = mutation("POST", "/visits", Some(json!({"site": tmp})), "visit", tmp);
+            create.temp_id = Some(tmp.into());
+            let create = bs.enqueue(create).await.unwrap().id;
+            let update = mutation(
+                "PATCH",
+                &format!("/visits/{tmp}"),
+                Some(json!({"done": true})),
+                "visit",
+                tmp,
+            );
+            (create, bs.enqueue(update).await.unwrap().id)
+        }
+    };
+    let mut rx = bs.subscribe();
+    let (create_a, update_a) = queue("tmp-a").await;
+    assert_eq!(bs.discard(&create_a).await.unwrap(), 1);
+    let live = heard(&mut rx);
+    let (delivered, dead, settled) = told(&live);
+    assert!(delivered.is_empty(), "{live:?}");
+    assert_eq!(dead, BTreeSet::from([update_a.clone()]), "{live:?}");
+    assert_eq!(settled, dead, "{live:?}");
+    assert!(live.iter().any(|e| matches!(e,
+        StatusEvent::Dead { id, error, .. } if *id == update_a && error.contains("discarded"))));
+    assert!(replayed(&bs).await.is_empty(), "heard live: nothing to replay");
+
+    drop(rx);
+    let (create_b, update_b) = queue("tmp-b").await;
+    assert_eq!(bs.discard(&create_b).await.unwrap(), 1);
+    let later = replayed(&bs).await;
+    assert_eq!(told(&later).1, BTreeSet::from([update_b]), "{later:?}");
+    assert!(replayed(&bs).await.is_empty(), "told once");
+}
+
+fn small_file(dir: &std::path::Path, name: &str) -> std::path::PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, vec![7u8; 2048]).unwrap();
+    p
+}
+
+fn signed_upload(path: &std::path::Path) -> background_sync_core::NewUpload {
+    background_sync_core::NewUpload {
+        file_path: path.to_string_lossy().into_owned(),
+        copy: false,
+        content_type: "image/jpeg".into(),
+        file_name: None,
+        destination: background_sync_core::UploadDestination::Signed,
+        priority: background_sync_core::Priority::Normal,
+        entity: None,
+        placeholder: None,
+        idempotency_key: None,
+    }
+}
+
+/// README "Outcomes" for files: an `uploaded` event per finished upload (its placeholder and
+/// the URL or id that replaces it) and an `uploadDead` per upload moved to the dead letter,
+/// live to a listener and replayed, once, to the next listener when nobody listened.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upload_outcomes_are_told_live_and_replayed_once() {
+    let server = server(FaultConfig::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let files = tempfile::tempdir().unwrap();
+    let mut cfg = config(&server.base_url);
+    cfg.uploads.storage_origins = vec![server.storage_url.clone()];
+    let bs = engine(&dir, cfg).await;
+
+    let mut rx = bs.subscribe();
+    let ok = bs
+        .enqueue_upload(signed_upload(&small_file(files.path(), "a.jpg")))
+        .await
+        .unwrap();
+    let gone_path = small_file(files.path(), "gone.jpg");
+    let gone = bs.enqueue_upload(signed_upload(&gone_path)).await.unwrap();
+    std::fs::remove_file(&gone_path).unwrap(); // the user deleted the photo: nothing a retry fixes
+    bs.drain(DrainOptions::default()).await.unwrap();
+    let live = heard(&mut rx);
+    let uploaded: Vec<_> = live
+        .iter()
+        .filter_map(|e| match e {
+            StatusEvent::Uploaded {
+                id,
+                placeholder,
+                result,
+                ..
+            } => Some((id.clone(), placeholder.clone(), result.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(uploaded.len(), 1, "{live:?}");
+    assert_eq!((&uploaded[0].0, &uploaded[0].1), (&ok.id, &ok.placeholder));
+    assert_eq!(
+        bs.resolve_temp_id(&ok.placeholder).await.unwrap().as_deref(),
+        Some(uploaded[0].2.as_str()),
+        "the event names what the placeholder resolved to"
+    );
+    let dead: Vec<_> = live
+        .iter()
+        .filter_map(|e| match e {
+            StatusEvent::UploadDead { id, placeholder, .. } => Some((id.clone(), placeholder.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        dead,
+        vec![(gone.id.clone(), gone.placeholder.clone())],
+        "{live:?}"
+    );
+    // As the webview receives them (guest-js `UploadedEvent` / `UploadDeadEvent`).
+    let wire: Vec<serde_json::Value> = live
+        .iter()
+        .filter(|e| matches!(e, StatusEvent::Uploaded { .. } | StatusEvent::UploadDead { .. }))
+        .map(|e| serde_json::to_value(e).unwrap())
+        .collect();
+    let keys = |v: &serde_json::Value| v.as_object().unwrap().keys().cloned().collect::<BTreeSet<_>>();
+    let uploaded_wire = wire.iter().find(|v| v["type"] == "uploaded").unwrap();
+    assert_eq!(
+        keys(uploaded_wire),
+        ["type", "id", "placeholder", "status", "result"]
+            .map(String::from)
+            .into()
+    );
+    let dead_wire = wire.iter().find(|v| v["type"] == "uploadDead").unwrap();
+    assert_eq!(
+        keys(dead_wire),
+        ["type", "id", "placeholder", "status", "error"]
+            .map(String::from)
+            .into()
+    );
+    assert!(replayed(&bs).await.is_empty(), "heard live: nothing to replay");
+
+    drop(rx);
+    let later = bs
+        .enqueue_upload(signed_upload(&small_file(files.path(), "b.jpg")))
+        .await
+        .unwrap();
+    bs.drain(DrainOptions::default()).await.unwrap();
+    let first = replayed(&bs).await;
+    let ids: Vec<_> = first
+        .iter()
+        .filter_map(|e| match e {
+            StatusEvent::Uploaded { id, .. } => Some(id.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ids, vec![later.id], "{first:?}");
+    assert!(replayed(&bs).await.is_empty(), "told once");
+}
+
+/// README "Outcomes": `delivered` events carry the response body only when the app asked for it
+/// (`outcomeBodyMaxBytes`, off by default) and only when it fits; the same body comes from
+/// `delivered()` and from a replay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delivered_events_carry_the_response_body_only_when_asked_and_small_enough() {
+    let server = server(FaultConfig::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(&server.base_url);
+    let bs = engine(&dir, cfg.clone()).await;
+    let create = |n: u32| {
+        let bs = bs.clone();
+        async move {
+            let tmp = format!("tmp-b{n}");
+            let mut m = mutation("POST", "/visits", Some(json!({"site": n})), "visit", &tmp);
+            m.temp_id = Some(tmp);
+            bs.enqueue(m).await.unwrap().id
+        }
+    };
+    let delivered_event = |events: &[StatusEvent], id: &str| {
+        events
+            .iter()
+            .find_map(|e| match e {
+                StatusEvent::Delivered(d) if d.id == id => Some(d.clone()),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("no delivered event for {id}: {events:?}"))
+    };
+    let mut rx = bs.subscribe();
+
+    let off = create(1).await;
+    bs.drain(DrainOptions::default()).await.unwrap();
+    assert_eq!(
+        delivered_event(&heard(&mut rx), &off).body,
+        None,
+        "off by default"
+    );
+
+    cfg.outcome_body_max_bytes = 4096;
+    bs.configure(cfg.clone()).await.unwrap();
+    let on = create(2).await;
+    bs.drain(DrainOptions::default()).await.unwrap();
+    let d = delivered_event(&heard(&mut rx), &on);
+    let body = d.body.clone().expect("the body, asked for and small");
+    assert_eq!(body["id"].as_str(), d.server_id.as_deref(), "{body}");
+    assert_eq!(
+        serde_json::to_value(StatusEvent::Delivered(d.clone())).unwrap()["body"],
+        body,
+        "as the webview receives it (guest-js `Delivered.body`)"
+    );
+    let rows = bs.delivered(DeliveredQuery::default()).await.unwrap();
+    assert_eq!(rows.iter().find(|r| r.id == on).unwrap().body, Some(body.clone()));
+    assert_eq!(rows.iter().find(|r| r.id == off).unwrap().body, None);
+
+    cfg.outcome_body_max_bytes = 8;
+    bs.configure(cfg.clone()).await.unwrap();
+    let big = create(3).await;
+    bs.drain(DrainOptions::default()).await.unwrap();
+    let d = delivered_event(&heard(&mut rx), &big);
+    assert_eq!(
+        d.body, None,
+        "larger than the cap: left out, the event still comes"
+    );
+    assert!(d.server_id.is_some());
+
+    // Replayed with its body when nobody listened.
+    drop(rx);
+    cfg.outcome_body_max_bytes = 4096;
+    bs.configure(cfg).await.unwrap();
+    let quiet = create(4).await;
+    bs.drain(DrainOptions::default()).await.unwrap();
+    let r = delivered_event(&replayed(&bs).await, &quiet);
+    assert_eq!(
+        r.body.as_ref().and_then(|b| b["id"].as_str()),
+        r.server_id.as_deref()
+    );
+}
+
+/// README "Outcomes": a listener that falls further behind than the stream holds (a webview busy
+/// while a big backlog drains) still gets every outcome: `forward` re-reads what settled since
+/// its last event from the database, then carries on live.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listener_that_fell_behind_the_stream_still_gets_every_outcome() {
+    let server = server(FaultConfig {
+        reject_paths: vec!["/rejected".into()],
+        ..Default::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(&server.base_url);
+    cfg.concurrency = 8;
+    let bs = engine(&dir, cfg).await;
+    let mut ids = BTreeSet::new();
+    for i in 0..400 {
+        let m = mutation(
+            "PUT",
+            &format!("/visits/{i}"),
+            Some(json!({"v": i})),
+            "visit",
+            &i.to_string(),
+        );
+        ids.insert(bs.enqueue(m).await.unwrap().id);
+    }
+    let mut rejected = BTreeSet::new();
+    for i in 0..5 {
+        let m = mutation(
+            "POST",
+            &format!("/rejected/{i}"),
+            Some(json!({})),
+            "rejected",
+            &i.to_string(),
+        );
+        rejected.insert(bs.enqueue(m).await.unwrap().id);
+    }
+    // Subscribed, but reading nothing while the whole backlog drains: the stream overflows.
+    let rx = bs.subscribe();
+    let r = bs.drain(DrainOptions::default()).await.unwrap();
+    assert_eq!((r.done, r.dead), (400, 5), "{r:?}");
+    // One more outcome after the overflow, live: the listener stops when it has heard it.
+    let last = bs
+        .enqueue(mutation("PUT", "/visits/last", Some(json!({})), "visit", "last"))
+        .await
+        .unwrap()
+        .id;
+    let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let listener = {
+        let (bs, got, last) = (bs.clone(), got.clone(), last.clone());
+        tokio::spawn(async move {
+            bs.forward(rx, |e| {
+                let stop = matches!(&e, StatusEvent::Delivered(d) if d.id == last);
+                got.lock().unwrap().push(e);
+                !stop
+            })
+            .await
+        })
+    };
+    bs.drain(DrainOptions::default()).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(20), listener)
+        .await
+        .expect("the listener hears the last outcome")
+        .unwrap();
+    let got = got.lock().unwrap().clone();
+    let mut delivered = BTreeSet::new();
+    let mut dead = BTreeSet::new();
+    for e in &got {
+        match e {
+            StatusEvent::Delivered(d) => {
+                delivered.insert(d.id.clone());
+            }
+            StatusEvent::Dead { id, .. } => {
+                dead.insert(id.clone());
+            }
+            _ => {}
+        }
+    }
+    ids.insert(last);
+    let missing: Vec<_> = ids.difference(&delivered).collect();
+    assert!(
+        missing.is_empty(),
+        "{} delivered outcomes never told, e.g. {:?}",
+        missing.len(),
+        &missing[..missing.len().min(3)]
+    );
+    assert_eq!(dead, rejected, "every dead letter told");
+}

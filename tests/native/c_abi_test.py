@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Drives the C ABI (include/bgsync.h) through ctypes, as Swift does: configure → enqueue →
-drain → status against the reference server, typed errors for bad input, and cancellation of a
+drain → status → outcomes against the reference server, typed errors for bad input, and cancellation of a
 drain mid-flight through the int32 flag. Exits non-zero on failure."""
 import ctypes, json, os, subprocess, sys, tempfile, threading, time, urllib.request
 
@@ -22,6 +22,8 @@ lib.bgsync_set_enabled.argtypes = [ctypes.c_char_p, ctypes.c_int32]
 lib.bgsync_set_enabled.restype = ctypes.c_void_p
 lib.bgsync_diagnostics.argtypes = [ctypes.c_char_p, ctypes.c_char_p]
 lib.bgsync_diagnostics.restype = ctypes.c_void_p
+lib.bgsync_take_outcomes.argtypes = [ctypes.c_char_p]
+lib.bgsync_take_outcomes.restype = ctypes.c_void_p
 lib.bgsync_free.argtypes = [ctypes.c_void_p]
 
 def call(fn, *args):
@@ -79,6 +81,20 @@ try:
     check("server applied each once", len(log) == 50 and len({e["idempotencyKey"] for e in log}) == 50, len(log))
     r = call(lib.bgsync_status, db)
     check("status", r["ok"] and r["status"]["pending"] == 0 and r["status"]["enabled"] is True, r)
+    # Outcomes of that background run (nobody listened): each delivered mutation once, then a
+    # settled listing them; taken, they are not told again.
+    r = call(lib.bgsync_take_outcomes, db)
+    ev = r.get("events", [])
+    delivered = [e for e in ev if e["type"] == "delivered"]
+    settled = [e for e in ev if e["type"] == "settled"]
+    check("take_outcomes: 50 delivered, then one settled listing them",
+          r["ok"] and len(delivered) == 50 and len({e["id"] for e in delivered}) == 50
+          and len(settled) == 1 and set(settled[0]["delivered"]) == {e["id"] for e in delivered}
+          and ev[-1]["type"] == "settled", [e["type"] for e in ev][:5])
+    r = call(lib.bgsync_take_outcomes, db)
+    check("take_outcomes: told once", r["ok"] and r["events"] == [], r)
+    r = call(lib.bgsync_take_outcomes, None)
+    check("take_outcomes: NULL db_path -> invalidInput", r["ok"] is False and r["error"]["kind"] == "invalidInput", r)
     # Coalescing through the C ABI: a second opted-in PATCH folds into the first (one request).
     def patch(body):
         return json.dumps({"method": "PATCH", "path": "/visits/c1", "body": body,

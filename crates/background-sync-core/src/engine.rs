@@ -21,6 +21,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex as StdMutex, OnceLock};
 use tokio::sync::broadcast;
 
+/// How far before the last event a lagging listener heard `forward` re-reads outcomes: an
+/// outcome's time is taken when its response came, and it is sent when its round settles.
+const RECOVER_MARGIN_MS: i64 = 60_000;
+
 /// A handle on one outbox database. Cheap to clone; all clones share state.
 #[derive(Clone)]
 pub struct BackgroundSync {
@@ -291,11 +295,25 @@ impl BackgroundSync {
     }
 
     /// Delete a queued mutation or dead letter. Mutations waiting for the temp id of a
-    /// discarded create become dead letters (returned count).
+    /// discarded create become dead letters (returned count), each told in a `Dead` event.
     pub async fn discard(&self, id: &str) -> Result<u64> {
-        let n = self.inner.store.discard(id).await?;
+        let buried = self
+            .inner
+            .store
+            .discard(id, self.inner.has_listeners(), self.inner.now())
+            .await?;
+        self.tell(&buried, "discard");
         self.inner.emit_status().await;
-        Ok(n)
+        Ok(buried.len() as u64)
+    }
+
+    /// Outcomes settled outside a drain (what a discard buried), for the listeners.
+    fn tell(&self, applied: &[crate::store::Applied], run_id: &str) {
+        if self.inner.has_listeners() {
+            for e in drain::outcome_events(applied, run_id) {
+                self.inner.emit(e);
+            }
+        }
     }
 
     /// Replace a dead letter's body and queue it again.
@@ -451,12 +469,17 @@ impl BackgroundSync {
     /// Delete an upload (and the plugin's copy of its file). Mutations waiting for it become
     /// dead letters (returned count).
     pub async fn discard_upload(&self, id: &str) -> Result<u64> {
-        let (n, file) = self.inner.store.discard_upload(id).await?;
+        let (buried, file) = self
+            .inner
+            .store
+            .discard_upload(id, self.inner.has_listeners(), self.inner.now())
+            .await?;
         if let Some(f) = file {
             let _ = tokio::fs::remove_file(f).await;
         }
+        self.tell(&buried, "discard");
         self.inner.emit_status().await;
-        Ok(n)
+        Ok(buried.len() as u64)
     }
 
     /// Files the webview must never read through an upload: the database with its journal
@@ -541,31 +564,105 @@ impl BackgroundSync {
 
     /// Replay the outcomes nobody heard: what a run settled while no one was subscribed (a
     /// background run with no webview) goes to `deliver` as `Delivered` / `Dead` events, then a
-    /// `Settled` with `run_id` `"replay"`, in pages of up to 500 of each. A page counts as
+    /// `Settled` with `run_id` `"replay"`, and `Uploaded` / `UploadDead` events for files, in
+    /// pages of up to 500 of each. A page counts as
     /// told once `deliver` accepted all of it; when it returns `false` (the listener is gone)
     /// that page stays for the next listener, so a replayed outcome may come twice, never not
     /// at all (within `retentionMs` for delivered rows). Returns how many outcomes were told.
     ///
     /// Subscribe first, then catch up, and skip live `Delivered`/`Dead` events whose id was
     /// replayed: a run settling at that moment can reach both.
-    pub async fn catch_up(&self, mut deliver: impl FnMut(StatusEvent) -> bool) -> Result<usize> {
-        const PAGE: u32 = 500;
-        let mut told = 0;
+    pub async fn catch_up(&self, deliver: impl FnMut(StatusEvent) -> bool) -> Result<usize> {
         // Bounded: each page is marked before the next is read, and a run adding untold rows
         // meanwhile cannot keep a caller here for ever.
+        self.replay(1_000, deliver).await
+    }
+
+    /// Forward the status stream `rx` (from [`subscribe`](Self::subscribe)) to `deliver` until it
+    /// returns `false`. The stream holds 256 events; a listener that falls further behind (a
+    /// webview busy while a backlog drains) would lose the oldest. Here it does not: the
+    /// outcomes settled since shortly before its last event are re-read from the database and
+    /// told (`Delivered` / `Dead` pages, each with a `Settled` of `run_id` `"recovered"`, and
+    /// upload outcomes), then a fresh `Status`, then the stream goes on. Some of those it may
+    /// have heard already: key on `id`.
+    pub async fn forward(
+        &self,
+        mut rx: broadcast::Receiver<StatusEvent>,
+        mut deliver: impl FnMut(StatusEvent) -> bool,
+    ) {
+        let mut heard_at = self.inner.now();
+        loop {
+            match rx.recv().await {
+                Ok(e) => {
+                    heard_at = self.inner.now();
+                    if !deliver(e) {
+                        return;
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                    // What was lost was sent after the last event heard; an outcome's time is
+                    // taken when its response came, up to a round before it is sent.
+                    let since = heard_at.saturating_sub(RECOVER_MARGIN_MS);
+                    heard_at = self.inner.now();
+                    tracing::debug!(missed, since, "listener fell behind; re-reading outcomes");
+                    match self.recover(since, &mut deliver).await {
+                        Ok(true) => {}
+                        Ok(false) => return,
+                        Err(e) => tracing::warn!(error = %e, "could not re-read missed outcomes"),
+                    }
+                    if let Ok(s) = self.status().await {
+                        if !deliver(StatusEvent::Status(s)) {
+                            return;
+                        }
+                    }
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    }
+
+    /// Tell `deliver` the outcomes settled at or after `since`; `false` once it refused one.
+    async fn recover(&self, since: i64, deliver: &mut impl FnMut(StatusEvent) -> bool) -> Result<bool> {
+        let mut cursor = crate::store::SettledCursor::new(since);
+        // Bounded: a drain settling meanwhile cannot keep the listener here for ever.
         for _ in 0..1_000 {
-            let (applied, delivered_seqs, dead_seqs) = self.inner.store.untold(PAGE).await?;
-            if applied.is_empty() {
+            let (applied, more) = self.inner.store.settled_since(&mut cursor, 500).await?;
+            for e in drain::outcome_events(&applied, "recovered") {
+                if !deliver(e) {
+                    return Ok(false);
+                }
+            }
+            if !more {
                 break;
             }
-            let events = drain::outcome_events(&applied, "replay");
-            let n = events.len() - 1; // all but the settled
+        }
+        Ok(true)
+    }
+
+    /// `catch_up` for at most `pages` pages (the C ABI takes one page per call).
+    pub(crate) async fn replay(
+        &self,
+        pages: usize,
+        mut deliver: impl FnMut(StatusEvent) -> bool,
+    ) -> Result<usize> {
+        const PAGE: u32 = 500;
+        let mut told = 0;
+        for _ in 0..pages {
+            let page = self.inner.store.untold(PAGE).await?;
+            if page.applied.is_empty() {
+                break;
+            }
+            let events = drain::outcome_events(&page.applied, "replay");
+            let n = events
+                .iter()
+                .filter(|e| !matches!(e, StatusEvent::Settled { .. }))
+                .count();
             for e in events {
                 if !deliver(e) {
                     return Ok(told);
                 }
             }
-            self.inner.store.mark_told(&delivered_seqs, &dead_seqs).await?;
+            self.inner.store.mark_told(&page).await?;
             told += n;
         }
         Ok(told)

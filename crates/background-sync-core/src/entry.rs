@@ -7,7 +7,7 @@ use crate::diagnose::{Diagnostics, PlatformFacts};
 use crate::drain::DrainOptions;
 use crate::engine::BackgroundSync;
 use crate::error::{Error, Result};
-use crate::models::{DrainReport, Enqueued, NewMutation, SyncConfig, SyncStatus};
+use crate::models::{DrainReport, Enqueued, NewMutation, StatusEvent, SyncConfig, SyncStatus};
 use serde_json::{json, Value};
 use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -77,6 +77,25 @@ pub fn diagnostics(db_path: &str, facts: Option<PlatformFacts>) -> Result<Diagno
     let path = check_path(db_path)?;
     let facts = facts.unwrap_or(PlatformFacts::Headless);
     block_on(async { BackgroundSync::open(path).await?.diagnostics(facts).await })?
+}
+
+/// Outcomes no listener heard (see `BackgroundSync::catch_up`), one page: up to 500 delivered,
+/// 500 dead and 500 upload outcomes with their `settled`, marked told as they are returned. A
+/// native host that shows outcomes itself calls this until it returns no events; outcomes it
+/// takes are not replayed to the webview.
+pub fn take_outcomes(db_path: &str) -> Result<Vec<StatusEvent>> {
+    let path = check_path(db_path)?;
+    block_on(async {
+        let mut events = Vec::new();
+        BackgroundSync::open(path)
+            .await?
+            .replay(1, |e| {
+                events.push(e);
+                true
+            })
+            .await?;
+        Ok(events)
+    })?
 }
 
 pub fn set_enabled(db_path: &str, enabled: bool) -> Result<()> {
@@ -164,6 +183,10 @@ pub fn diagnostics_json(db_path: &str, facts_json: Option<&str>) -> String {
             .transpose()?;
         Ok(json!({ "diagnostics": diagnostics(db_path, facts)? }))
     })
+}
+
+pub fn take_outcomes_json(db_path: &str) -> String {
+    envelope(|| Ok(json!({ "events": take_outcomes(db_path)? })))
 }
 
 pub fn set_enabled_json(db_path: &str, enabled: bool) -> String {

@@ -156,6 +156,15 @@ pub unsafe fn set_enabled(db_path: *const c_char, enabled: i32) -> *mut c_char {
 }
 
 /// # Safety
+/// See `include/bgsync.h`.
+pub unsafe fn take_outcomes(db_path: *const c_char) -> *mut c_char {
+    guarded(|| match arg(db_path, "db_path") {
+        Ok(d) => crate::entry::take_outcomes_json(d),
+        Err(e) => e,
+    })
+}
+
+/// # Safety
 /// `s` must be NULL or a string returned by a `bgsync_*` function, freed once.
 pub unsafe fn free(s: *mut c_char) {
     if !s.is_null() {
@@ -230,6 +239,13 @@ macro_rules! export_native_entries {
             facts_json: *const ::std::ffi::c_char,
         ) -> *mut ::std::ffi::c_char {
             $crate::ffi::diagnostics(db_path, facts_json)
+        }
+        /// See include/bgsync.h.
+        #[no_mangle]
+        pub unsafe extern "C" fn bgsync_take_outcomes(
+            db_path: *const ::std::ffi::c_char,
+        ) -> *mut ::std::ffi::c_char {
+            $crate::ffi::take_outcomes(db_path)
         }
         /// See include/bgsync.h.
         #[no_mangle]

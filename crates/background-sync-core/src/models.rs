@@ -291,6 +291,11 @@ pub struct SyncConfig {
     pub auto_sync: bool,
     /// Which certificate authorities the API's and storage's TLS certificates may chain to.
     pub tls: TlsConfig,
+    /// Keep a delivered mutation's response body (up to this many bytes, at most 65,536) for
+    /// its `delivered` event and `delivered()` row, so an app can take server-computed fields
+    /// without a refetch. 0 (the default) keeps none; a larger body is left out, the event
+    /// still comes. Kept bodies live as long as the delivered row (`retentionMs`).
+    pub outcome_body_max_bytes: u32,
 }
 
 impl Default for SyncConfig {
@@ -315,6 +320,7 @@ impl Default for SyncConfig {
             uploads: UploadConfig::default(),
             auto_sync: true,
             tls: TlsConfig::default(),
+            outcome_body_max_bytes: 0,
         }
     }
 }
@@ -708,6 +714,27 @@ pub enum StatusEvent {
     /// reached the server, and these enqueued ids (the create, what came between, the delete)
     /// are settled. Their temp id never resolves; later references to it are refused.
     Cancelled { ids: Vec<String>, entity: EntityRef },
+    /// One file upload finished: its placeholder now resolves to `result` (the URL or id the
+    /// file got), and the mutations that reference it can go. Sent once that is durable.
+    Uploaded {
+        id: String,
+        placeholder: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        entity: Option<EntityRef>,
+        status: u16,
+        result: String,
+    },
+    /// One file upload moved to the dead letter (the file is gone, the storage host refused
+    /// it, or its retries ran out); mutations that reference it wait until it is retried or
+    /// discarded.
+    UploadDead {
+        id: String,
+        placeholder: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        entity: Option<EntityRef>,
+        status: Option<u16>,
+        error: String,
+    },
     /// A round of outcomes is durable: the ids delivered and dead-lettered in it, so an app
     /// refreshes its state once per round rather than once per mutation. Sent after that
     /// round's `delivered`/`dead` events.
@@ -737,6 +764,11 @@ pub struct Delivered {
     pub server_id: Option<String>,
     /// When it was confirmed (ms since the Unix epoch, the engine's clock).
     pub delivered_at: i64,
+    /// The server's response (JSON, or a string when it is not JSON), when
+    /// `outcomeBodyMaxBytes` asked for it and it fitted. Mutations coalesced into one request
+    /// share its response.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<serde_json::Value>,
 }
 
 /// Filters of [`BackgroundSync::delivered`](crate::BackgroundSync::delivered).

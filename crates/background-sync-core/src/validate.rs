@@ -177,6 +177,10 @@ pub(crate) fn config(cfg: &SyncConfig) -> Result<()> {
     if cfg.max_payload_bytes == 0 || cfg.max_queue_len == 0 {
         return Err(Error::invalid("maxPayloadBytes and maxQueueLen must be positive"));
     }
+    // Bodies ride on events and in the delivered table: small ones only.
+    if cfg.outcome_body_max_bytes > 65_536 {
+        return Err(Error::invalid("outcomeBodyMaxBytes must be at most 65536"));
+    }
     // Upper bounds keep every sum of a timestamp and a duration far from i64 overflow.
     if !(1_000..=MAX_LEASE_TTL_MS).contains(&cfg.lease_ttl_ms) {
         return Err(Error::invalid(

@@ -525,6 +525,7 @@ impl Run<'_> {
                             attempts: row.attempts + 1,
                             status: None,
                             error: msg.clone(),
+                            now: self.inner.now(),
                         });
                         tallies.push(Tally::Dead);
                     }
@@ -548,6 +549,7 @@ impl Run<'_> {
                             server_id,
                             now: self.inner.now(),
                             had_deps: row.has_deps,
+                            body: kept_body(body.as_deref(), self.cfg.outcome_body_max_bytes),
                         },
                         Tally::Done,
                     ),
@@ -583,6 +585,7 @@ impl Run<'_> {
                                 attempts,
                                 status,
                                 error,
+                                now: self.inner.now(),
                             },
                             Tally::Dead,
                         )
@@ -810,6 +813,17 @@ pub(crate) fn split_batch(
         .collect()
 }
 
+/// The response body an app asked to keep (`outcomeBodyMaxBytes`), as JSON text: JSON as the
+/// server sent it (compacted), anything else as a JSON string. Nothing when bodies are off,
+/// the body is empty, or it is larger than the cap (an event never carries half a body).
+pub(crate) fn kept_body(body: Option<&[u8]>, max_bytes: u32) -> Option<String> {
+    let b = body.filter(|b| !b.is_empty() && b.len() <= max_bytes as usize)?;
+    Some(match serde_json::from_slice::<serde_json::Value>(b) {
+        Ok(v) => v.to_string(),
+        Err(_) => serde_json::Value::String(String::from_utf8_lossy(b).into_owned()).to_string(),
+    })
+}
+
 /// One event per delivered or dead mutation (each coalesced original under its own id), then
 /// one `settled` listing them: what a durable round, or a replay of outcomes nobody heard,
 /// tells the app.
@@ -841,6 +855,32 @@ pub(crate) fn outcome_events(applied: &[Applied], run_id: &str) -> Vec<StatusEve
                     });
                 }
             }
+            Applied::Uploaded {
+                id,
+                placeholder,
+                entity,
+                status,
+                result,
+            } => events.push(StatusEvent::Uploaded {
+                id: id.clone(),
+                placeholder: placeholder.clone(),
+                entity: entity.clone(),
+                status: *status,
+                result: result.clone(),
+            }),
+            Applied::UploadDead {
+                id,
+                placeholder,
+                entity,
+                status,
+                error,
+            } => events.push(StatusEvent::UploadDead {
+                id: id.clone(),
+                placeholder: placeholder.clone(),
+                entity: entity.clone(),
+                status: *status,
+                error: error.clone(),
+            }),
             Applied::Yes | Applied::No => {}
         }
     }

@@ -11,7 +11,7 @@ use crate::idmap;
 use crate::lease::Lease;
 use crate::models::{DrainReport, StatusEvent, StopReason, SyncConfig, UploadDestination};
 use crate::policy::{self, Observed, Verdict};
-use crate::store::{ClaimedUpload, Target};
+use crate::store::{Applied, ClaimedUpload, Target};
 use crate::transport::{ByteCounter, Sent, Transport};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use std::collections::{HashMap, VecDeque};
@@ -675,6 +675,15 @@ impl<'a> Pass<'a> {
         })
     }
 
+    /// The app's view of one durable upload outcome (see `drain::outcome_events`).
+    fn tell(&self, told: Applied) {
+        if self.inner.has_listeners() {
+            for e in super::outcome_events(&[told], &self.owner) {
+                self.inner.emit(e);
+            }
+        }
+    }
+
     async fn settle(&mut self, r: FlightResult) -> Result<Option<StopReason>> {
         let bytes_sent = self
             .active
@@ -687,13 +696,22 @@ impl<'a> Pass<'a> {
                 // The file is gone or the URL is not allowed: nothing a retry would fix.
                 let msg = e.to_string();
                 tracing::warn!(id = %u.id, error = %msg, "upload moved to the dead letter");
-                if self
+                let told = self
                     .inner
                     .store
-                    .bury_upload(u.seq, &self.owner, u.attempts + 1, None, &msg)
-                    .await?
-                {
+                    .bury_upload(
+                        u.seq,
+                        &self.owner,
+                        u.attempts + 1,
+                        None,
+                        &msg,
+                        self.inner.has_listeners(),
+                        self.inner.now(),
+                    )
+                    .await?;
+                if let Some(told) = told {
                     self.dead += 1;
+                    self.tell(told);
                 }
                 self.last_error = Some(msg);
                 return Ok(None);
@@ -736,9 +754,16 @@ impl<'a> Pass<'a> {
                 let done = self
                     .inner
                     .store
-                    .complete_upload(u.seq, &self.owner, status, &result, self.inner.now())
+                    .complete_upload(
+                        u.seq,
+                        &self.owner,
+                        status,
+                        &result,
+                        self.inner.now(),
+                        self.inner.has_listeners(),
+                    )
                     .await?;
-                if let Some((file, owned)) = done {
+                if let Some((file, owned, told)) = done {
                     self.uploaded += 1;
                     self.bytes += u.size;
                     if owned {
@@ -754,6 +779,7 @@ impl<'a> Pass<'a> {
                             total: u.size,
                         });
                     }
+                    self.tell(told);
                     self.signal.finished_one.notify_one();
                 }
                 Ok(None)
@@ -784,13 +810,22 @@ impl<'a> Pass<'a> {
             } => {
                 tracing::warn!(id = %u.id, ?status, %error, "upload moved to the dead letter");
                 self.last_error = Some(error.clone());
-                if self
+                let told = self
                     .inner
                     .store
-                    .bury_upload(u.seq, &self.owner, attempts, status, &error)
-                    .await?
-                {
+                    .bury_upload(
+                        u.seq,
+                        &self.owner,
+                        attempts,
+                        status,
+                        &error,
+                        self.inner.has_listeners(),
+                        self.inner.now(),
+                    )
+                    .await?;
+                if let Some(told) = told {
                     self.dead += 1;
+                    self.tell(told);
                 }
                 Ok(None)
             }

@@ -704,6 +704,7 @@ impl Store {
             server_id: server_id.map(str::to_string),
             now,
             had_deps: true,
+            body: None,
         };
         Ok(self.settle(owner, &[o], true).await?[0].written())
     }
@@ -744,6 +745,7 @@ impl Store {
             attempts,
             status,
             error: error.to_string(),
+            now: 0,
         };
         Ok(self.settle(owner, &[o], true).await?[0].written())
     }
@@ -911,8 +913,8 @@ impl Store {
 
     /// Delete a queued mutation (not one in flight). Discarding an unresolved create turns the
     /// mutations that wait for its temp id into dead letters, so they surface for review
-    /// instead of waiting forever.
-    pub(crate) async fn discard(&self, id: &str) -> Result<u64> {
+    /// instead of waiting forever; they are returned as the app is told.
+    pub(crate) async fn discard(&self, id: &str, heard: bool, now: i64) -> Result<Vec<Applied>> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let row: Option<(i64, String, Option<String>)> =
             sqlx::query_as("SELECT seq, state, temp_id FROM outbox WHERE id = ?")
@@ -940,7 +942,7 @@ impl Store {
             .bind(seq)
             .execute(&mut *tx)
             .await?;
-        let mut orphaned = 0;
+        let mut orphaned = Vec::new();
         if let Some(t) = temp_id {
             let resolved: Option<String> =
                 sqlx::query_scalar("SELECT server_id FROM id_map WHERE temp_id = ?")
@@ -957,6 +959,8 @@ impl Store {
                     &mut tx,
                     &t,
                     &format!("waits for temp id '{t}' whose create was discarded"),
+                    heard,
+                    now,
                 )
                 .await?;
             }
@@ -1010,7 +1014,7 @@ impl Store {
         };
         let rows = sqlx::query(
             // language=SQLite
-            "SELECT id, entity_kind, entity_id, method, path, status, temp_id, server_id, delivered_at \
+            "SELECT id, entity_kind, entity_id, method, path, status, temp_id, server_id, delivered_at, body \
              FROM delivered INDEXED BY delivered_at WHERE delivered_at >= ?1 \
              AND (?2 IS NULL OR (entity_kind = ?2 AND entity_id = ?3)) \
              ORDER BY delivered_at, seq LIMIT ?4",
@@ -1026,22 +1030,22 @@ impl Store {
 
     /// Outcomes no listener heard (settled with `told = 0`: a background run, nobody
     /// subscribed), oldest first, at most `limit` of each kind: delivered rows as
-    /// `Applied::Delivered`, dead letters as `Applied::Dead` with what was coalesced into them.
-    /// Returns them with the seqs `mark_told` takes.
-    pub(crate) async fn untold(&self, limit: u32) -> Result<(Vec<Applied>, Vec<i64>, Vec<i64>)> {
+    /// `Applied::Delivered`, dead letters as `Applied::Dead` with what was coalesced into them,
+    /// then finished and dead uploads. `mark_told` takes the result once a listener has it.
+    pub(crate) async fn untold(&self, limit: u32) -> Result<Untold> {
+        let mut conn = self.pool.acquire().await?;
+        let mut out = Untold::default();
         let rows = sqlx::query(
             // language=SQLite
-            "SELECT seq, id, entity_kind, entity_id, method, path, status, temp_id, server_id, delivered_at \
+            "SELECT seq, id, entity_kind, entity_id, method, path, status, temp_id, server_id, delivered_at, body \
              FROM delivered INDEXED BY delivered_untold WHERE told = 0 ORDER BY seq LIMIT ?",
         )
         .bind(limit as i64)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *conn)
         .await?;
-        let mut delivered_seqs = Vec::with_capacity(rows.len());
-        let mut applied = Vec::with_capacity(rows.len());
         for r in &rows {
-            delivered_seqs.push(r.get::<i64, _>("seq"));
-            applied.push(Applied::Delivered(vec![delivered_row(r)]));
+            out.delivered_seqs.push(r.get::<i64, _>("seq"));
+            out.applied.push(Applied::Delivered(vec![delivered_row(r)]));
         }
         let dead = sqlx::query(
             // language=SQLite
@@ -1049,23 +1053,78 @@ impl Store {
              FROM outbox INDEXED BY outbox_untold WHERE told = 0 AND state = 'dead' ORDER BY seq LIMIT ?",
         )
         .bind(limit as i64)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *conn)
         .await?;
-        let mut dead_seqs = Vec::with_capacity(dead.len());
         for r in &dead {
             let seq: i64 = r.get("seq");
-            dead_seqs.push(seq);
-            let absorbed: Vec<String> = if r.get::<bool, _>("coalesce") {
-                sqlx::query_scalar(
-                    // language=SQLite
-                    "SELECT id FROM coalesced WHERE into_seq = ? ORDER BY seq",
-                )
-                .bind(seq)
-                .fetch_all(&self.pool)
-                .await?
-            } else {
-                Vec::new()
-            };
+            out.dead_seqs.push(seq);
+            out.applied.push(Applied::Dead {
+                id: r.get("id"),
+                entity: EntityRef {
+                    kind: r.get("entity_kind"),
+                    id: r.get("entity_id"),
+                },
+                status: r.get::<Option<i64>, _>("last_status").map(|s| s as u16),
+                error: r.get::<Option<String>, _>("last_error").unwrap_or_default(),
+                absorbed: absorbed_ids(&mut conn, seq, r.get("coalesce")).await?,
+            });
+        }
+        let uploads = sqlx::query(
+            // language=SQLite
+            "SELECT seq, id, placeholder, entity_kind, entity_id, state, last_status, last_error, result \
+             FROM uploads INDEXED BY uploads_untold WHERE told = 0 AND state IN ('done', 'dead') ORDER BY seq LIMIT ?",
+        )
+        .bind(limit as i64)
+        .fetch_all(&mut *conn)
+        .await?;
+        for r in &uploads {
+            out.upload_seqs.push(r.get::<i64, _>("seq"));
+            out.applied.push(uploads::upload_outcome(r));
+        }
+        Ok(out)
+    }
+
+    /// Outcomes settled at or after `cursor.since` (ms), one page of at most `limit` of each
+    /// kind after `cursor`, which moves past them: delivered rows (within retention), mutations
+    /// still dead, finished and dead uploads. Returns whether more may follow.
+    pub(crate) async fn settled_since(
+        &self,
+        cursor: &mut SettledCursor,
+        limit: u32,
+    ) -> Result<(Vec<Applied>, bool)> {
+        let mut conn = self.pool.acquire().await?;
+        let mut applied = Vec::new();
+        let rows = sqlx::query(
+            // language=SQLite
+            "SELECT seq, id, entity_kind, entity_id, method, path, status, temp_id, server_id, delivered_at, body \
+             FROM delivered INDEXED BY delivered_at WHERE (delivered_at, seq) > (?1, ?2) \
+             ORDER BY delivered_at, seq LIMIT ?3",
+        )
+        .bind(cursor.delivered.0)
+        .bind(cursor.delivered.1)
+        .bind(limit as i64)
+        .fetch_all(&mut *conn)
+        .await?;
+        let mut more = rows.len() == limit as usize;
+        for r in &rows {
+            cursor.delivered = (r.get("delivered_at"), r.get("seq"));
+            applied.push(Applied::Delivered(vec![delivered_row(r)]));
+        }
+        let dead = sqlx::query(
+            // language=SQLite
+            "SELECT seq, id, entity_kind, entity_id, last_status, last_error, coalesce \
+             FROM outbox INDEXED BY outbox_dead_at WHERE state = 'dead' AND dead_at >= ?1 AND seq > ?2 \
+             ORDER BY seq LIMIT ?3",
+        )
+        .bind(cursor.since)
+        .bind(cursor.dead_seq)
+        .bind(limit as i64)
+        .fetch_all(&mut *conn)
+        .await?;
+        more |= dead.len() == limit as usize;
+        for r in &dead {
+            let seq: i64 = r.get("seq");
+            cursor.dead_seq = seq;
             applied.push(Applied::Dead {
                 id: r.get("id"),
                 entity: EntityRef {
@@ -1074,27 +1133,50 @@ impl Store {
                 },
                 status: r.get::<Option<i64>, _>("last_status").map(|s| s as u16),
                 error: r.get::<Option<String>, _>("last_error").unwrap_or_default(),
-                absorbed,
+                absorbed: absorbed_ids(&mut conn, seq, r.get("coalesce")).await?,
             });
         }
-        Ok((applied, delivered_seqs, dead_seqs))
+        let uploads = sqlx::query(
+            // language=SQLite
+            "SELECT seq, id, placeholder, entity_kind, entity_id, state, last_status, last_error, result \
+             FROM uploads WHERE state IN ('done', 'dead') AND finished_at >= ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+        )
+        .bind(cursor.since)
+        .bind(cursor.upload_seq)
+        .bind(limit as i64)
+        .fetch_all(&mut *conn)
+        .await?;
+        more |= uploads.len() == limit as usize;
+        for r in &uploads {
+            cursor.upload_seq = r.get("seq");
+            applied.push(uploads::upload_outcome(r));
+        }
+        Ok((applied, more))
     }
 
     /// The outcomes `untold` returned reached a listener: never replay them again.
-    pub(crate) async fn mark_told(&self, delivered_seqs: &[i64], dead_seqs: &[i64]) -> Result<()> {
+    pub(crate) async fn mark_told(&self, told: &Untold) -> Result<()> {
+        let seqs = |v: &[i64]| serde_json::to_string(v).map_err(|e| Error::Internal(e.to_string()));
         let mut tx = self.pool.begin().await?;
         sqlx::query(
             // language=SQLite
             "UPDATE delivered SET told = 1 WHERE seq IN (SELECT value FROM json_each(?))",
         )
-        .bind(serde_json::to_string(delivered_seqs).map_err(|e| Error::Internal(e.to_string()))?)
+        .bind(seqs(&told.delivered_seqs)?)
         .execute(&mut *tx)
         .await?;
         sqlx::query(
             // language=SQLite
             "UPDATE outbox SET told = 1 WHERE seq IN (SELECT value FROM json_each(?))",
         )
-        .bind(serde_json::to_string(dead_seqs).map_err(|e| Error::Internal(e.to_string()))?)
+        .bind(seqs(&told.dead_seqs)?)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            // language=SQLite
+            "UPDATE uploads SET told = 1 WHERE seq IN (SELECT value FROM json_each(?))",
+        )
+        .bind(seqs(&told.upload_seqs)?)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -1334,21 +1416,85 @@ async fn coalesce_with_lane(
 }
 
 /// Pending mutations that wait for `temp_id` (a discarded create or upload) become dead
-/// letters with `error`, so they surface for review instead of waiting forever.
+/// letters with `error`, so they surface for review instead of waiting forever. Returns them
+/// as the app is told (`heard`: a listener hears it live, else `untold` keeps it).
 pub(crate) async fn bury_dependents(
     conn: &mut sqlx::SqliteConnection,
     temp_id: &str,
     error: &str,
-) -> Result<u64> {
-    Ok(sqlx::query(
-        "UPDATE outbox SET state = 'dead', backing_off = 0, last_error = ?1 \
-         WHERE state = 'pending' AND seq IN (SELECT mutation_seq FROM mutation_deps WHERE temp_id = ?2)",
+    heard: bool,
+    now: i64,
+) -> Result<Vec<Applied>> {
+    let rows = sqlx::query(
+        // language=SQLite
+        "UPDATE outbox SET state = 'dead', backing_off = 0, last_error = ?1, told = ?3, dead_at = ?4 \
+         WHERE state = 'pending' AND seq IN (SELECT mutation_seq FROM mutation_deps WHERE temp_id = ?2) \
+         RETURNING seq, id, entity_kind, entity_id, coalesce",
     )
     .bind(error)
     .bind(temp_id)
-    .execute(conn)
-    .await?
-    .rows_affected())
+    .bind(heard)
+    .bind(now)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut buried = Vec::with_capacity(rows.len());
+    for r in &rows {
+        buried.push(Applied::Dead {
+            id: r.get("id"),
+            entity: EntityRef {
+                kind: r.get("entity_kind"),
+                id: r.get("entity_id"),
+            },
+            status: None,
+            error: error.to_string(),
+            absorbed: absorbed_ids(&mut *conn, r.get("seq"), r.get("coalesce")).await?,
+        });
+    }
+    Ok(buried)
+}
+
+/// Ids of the mutations coalesced into row `seq` (none unless it opted in), in enqueue order.
+async fn absorbed_ids(conn: &mut sqlx::SqliteConnection, seq: i64, coalesce: bool) -> Result<Vec<String>> {
+    if !coalesce {
+        return Ok(Vec::new());
+    }
+    Ok(sqlx::query_scalar(
+        // language=SQLite
+        "SELECT id FROM coalesced WHERE into_seq = ? ORDER BY seq",
+    )
+    .bind(seq)
+    .fetch_all(conn)
+    .await?)
+}
+
+/// A page of outcomes nobody heard (`Store::untold`), with the rows `mark_told` marks.
+#[derive(Debug, Default)]
+pub(crate) struct Untold {
+    pub(crate) applied: Vec<Applied>,
+    delivered_seqs: Vec<i64>,
+    dead_seqs: Vec<i64>,
+    upload_seqs: Vec<i64>,
+}
+
+/// Where `Store::settled_since` goes on from.
+#[derive(Debug, Clone)]
+pub(crate) struct SettledCursor {
+    since: i64,
+    delivered: (i64, i64),
+    dead_seq: i64,
+    upload_seq: i64,
+}
+
+impl SettledCursor {
+    /// Outcomes settled at or after `since` (ms since the Unix epoch, the engine's clock).
+    pub(crate) fn new(since: i64) -> Self {
+        SettledCursor {
+            since,
+            delivered: (since, i64::MIN),
+            dead_seq: i64::MIN,
+            upload_seq: i64::MIN,
+        }
+    }
 }
 
 /// What happened to one claimed row.
@@ -1362,6 +1508,8 @@ pub(crate) enum Outcome {
         now: i64,
         /// Whether dependency rows may exist (false skips their deletion).
         had_deps: bool,
+        /// The response body to keep (JSON text), when the app asked for bodies.
+        body: Option<String>,
     },
     /// Transient failure: pending again at `next_at`.
     Reschedule {
@@ -1377,6 +1525,7 @@ pub(crate) enum Outcome {
         attempts: u32,
         status: Option<u16>,
         error: String,
+        now: i64,
     },
     /// Not attempted after all: pending, unchanged.
     Release { seq: i64 },
@@ -1399,6 +1548,22 @@ pub(crate) enum Applied {
         /// Ids of the mutations coalesced into the row, dead with it.
         absorbed: Vec<String>,
     },
+    /// An upload finished: its placeholder resolves to `result`.
+    Uploaded {
+        id: String,
+        placeholder: String,
+        entity: Option<EntityRef>,
+        status: u16,
+        result: String,
+    },
+    /// An upload moved to the dead letter.
+    UploadDead {
+        id: String,
+        placeholder: String,
+        entity: Option<EntityRef>,
+        status: Option<u16>,
+        error: String,
+    },
 }
 
 impl Applied {
@@ -1420,6 +1585,7 @@ async fn apply_outcome(
             server_id,
             now,
             had_deps,
+            body,
         } => {
             let row = sqlx::query(
                 "DELETE FROM outbox WHERE seq = ? AND claimed_by = ? AND state = 'in_flight' \
@@ -1436,7 +1602,7 @@ async fn apply_outcome(
             let temp_id: Option<String> = row.get("temp_id");
             sqlx::query(
                 "INSERT INTO delivered (seq, id, idempotency_key, entity_kind, entity_id, method, path, status, attempts, \
-                 created_at, delivered_at, server_id, temp_id, told) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                 created_at, delivered_at, server_id, temp_id, told, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             )
             .bind(seq)
             .bind(row.get::<String, _>("id"))
@@ -1452,6 +1618,7 @@ async fn apply_outcome(
             .bind(server_id)
             .bind(&temp_id)
             .bind(heard)
+            .bind(body)
             .execute(&mut *conn)
             .await?;
             if *had_deps {
@@ -1481,6 +1648,7 @@ async fn apply_outcome(
                 temp_id,
                 server_id: server_id.clone(),
                 delivered_at: *now,
+                body: parse_body(body.as_deref()),
             }];
             // The mutations this row carried are delivered with it, each under its own id.
             if row.get::<bool, _>("coalesce") {
@@ -1496,8 +1664,8 @@ async fn apply_outcome(
                 for (own_seq, id, key, method, path, created_at) in absorbed {
                     sqlx::query(
                         "INSERT INTO delivered (seq, id, idempotency_key, entity_kind, entity_id, method, path, \
-                         status, attempts, created_at, delivered_at, server_id, told) \
-                         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                         status, attempts, created_at, delivered_at, server_id, told, body) \
+                         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     )
                     .bind(own_seq)
                     .bind(&id)
@@ -1512,6 +1680,7 @@ async fn apply_outcome(
                     .bind(now)
                     .bind(server_id)
                     .bind(heard)
+                    .bind(body)
                     .execute(&mut *conn)
                     .await?;
                     told.push(Delivered {
@@ -1523,6 +1692,7 @@ async fn apply_outcome(
                         temp_id: None,
                         server_id: server_id.clone(),
                         delivered_at: *now,
+                        body: parse_body(body.as_deref()),
                     });
                 }
             }
@@ -1552,16 +1722,18 @@ async fn apply_outcome(
             attempts,
             status,
             error,
+            now,
         } => {
             let row = sqlx::query(
                 "UPDATE outbox SET state = 'dead', claimed_by = NULL, backing_off = 0, attempts = ?, last_status = ?, \
-                 last_error = ?, told = ? WHERE seq = ? AND claimed_by = ? AND state = 'in_flight' \
+                 last_error = ?, told = ?, dead_at = ? WHERE seq = ? AND claimed_by = ? AND state = 'in_flight' \
                  RETURNING id, entity_kind, entity_id, coalesce",
             )
             .bind(*attempts as i64)
             .bind(status.map(i64::from))
             .bind(error)
             .bind(heard)
+            .bind(now)
             .bind(seq)
             .bind(owner)
             .fetch_optional(&mut *conn)
@@ -1571,14 +1743,7 @@ async fn apply_outcome(
             };
             // What the row carries stays with it (a retry delivers them together), and each
             // is told it is dead under its own id.
-            let absorbed: Vec<String> = if row.get::<bool, _>("coalesce") {
-                sqlx::query_scalar("SELECT id FROM coalesced WHERE into_seq = ? ORDER BY seq")
-                    .bind(seq)
-                    .fetch_all(&mut *conn)
-                    .await?
-            } else {
-                Vec::new()
-            };
+            let absorbed = absorbed_ids(&mut *conn, *seq, row.get("coalesce")).await?;
             return Ok(Applied::Dead {
                 id: row.get("id"),
                 entity: EntityRef {
@@ -1615,7 +1780,14 @@ fn delivered_row(r: &SqliteRow) -> Delivered {
         temp_id: r.get("temp_id"),
         server_id: r.get("server_id"),
         delivered_at: r.get("delivered_at"),
+        body: parse_body(r.get::<Option<String>, _>("body").as_deref()),
     }
+}
+
+/// A kept response body as stored (JSON text written by the drain); unreadable text (a hand-
+/// edited file) is left out rather than failing the query.
+fn parse_body(text: Option<&str>) -> Option<serde_json::Value> {
+    text.and_then(|t| serde_json::from_str(t).ok())
 }
 
 fn row_to_mutation(r: &SqliteRow) -> Result<Mutation> {
@@ -1881,7 +2053,7 @@ mod tests {
         )
         .await
         .unwrap();
-        assert_eq!(s.discard(&id).await.unwrap(), 1);
+        assert_eq!(s.discard(&id, true, 0).await.unwrap().len(), 1);
         let c = s.counts().await.unwrap();
         assert_eq!((c.pending, c.dead), (0, 1));
         // A new reference to the discarded temp id is refused.

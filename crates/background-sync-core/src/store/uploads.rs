@@ -2,7 +2,7 @@
 //! (`UPDATE … RETURNING`), outcomes only apply to rows the caller still owns, drain bookkeeping
 //! runs on the `drain` connection, enqueues on the durable pool.
 
-use super::Store;
+use super::{Applied, Store};
 use crate::error::{Error, Result};
 use crate::models::{EnqueuedUpload, EntityRef, Priority, Upload, UploadDestination, UploadState};
 use serde::{Deserialize, Serialize};
@@ -222,8 +222,10 @@ impl Store {
     }
 
     /// Uploaded: record the result under the placeholder (which unblocks the mutations that
-    /// reference it). Returns the file to delete when the plugin owns it, or `None` when the row
-    /// is no longer ours.
+    /// reference it). Returns the file to delete when the plugin owns it and what the app is
+    /// told (`heard`: a listener hears it live, else `untold` keeps it), or `None` when the
+    /// row is no longer ours.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) async fn complete_upload(
         &self,
         seq: i64,
@@ -231,23 +233,30 @@ impl Store {
         status: u16,
         result: &str,
         now: i64,
-    ) -> Result<Option<(String, bool)>> {
+        heard: bool,
+    ) -> Result<Option<(String, bool, Applied)>> {
         let mut tx = self.drain.begin_with("BEGIN IMMEDIATE").await?;
-        let row: Option<(String, String, bool)> = sqlx::query_as(
+        let row = sqlx::query(
+            // language=SQLite
             "UPDATE uploads SET state = 'done', claimed_by = NULL, result = ?, finished_at = ?, last_status = ?, \
-             last_error = NULL, attempts = attempts + 1, target = NULL \
-             WHERE seq = ? AND claimed_by = ? AND state = 'in_flight' RETURNING placeholder, file_path, owned",
+             last_error = NULL, attempts = attempts + 1, target = NULL, told = ? \
+             WHERE seq = ? AND claimed_by = ? AND state = 'in_flight' \
+             RETURNING id, placeholder, entity_kind, entity_id, state, last_status, last_error, result, file_path, owned",
         )
         .bind(result)
         .bind(now)
         .bind(status as i64)
+        .bind(heard)
         .bind(seq)
         .bind(owner)
         .fetch_optional(&mut *tx)
         .await?;
-        let Some((placeholder, file, owned)) = row else {
+        let Some(row) = row else {
             return Ok(None);
         };
+        let told = upload_outcome(&row);
+        let (placeholder, file, owned): (String, String, bool) =
+            (row.get("placeholder"), row.get("file_path"), row.get("owned"));
         sqlx::query("UPDATE id_map SET server_id = ?, resolved_at = ? WHERE temp_id = ?")
             .bind(result)
             .bind(now)
@@ -255,7 +264,7 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-        Ok(Some((file, owned)))
+        Ok(Some((file, owned, told)))
     }
 
     /// Transient failure: pending again at `next_at`. `forget_target` drops a signed URL the
@@ -290,6 +299,9 @@ impl Store {
         Ok(n == 1)
     }
 
+    /// Dead letter: what the app is told (`heard` as in `complete_upload`), or `None` when the
+    /// row is no longer ours.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) async fn bury_upload(
         &self,
         seq: i64,
@@ -297,20 +309,25 @@ impl Store {
         attempts: u32,
         status: Option<u16>,
         error: &str,
-    ) -> Result<bool> {
-        let n = sqlx::query(
+        heard: bool,
+        now: i64,
+    ) -> Result<Option<Applied>> {
+        let row = sqlx::query(
+            // language=SQLite
             "UPDATE uploads SET state = 'dead', claimed_by = NULL, attempts = ?, last_status = ?, last_error = ?, \
-             target = NULL WHERE seq = ? AND claimed_by = ? AND state = 'in_flight'",
+             target = NULL, told = ?, finished_at = ? WHERE seq = ? AND claimed_by = ? AND state = 'in_flight' \
+             RETURNING id, placeholder, entity_kind, entity_id, state, last_status, last_error, result",
         )
         .bind(attempts as i64)
         .bind(status.map(i64::from))
         .bind(error)
+        .bind(heard)
+        .bind(now)
         .bind(seq)
         .bind(owner)
-        .execute(&self.drain)
-        .await?
-        .rows_affected();
-        Ok(n == 1)
+        .fetch_optional(&self.drain)
+        .await?;
+        Ok(row.as_ref().map(upload_outcome))
     }
 
     /// Unconfirmed through no fault of the upload (deadline, cancellation, offline).
@@ -397,7 +414,12 @@ impl Store {
     /// Delete an upload that is not in flight. Mutations waiting for its placeholder become
     /// dead letters (count returned) so they surface for review. Returns the file to delete
     /// when the plugin owns it.
-    pub(crate) async fn discard_upload(&self, id: &str) -> Result<(u64, Option<String>)> {
+    pub(crate) async fn discard_upload(
+        &self,
+        id: &str,
+        heard: bool,
+        now: i64,
+    ) -> Result<(Vec<Applied>, Option<String>)> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let row: Option<(i64, String, String, String, bool)> =
             sqlx::query_as("SELECT seq, state, placeholder, file_path, owned FROM uploads WHERE id = ?")
@@ -416,7 +438,7 @@ impl Store {
             .bind(seq)
             .execute(&mut *tx)
             .await?;
-        let mut orphaned = 0;
+        let mut orphaned = Vec::new();
         if state != "done" {
             sqlx::query("UPDATE id_map SET discarded = 1 WHERE temp_id = ? AND server_id IS NULL")
                 .bind(&placeholder)
@@ -426,6 +448,8 @@ impl Store {
                 &mut tx,
                 &placeholder,
                 &format!("waits for upload '{placeholder}' which was discarded"),
+                heard,
+                now,
             )
             .await?;
         }
@@ -504,6 +528,33 @@ impl Store {
                 .await?
                 .rows_affected(),
         )
+    }
+}
+
+/// A finished (`done`) or dead upload row as the app is told it: needs id, placeholder,
+/// entity_kind, entity_id, state, last_status, last_error, result.
+pub(super) fn upload_outcome(r: &SqliteRow) -> Applied {
+    let id: String = r.get("id");
+    let placeholder: String = r.get("placeholder");
+    let kind: Option<String> = r.get("entity_kind");
+    let eid: Option<String> = r.get("entity_id");
+    let entity = kind.zip(eid).map(|(kind, id)| EntityRef { kind, id });
+    let status = r.get::<Option<i64>, _>("last_status").map(|s| s as u16);
+    match r.get::<String, _>("state").as_str() {
+        "done" => Applied::Uploaded {
+            id,
+            placeholder,
+            entity,
+            status: status.unwrap_or(200),
+            result: r.get::<Option<String>, _>("result").unwrap_or_default(),
+        },
+        _ => Applied::UploadDead {
+            id,
+            placeholder,
+            entity,
+            status,
+            error: r.get::<Option<String>, _>("last_error").unwrap_or_default(),
+        },
     }
 }
 
