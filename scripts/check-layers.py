@@ -37,7 +37,7 @@ ROOT_ITEMS = {
     "SystemClock": "policy",
 }
 # Inside drain/: the parent joins the passes; the passes and their shared parts never import it.
-DRAIN_CHILDREN = {"options": [], "shared": [], "uploads": ["options", "shared"]}
+DRAIN_CHILDREN = {"options": [], "shared": [], "outcomes": [], "uploads": ["options", "shared", "outcomes"]}
 
 USE = re.compile(r"(?<![$\w])crate::(\w+)")
 SUPER = re.compile(r"(?<![$\w])super::(\w+)")

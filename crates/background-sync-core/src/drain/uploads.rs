@@ -4,6 +4,7 @@
 //! cancellation; a finished upload resolves its placeholder so waiting mutations can go.
 
 use super::options::DrainOptions;
+use super::outcomes::outcome_events;
 use super::shared::{AuthCell, UploadSignal};
 use crate::context::Inner;
 use crate::error::{Error, Result};
@@ -678,7 +679,7 @@ impl<'a> Pass<'a> {
     /// The app's view of one durable upload outcome (see `drain::outcome_events`).
     fn tell(&self, told: Applied) {
         if self.inner.has_listeners() {
-            for e in super::outcome_events(&[told], &self.owner) {
+            for e in outcome_events(&[told], &self.owner) {
                 self.inner.emit(e);
             }
         }
