@@ -23,9 +23,9 @@ for want in build.rs Cargo.toml src/lib.rs README.md LICENSE-MIT LICENSE-APACHE 
 done
 # The engine crate the plugin depends on: its sources and the migrations sqlx embeds.
 core=$(cargo package --list --allow-dirty -p background-sync-core 2>/dev/null)
-for want in Cargo.toml build.rs src/lib.rs src/store/mod.rs \
-  migrations/0001_outbox.sql migrations/0002_uploads.sql migrations/0003_lease_clock.sql \
-  migrations/0004_claim_and_counts.sql migrations/0005_outcomes.sql migrations/0006_coalesce.sql; do
+# Every migration in the tree (a new one left out of the package would fail on open).
+migrations=$(cd crates/background-sync-core && ls migrations/*.sql)
+for want in Cargo.toml build.rs src/lib.rs src/store/mod.rs $migrations; do
   grep -qx "$want" <<<"$core" || { echo "engine crate package lacks $want"; fail=1; }
 done
 if grep -qE '^(tests|benches|target)/' <<<"$core"; then echo "engine crate package contains tests, benches or target"; fail=1; fi
