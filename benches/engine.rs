@@ -41,6 +41,66 @@ fn m(i: usize, entities: usize) -> NewMutation {
     }
 }
 
+/// A TCP pipe on 127.0.0.1 that delays every chunk by `one_way` in each direction, so a round
+/// trip costs 2 × `one_way` as on a mobile link (bandwidth is not limited, order is kept). TLS
+/// goes through it untouched. Loopback's TCP handshake is instant; a real one costs a round
+/// trip before the first byte, so each connection's first client bytes wait one more.
+async fn latency_pipe(upstream: std::net::SocketAddr, one_way: Duration) -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    async fn carry(
+        mut from: tokio::net::tcp::OwnedReadHalf,
+        mut to: tokio::net::tcp::OwnedWriteHalf,
+        one_way: Duration,
+        first_extra: Duration,
+    ) {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(tokio::time::Instant, Vec<u8>)>();
+        let writer = tokio::spawn(async move {
+            while let Some((at, bytes)) = rx.recv().await {
+                tokio::time::sleep_until(at).await;
+                if to.write_all(&bytes).await.is_err() {
+                    return;
+                }
+            }
+            let _ = to.shutdown().await;
+        });
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut extra = first_extra;
+        loop {
+            match from.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    let at = tokio::time::Instant::now() + one_way + extra;
+                    extra = Duration::ZERO;
+                    if tx.send((at, buf[..n].to_vec())).is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        drop(tx);
+        let _ = writer.await;
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let Ok(server) = tokio::net::TcpStream::connect(upstream).await else {
+                    return;
+                };
+                let _ = (client.set_nodelay(true), server.set_nodelay(true));
+                let (cr, cw) = client.into_split();
+                let (sr, sw) = server.into_split();
+                tokio::join!(
+                    carry(cr, sw, one_way, 2 * one_way),
+                    carry(sr, cw, one_way, Duration::ZERO)
+                );
+            });
+        }
+    });
+    addr
+}
+
 async fn engine_at(
     dir: &std::path::Path,
     name: &str,
@@ -446,6 +506,91 @@ async fn main() {
             });
         }
         slow.shutdown().await;
+    }
+
+    // 3a. A phone's link (issue 16 item 3): TLS through a pipe that adds a mobile round trip,
+    // 10,000 mutations across 1,000 entities, no batch endpoint unless said; HTTP/1.1 (one
+    // connection per lane) against HTTP/2 (streams over one connection), as the server offers.
+    if want("mobile-tls") {
+        let pki = bgsync_reference_server::TestPki::generate().unwrap();
+        let window = if smoke {
+            Duration::from_secs(3)
+        } else {
+            Duration::from_secs(30)
+        };
+        let cases: Vec<(u64, bool, u32, bool)> = vec![
+            // (RTT ms, server offers h2, lanes, batch endpoint)
+            (100, false, 8, false),
+            (100, false, 64, false),
+            (100, true, 8, false),
+            (100, true, 64, false),
+            (300, true, 64, false),
+            (300, false, 8, true),
+            (300, true, 8, true),
+        ];
+        for (rtt, h2, lanes, batch) in cases {
+            let tls = spawn(ServerConfig {
+                tls: Some(pki.server.clone()),
+                http2: h2,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+            let pipe = latency_pipe(tls.addr, Duration::from_millis(rtt / 2)).await;
+            let name = format!("tls-{rtt}-{h2}-{lanes}-{batch}.db");
+            let bs = engine_at(dir.path(), &name, &format!("https://{pipe}"), |c| {
+                c.concurrency = lanes;
+                c.tls.extra_roots_pem = vec![pki.ca_pem.clone()];
+                c.request_timeout_ms = 30_000;
+                if batch {
+                    c.batch = Some(BatchConfig {
+                        path: "/batch".into(),
+                        max_items: 50,
+                    });
+                }
+            })
+            .await;
+            let backlog: Vec<_> = (0..10_000).map(|i| m(i, 1_000)).collect();
+            for c in backlog.chunks(1_000) {
+                bs.enqueue_many(c.to_vec()).await.unwrap();
+            }
+            let before = tls.stats();
+            let t = Instant::now();
+            let r = bs
+                .drain(DrainOptions {
+                    budget: window,
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+            let took = t.elapsed();
+            let after = tls.stats();
+            let per_30s = r.done as f64 * 30.0 / window.as_secs_f64();
+            let conns = after.tls_handshakes - before.tls_handshakes;
+            let h2_conns = after.http2_connections - before.http2_connections;
+            rows.push(Row {
+                section: "mobile-tls",
+                case: format!(
+                    "TLS, {rtt} ms RTT, {}, {lanes} lanes{}",
+                    if h2 { "server offers HTTP/2" } else { "HTTP/1.1 only" },
+                    if batch { ", batch 50" } else { "" }
+                ),
+                engine: per_30s,
+                limit: None,
+                unit: "delivered per 30 s",
+                note: format!(
+                    "{} in {:.0} s ({:.2} s used, {:?}); {conns} TCP connections = TLS handshakes, {h2_conns} of them HTTP/2; {} requests{}",
+                    r.done,
+                    window.as_secs_f64(),
+                    took.as_secs_f64(),
+                    r.stop_reason,
+                    after.requests - before.requests,
+                    if smoke { "; scaled ×10 from a 3 s smoke window" } else { "" }
+                ),
+            });
+            bs.close().await;
+            tls.shutdown().await;
+        }
     }
 
     // 3b. Claim cost independent of rows that cannot go (issue 11, item 14): N entities whose

@@ -149,3 +149,46 @@ async fn unusable_trust_settings_fail_configure() {
     bs.configure(c.clone()).await.unwrap();
     assert_eq!(bs.config().await.unwrap(), Some(c), "persisted as given");
 }
+
+/// A phone pays for every TLS handshake (round trips, CPU, radio time). Against a server that
+/// offers HTTP/2, a drain with many lanes sends them as streams over one connection: one
+/// handshake, not one per lane (docs/benchmarks.md, "mobile-tls").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lanes_share_one_tls_connection_when_the_server_speaks_http2() {
+    let pki = TestPki::generate().unwrap();
+    let server = bgsync_reference_server::spawn(ServerConfig {
+        tls: Some(pki.server.clone()),
+        http2: true,
+        faults: bgsync_reference_server::FaultConfig {
+            delay_ms: 20,
+            ..Default::default()
+        },
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = trusting(&server.base_url, &pki.ca_pem, true);
+    cfg.concurrency = 16;
+    let bs = engine(&dir, cfg).await;
+    for i in 0..64 {
+        bs.enqueue(mutation(
+            "PUT",
+            &format!("/visits/{i}"),
+            Some(json!({"n": i})),
+            "visit",
+            &i.to_string(),
+        ))
+        .await
+        .unwrap();
+    }
+    let r = bs.drain(DrainOptions::default()).await.unwrap();
+    assert_eq!((r.done, r.remaining), (64, 0), "{r:?}");
+    let s = server.stats();
+    assert_eq!(s.applied, 64);
+    assert_eq!(
+        (s.tls_handshakes, s.http2_connections),
+        (1, 1),
+        "16 lanes over one HTTP/2 connection: {s:?}"
+    );
+}

@@ -47,6 +47,9 @@ pub struct ServerConfig {
     /// Serve the API over TLS with this identity (`https://127.0.0.1:PORT`); the storage
     /// origin stays plain HTTP.
     pub tls: Option<TlsIdentity>,
+    /// With `tls`: also offer HTTP/2 (ALPN `h2`, then `http/1.1`), as production API gateways
+    /// do. Off: HTTP/1.1 only.
+    pub http2: bool,
 }
 
 /// A certificate chain and its private key, PEM.
@@ -97,7 +100,7 @@ impl TestPki {
     }
 }
 
-fn tls_acceptor(id: &TlsIdentity) -> anyhow::Result<tokio_rustls::TlsAcceptor> {
+fn tls_acceptor(id: &TlsIdentity, http2: bool) -> anyhow::Result<tokio_rustls::TlsAcceptor> {
     use tokio_rustls::rustls::pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
     let chain =
         CertificateDer::pem_slice_iter(id.cert_chain_pem.as_bytes()).collect::<Result<Vec<_>, _>>()?;
@@ -107,8 +110,11 @@ fn tls_acceptor(id: &TlsIdentity) -> anyhow::Result<tokio_rustls::TlsAcceptor> {
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
         .with_single_cert(chain, key)?;
-    // The listener speaks HTTP/1.1 only.
-    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    cfg.alpn_protocols = if http2 {
+        vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+    } else {
+        vec![b"http/1.1".to_vec()]
+    };
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(cfg)))
 }
 
@@ -182,6 +188,8 @@ pub struct Stats {
     pub batch_requests: u64,
     /// TLS handshakes started (connections accepted on a TLS listener).
     pub tls_handshakes: u64,
+    /// TLS connections that negotiated HTTP/2.
+    pub http2_connections: u64,
 }
 
 #[derive(Default)]
@@ -198,6 +206,7 @@ struct Counters {
     refreshes: AtomicU64,
     batch_requests: AtomicU64,
     tls_handshakes: AtomicU64,
+    http2_connections: AtomicU64,
 }
 
 impl Counters {
@@ -216,6 +225,7 @@ impl Counters {
             refreshes: g(&self.refreshes),
             batch_requests: g(&self.batch_requests),
             tls_handshakes: g(&self.tls_handshakes),
+            http2_connections: g(&self.http2_connections),
         }
     }
 }
@@ -352,7 +362,11 @@ pub async fn spawn(cfg: ServerConfig) -> anyhow::Result<RunningServer> {
         .fallback(resource)
         .with_state(app.clone());
 
-    let acceptor = cfg.tls.as_ref().map(tls_acceptor).transpose()?;
+    let acceptor = cfg
+        .tls
+        .as_ref()
+        .map(|id| tls_acceptor(id, cfg.http2))
+        .transpose()?;
     let scheme = if acceptor.is_some() { "https" } else { "http" };
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", cfg.port)).await?;
     let addr = listener.local_addr()?;
@@ -390,6 +404,7 @@ pub async fn spawn(cfg: ServerConfig) -> anyhow::Result<RunningServer> {
             if acceptor.is_some() {
                 app.counters.tls_handshakes.fetch_add(1, Ordering::Relaxed);
             }
+            let counters = app.clone();
             tokio::spawn(async move {
                 let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
                     let router = router.clone();
@@ -408,6 +423,18 @@ pub async fn spawn(cfg: ServerConfig) -> anyhow::Result<RunningServer> {
                         let Ok(tls) = acceptor.accept(stream).await else {
                             return;
                         };
+                        if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
+                            counters
+                                .counters
+                                .http2_connections
+                                .fetch_add(1, Ordering::Relaxed);
+                            let _ = hyper::server::conn::http2::Builder::new(
+                                hyper_util::rt::TokioExecutor::new(),
+                            )
+                            .serve_connection(hyper_util::rt::TokioIo::new(tls), svc)
+                            .await;
+                            return;
+                        }
                         let _ = http
                             .serve_connection(hyper_util::rt::TokioIo::new(tls), svc)
                             .await;

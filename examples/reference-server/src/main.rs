@@ -60,6 +60,7 @@ async fn main() -> anyhow::Result<()> {
         auth,
         port: a.port,
         tls: None,
+        http2: false,
     })
     .await?;
     let mut out = std::io::stdout();

@@ -333,8 +333,14 @@ impl Run<'_> {
         let mut ready: std::collections::VecDeque<Vec<Claimed>> = Default::default();
         let mut estimate = INITIAL_ESTIMATE;
         let mut stop: Option<StopReason> = None;
+        // One request until the first answer: a client with no connection yet opens one per
+        // concurrent request, so an HTTP/2 server got a TLS handshake per lane instead of
+        // streams over one connection (64 handshakes for 64 lanes at 100 ms RTT; see
+        // docs/benchmarks.md). Costs one round trip at the start of a drain.
+        let mut answered = slots == 1;
 
         loop {
+            let lanes = if answered { slots } else { 1 };
             if opts.cancel.is_cancelled() {
                 return self.abandon(flights).await;
             }
@@ -345,7 +351,7 @@ impl Run<'_> {
             let remaining = deadline.saturating_duration_since(Instant::now());
             let mut claimed_any = false;
             if stop.is_none() && remaining >= estimate.max(MIN_WINDOW) {
-                while flights.len() < slots {
+                while flights.len() < lanes {
                     let rows = match ready.pop_front() {
                         Some(rows) => rows,
                         None => {
@@ -353,7 +359,7 @@ impl Run<'_> {
                             // row is the head of a different entity, so they may go in parallel).
                             let limit = match self.cfg.batch {
                                 Some(_) => per_request,
-                                None => (slots - flights.len()) as u32,
+                                None => (lanes - flights.len()) as u32,
                             };
                             let rows = self.settle_and_claim(limit, max_wait).await?;
                             if rows.is_empty() {
@@ -453,6 +459,7 @@ impl Run<'_> {
                 return self.abandon(flights).await;
             };
             if let Some(r) = next {
+                answered = true;
                 // Settle every request that has finished by now in one transaction.
                 let mut done = vec![r];
                 while let Some(Some(r)) = futures_util::FutureExt::now_or_never(flights.next()) {
