@@ -87,6 +87,8 @@ fi
 step 300 npm run build --silent >/dev/null
 cd "$root"
 step "$build_timeout" cargo build -q -p bgsync-example-app --features custom-protocol
+# The background run while the app is closed: the reference server as a process.
+step "$build_timeout" cargo build -q -p bgsync-reference-server
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_port() { # port seconds
@@ -111,6 +113,9 @@ export ARTIFACTS=$root/target/e2e-artifacts
 rm -rf "$ARTIFACTS"
 mkdir -p "$ARTIFACTS"
 export APP=$root/target/debug/bgsync-example-app
+# The app's own library, whose C ABI the OS background hook calls (e2e/background_drain.py).
+export APP_LIB=$root/target/debug/libbgsync_example_app_lib.so
+export SERVER_BIN=$root/target/debug/bgsync-reference-server
 export BGSYNC_EXAMPLE_START_OFFLINE=1
 
 for run in $(seq 1 "$runs"); do

@@ -47,6 +47,9 @@ pub struct ServerConfig {
     /// Serve the API over TLS with this identity (`https://127.0.0.1:PORT`); the storage
     /// origin stays plain HTTP.
     pub tls: Option<TlsIdentity>,
+    /// Port of the storage origin (signed uploads) on 127.0.0.1; 0 = an ephemeral port. A
+    /// server restarted on fixed ports keeps both origins the client was configured with.
+    pub storage_port: u16,
     /// With `tls`: also offer HTTP/2 (ALPN `h2`, then `http/1.1`), as production API gateways
     /// do. Off: HTTP/1.1 only.
     pub http2: bool,
@@ -317,7 +320,7 @@ pub async fn spawn(cfg: ServerConfig) -> anyhow::Result<RunningServer> {
         sqlx::query(stmt).execute(&db).await?;
     }
     let files = tempfile::tempdir()?;
-    let storage_listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
+    let storage_listener = tokio::net::TcpListener::bind(("127.0.0.1", cfg.storage_port)).await?;
     let storage_url = format!("http://{}", storage_listener.local_addr()?);
     let storage = Arc::new(Storage::new(files.path().to_path_buf(), storage_url.clone()));
     let app = Arc::new(App {

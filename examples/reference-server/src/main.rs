@@ -61,6 +61,7 @@ async fn main() -> anyhow::Result<()> {
         port: a.port,
         tls: None,
         http2: false,
+        storage_port: 0,
     })
     .await?;
     let mut out = std::io::stdout();

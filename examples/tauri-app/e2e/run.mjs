@@ -9,11 +9,25 @@
 // now": everything delivered but the rejected visit, which shows up as a dead letter; its body
 // is edited in the UI and it is delivered too. Then the server's own view: every mutation
 // applied exactly once, creates before their updates, no temp id or placeholder anywhere.
+//
+// Then the app is closed with visits still queued, the OS runs a background drain through the
+// app's own C ABI (e2e/background_drain.py, as iOS's BGTaskScheduler handler would) while no
+// webview exists, and the app is opened again: the outcomes of that run are replayed to its
+// status listener, which swaps the temp ids for the server's.
 import { Builder, By, until } from 'selenium-webdriver'
 import { mkdirSync, writeFileSync } from 'node:fs'
+import { execFileSync, spawnSync } from 'node:child_process'
 import assert from 'node:assert/strict'
 
-const { APP, DRIVER_URL, BGSYNC_EXAMPLE_PORT, ARTIFACTS } = process.env
+const {
+  APP,
+  APP_LIB,
+  SERVER_BIN,
+  BGSYNC_EXAMPLE_DATA,
+  DRIVER_URL,
+  BGSYNC_EXAMPLE_PORT,
+  ARTIFACTS
+} = process.env
 const api = `http://127.0.0.1:${BGSYNC_EXAMPLE_PORT}`
 const STEP = 30_000
 const started = Date.now()
@@ -45,18 +59,34 @@ function withTimeout(promise, ms, what) {
 }
 
 // A session waits for the app's window; an app that dies at startup must not hang the suite.
-const driver = await withTimeout(
-  new Builder()
-    .usingServer(DRIVER_URL)
-    .withCapabilities({
-      browserName: 'wry',
-      'tauri:options': { application: APP }
-    })
-    .build(),
-  60_000,
-  'no WebDriver session (did the app start?)'
-)
-await driver.manage().setTimeouts({ script: STEP, pageLoad: STEP })
+async function openApp() {
+  const d = await withTimeout(
+    new Builder()
+      .usingServer(DRIVER_URL)
+      .withCapabilities({
+        browserName: 'wry',
+        'tauri:options': { application: APP }
+      })
+      .build(),
+    60_000,
+    'no WebDriver session (did the app start?)'
+  )
+  await d.manage().setTimeouts({ script: STEP, pageLoad: STEP })
+  return d
+}
+let driver = await openApp()
+
+/** Ends the session and waits until the app's process is gone (it holds the outbox). */
+async function closeApp() {
+  await withTimeout(driver.quit(), 15_000, 'quit')
+  const end = Date.now() + 20_000
+  for (;;) {
+    const ps = spawnSync('pgrep', ['-f', APP], { encoding: 'utf8' })
+    if (ps.status !== 0) return
+    assert.ok(Date.now() < end, `the app is still running: ${ps.stdout}`)
+    await new Promise((r) => setTimeout(r, 200))
+  }
+}
 
 async function getJson(path) {
   const res = await fetch(`${api}${path}`, {
@@ -413,12 +443,69 @@ try {
   const north = visits.find((v) => v.site === VISITS[0].site)
   assert.equal(north.photoUrl, objects[0].url, 'the visit points at its photo')
 
+  // Closed with visits queued; the OS drains in the background; opened again.
+  await driver.findElement(By.id('server-online')).click()
+  await waitEvent(/API server offline/, 'server stop')
+  await setBox('bg-enabled', true) // the user opted in to background sync
+  const LATER = [
+    { site: 'Weir 4', notes: 'level 1.2 m', priority: 'normal' },
+    { site: 'Shed 9', notes: '', priority: 'high' }
+  ]
+  const laterIds = []
+  for (const v of LATER) laterIds.push(await addVisit(v))
+  await waitText('pending-count', '3', 'queued before the app is closed')
+  await closeApp()
+  const run = JSON.parse(
+    execFileSync(
+      'python3',
+      [
+        'e2e/background_drain.py',
+        APP_LIB,
+        `${BGSYNC_EXAMPLE_DATA}/outbox.db`,
+        SERVER_BIN,
+        BGSYNC_EXAMPLE_PORT,
+        `${BGSYNC_EXAMPLE_DATA}/reference-server.db`
+      ],
+      { encoding: 'utf8', timeout: 60_000 }
+    )
+  )
+  assert.equal(run.report.done, 3, JSON.stringify(run))
+  assert.equal(run.report.trigger, 'ios-refresh')
+  driver = await openApp()
+  await driver.wait(
+    until.elementLocated(By.css('body[data-ready="true"]')),
+    STEP,
+    'UI never ready after the restart'
+  )
+  await driver.findElement(By.id('dev-toggle')).click()
+  await waitEvent(
+    /settled \(while the app was closed\): 3 delivered, 0 dead/,
+    'the background run was not replayed'
+  )
+  await driver.findElement(By.id('server-online')).click()
+  await waitEvent(/API server online/, 'server start after the restart')
+  const after = await getJson('/_admin/state')
+  await driver.wait(
+    async () => (await visitRows()).every(([, st]) => st === 'synced'),
+    STEP,
+    'every visit synced after the background run'
+  )
+  for (const [site, , sid] of await visitRows())
+    assert.equal(after.visits?.[sid]?.site, site, `${site} is ${sid}`)
+  const reopened = await assertPlainMainView('after the background run')
+  assert.doesNotMatch(reopened, TEMP_ID, 'temp ids swapped after the replay')
+  for (const id of laterIds)
+    assert.equal(reopened.includes(id), false, `${id} shown`)
+  await mainScreenshot('4-main-after-background-run')
+
   console.log(
     `e2e passed in ${((Date.now() - started) / 1000).toFixed(1)} s: ${VISITS.length} visits ` +
       `(${MUTATIONS} mutations incl. ${UPDATES} temp-id updates) + 1 photo queued offline, ` +
       `0 lost offline, 1 dead letter edited in the UI; server applied ${log.length} ` +
       `mutations (${new Set(log.map((e) => e.idempotencyKey)).size} distinct keys), ` +
-      `${objects.length} photo, 0 temp ids; screenshots in ${ARTIFACTS}`
+      `${objects.length} photo, 0 temp ids; then ${LATER.length} visits (3 mutations) delivered ` +
+      `by a background run through the app's C ABI while it was closed, replayed on reopening; ` +
+      `screenshots in ${ARTIFACTS}`
   )
 } catch (e) {
   failed = true

@@ -20,6 +20,10 @@ use tokio::sync::Mutex;
 struct Server {
     running: Mutex<Option<RunningServer>>,
     port: Mutex<u16>,
+    /// Kept across restarts like `port`: a drain that starts the moment the server is back
+    /// must get signed URLs on the storage origin the plugin was configured with (a new one
+    /// is refused as not allowed, and the upload dead-lettered: the e2e test saw it).
+    storage_port: Mutex<u16>,
     db: PathBuf,
     photos: PathBuf,
 }
@@ -39,14 +43,17 @@ impl Server {
             return Ok(s.base_url.clone());
         }
         let mut port = self.port.lock().await;
+        let mut storage_port = self.storage_port.lock().await;
         let s = bgsync_reference_server::spawn(ServerConfig {
             db_path: Some(self.db.clone()),
             port: *port,
+            storage_port: *storage_port,
             ..Default::default()
         })
         .await
         .map_err(|e| format!("cannot start the reference server: {e}"))?;
         *port = s.addr.port();
+        *storage_port = url_port(&s.storage_url).unwrap_or(0);
         let url = s.base_url.clone();
         *running = Some(s);
         Ok(url)
@@ -66,6 +73,11 @@ impl Server {
             storage_url: running.as_ref().map(|s| s.storage_url.clone()),
         }
     }
+}
+
+/// The port of `http://127.0.0.1:PORT`.
+fn url_port(url: &str) -> Option<u16> {
+    url.rsplit(':').next()?.trim_end_matches('/').parse().ok()
 }
 
 /// The "server online" switch: the API really goes away (connections refused), as in a dead zone.
@@ -153,6 +165,7 @@ pub fn run() {
             let server = Server {
                 running: Mutex::new(None),
                 port: Mutex::new(port),
+                storage_port: Mutex::new(0),
                 db: dir.join("reference-server.db"),
                 photos: dir.join("photos"),
             };
