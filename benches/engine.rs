@@ -41,17 +41,53 @@ fn m(i: usize, entities: usize) -> NewMutation {
     }
 }
 
+/// What crossed a `latency_pipe`: (when it was delivered, client→server?, bytes, connection).
+#[derive(Default)]
+struct PipeLog(
+    std::sync::Mutex<Vec<(Instant, bool, usize, usize)>>,
+    std::sync::atomic::AtomicUsize,
+);
+
+impl PipeLog {
+    fn take(&self) -> Vec<(Instant, bool, usize, usize)> {
+        std::mem::take(&mut *self.0.lock().unwrap())
+    }
+}
+
+/// Radio-active time of a transfer: first to last byte, with gaps under 1 s merged (a phone's
+/// radio stays up that long after traffic anyway) and longer gaps left out.
+fn radio_active(log: &[(Instant, bool, usize, usize)]) -> Duration {
+    let mut times: Vec<Instant> = log.iter().map(|e| e.0).collect();
+    times.sort();
+    let mut total = Duration::ZERO;
+    for w in times.windows(2) {
+        let gap = w[1] - w[0];
+        if gap < Duration::from_secs(1) {
+            total += gap;
+        }
+    }
+    total
+}
+
 /// A TCP pipe on 127.0.0.1 that delays every chunk by `one_way` in each direction, so a round
 /// trip costs 2 × `one_way` as on a mobile link (bandwidth is not limited, order is kept). TLS
 /// goes through it untouched. Loopback's TCP handshake is instant; a real one costs a round
-/// trip before the first byte, so each connection's first client bytes wait one more.
-async fn latency_pipe(upstream: std::net::SocketAddr, one_way: Duration) -> std::net::SocketAddr {
+/// trip before the first byte, so each connection's first client bytes wait one more. Every
+/// chunk is logged when it is delivered.
+async fn latency_pipe(
+    upstream: std::net::SocketAddr,
+    one_way: Duration,
+) -> (std::net::SocketAddr, std::sync::Arc<PipeLog>) {
+    use std::sync::Arc;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     async fn carry(
         mut from: tokio::net::tcp::OwnedReadHalf,
         mut to: tokio::net::tcp::OwnedWriteHalf,
         one_way: Duration,
         first_extra: Duration,
+        log: Arc<PipeLog>,
+        up: bool,
+        conn: usize,
     ) {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(tokio::time::Instant, Vec<u8>)>();
         let writer = tokio::spawn(async move {
@@ -60,6 +96,10 @@ async fn latency_pipe(upstream: std::net::SocketAddr, one_way: Duration) -> std:
                 if to.write_all(&bytes).await.is_err() {
                     return;
                 }
+                log.0
+                    .lock()
+                    .unwrap()
+                    .push((Instant::now(), up, bytes.len(), conn));
             }
             let _ = to.shutdown().await;
         });
@@ -82,8 +122,12 @@ async fn latency_pipe(upstream: std::net::SocketAddr, one_way: Duration) -> std:
     }
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    let log = Arc::new(PipeLog::default());
+    let pipe_log = log.clone();
     tokio::spawn(async move {
         while let Ok((client, _)) = listener.accept().await {
+            let log = pipe_log.clone();
+            let conn = log.1.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             tokio::spawn(async move {
                 let Ok(server) = tokio::net::TcpStream::connect(upstream).await else {
                     return;
@@ -92,13 +136,13 @@ async fn latency_pipe(upstream: std::net::SocketAddr, one_way: Duration) -> std:
                 let (cr, cw) = client.into_split();
                 let (sr, sw) = server.into_split();
                 tokio::join!(
-                    carry(cr, sw, one_way, 2 * one_way),
-                    carry(sr, cw, one_way, Duration::ZERO)
+                    carry(cr, sw, one_way, 2 * one_way, log.clone(), true, conn),
+                    carry(sr, cw, one_way, Duration::ZERO, log, false, conn)
                 );
             });
         }
     });
-    addr
+    (addr, log)
 }
 
 async fn engine_at(
@@ -536,7 +580,7 @@ async fn main() {
             })
             .await
             .unwrap();
-            let pipe = latency_pipe(tls.addr, Duration::from_millis(rtt / 2)).await;
+            let (pipe, _) = latency_pipe(tls.addr, Duration::from_millis(rtt / 2)).await;
             let name = format!("tls-{rtt}-{h2}-{lanes}-{batch}.db");
             let bs = engine_at(dir.path(), &name, &format!("https://{pipe}"), |c| {
                 c.concurrency = lanes;
@@ -591,6 +635,168 @@ async fn main() {
             bs.close().await;
             tls.shutdown().await;
         }
+    }
+
+    // 3a'. Energy proxies (issue 16 item 5): a field worker's day (200 edits of 40 visits) over
+    // TLS at 100 ms RTT, counted at the pipe: bytes on the wire and radio-active time.
+    if want("energy") {
+        let pki = bgsync_reference_server::TestPki::generate().unwrap();
+        for h2 in [false, true] {
+            let tls = spawn(ServerConfig {
+                tls: Some(pki.server.clone()),
+                http2: h2,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+            let (pipe, log) = latency_pipe(tls.addr, Duration::from_millis(50)).await;
+            let bs = engine_at(
+                dir.path(),
+                &format!("energy-{h2}.db"),
+                &format!("https://{pipe}"),
+                |c| {
+                    c.tls.extra_roots_pem = vec![pki.ca_pem.clone()];
+                },
+            )
+            .await;
+            let n = 200;
+            bs.enqueue_many((0..n).map(|i| m(i, 40)).collect()).await.unwrap();
+            let before = tls.stats();
+            let r = bs
+                .drain(DrainOptions {
+                    budget: Duration::from_secs(120),
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+            assert_eq!(r.done as usize, n, "{r:?}");
+            let after = tls.stats();
+            let events = log.take();
+            let up: usize = events.iter().filter(|e| e.1).map(|e| e.2).sum();
+            let down: usize = events.iter().filter(|e| !e.1).map(|e| e.2).sum();
+            let radio = radio_active(&events);
+            let proto = if h2 { "HTTP/2" } else { "HTTP/1.1" };
+            rows.push(Row {
+                section: "energy",
+                case: format!("{proto}: bytes on the wire per mutation (TLS, up + down)"),
+                engine: (up + down) as f64 / n as f64,
+                limit: None,
+                unit: "bytes",
+                note: format!(
+                    "{} up + {} down per mutation (body ~80 bytes); {} requests for {n} mutations; {} TLS handshakes",
+                    up / n,
+                    down / n,
+                    after.requests - before.requests,
+                    after.tls_handshakes - before.tls_handshakes
+                ),
+            });
+            rows.push(Row {
+                section: "energy",
+                case: format!("{proto}: radio-active time for the day's drain (100 ms RTT, 4 lanes)"),
+                engine: radio.as_secs_f64(),
+                limit: None,
+                unit: "s",
+                note: format!(
+                    "first to last byte, gaps < 1 s merged; {:.1} ms per mutation",
+                    radio.as_secs_f64() * 1000.0 / n as f64
+                ),
+            });
+            bs.close().await;
+            tls.shutdown().await;
+        }
+    }
+
+    // 3a''. A cold background process over TLS (issue 16 item 4): each run a new process, as
+    // the OS starts it, at 100 ms RTT to a server that offers HTTP/2.
+    if want("cold-tls") {
+        let pki = bgsync_reference_server::TestPki::generate().unwrap();
+        let tls = spawn(ServerConfig {
+            tls: Some(pki.server.clone()),
+            http2: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let (pipe, log) = latency_pipe(tls.addr, Duration::from_millis(50)).await;
+        let cold_dir = tempfile::tempdir().unwrap();
+        let cold_db = cold_dir.path().join("cold-tls.db");
+        let exe = std::env::current_exe().unwrap();
+        let (mut connect, mut first_request, mut exit) = (Vec::new(), Vec::new(), Vec::new());
+        for run in 0..(if smoke { 3 } else { 10 }) {
+            {
+                let bs = engine_at(cold_dir.path(), "cold-tls.db", &format!("https://{pipe}"), |c| {
+                    c.tls.extra_roots_pem = vec![pki.ca_pem.clone()];
+                })
+                .await;
+                bs.enqueue(m(run, 1_000)).await.unwrap();
+                bs.close().await;
+            }
+            let applied = tls.stats().applied;
+            // The previous run's last bytes (its TLS close) may still be in the pipe: count
+            // only this run's connections.
+            let first_conn = log.1.load(std::sync::atomic::Ordering::Relaxed);
+            let t0 = Instant::now();
+            let status = std::process::Command::new(&exe)
+                .args(["--cold-child", cold_db.to_str().unwrap()])
+                .status()
+                .unwrap();
+            exit.push(t0.elapsed().as_secs_f64() * 1000.0);
+            assert!(status.success());
+            assert_eq!(
+                tls.stats().applied,
+                applied + 1,
+                "the cold run delivered its mutation"
+            );
+            let ups: Vec<Instant> = log
+                .take()
+                .into_iter()
+                .filter(|e| e.1 && e.3 >= first_conn)
+                .map(|e| e.0)
+                .collect();
+            // Client→server flights: the ClientHello, then (TLS 1.3, one round trip later) the
+            // client's Finished with the first request right behind it.
+            connect.push((ups[0] - t0).as_secs_f64() * 1000.0);
+            first_request.push((ups[1.min(ups.len() - 1)] - t0).as_secs_f64() * 1000.0);
+        }
+        let median = |v: &mut Vec<f64>| {
+            v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+            v[v.len() / 2]
+        };
+        let (c, f, e) = (
+            median(&mut connect),
+            median(&mut first_request),
+            median(&mut exit),
+        );
+        for (case, value, note) in [
+            (
+                "process start → ClientHello at the server (median)",
+                c,
+                "exec, runtime, SQLite open, claim, TCP connect (one round trip)",
+            ),
+            (
+                "process start → first request bytes at the server (median)",
+                f,
+                "+ the TLS 1.3 handshake (one more round trip)",
+            ),
+            (
+                "process start → delivered, report written, process gone (median)",
+                e,
+                "+ the request's round trip and the outcome's commit",
+            ),
+        ] {
+            rows.push(Row {
+                section: "cold-tls",
+                case: format!("{case}, 100 ms RTT"),
+                engine: value,
+                limit: None,
+                unit: "ms",
+                note: format!(
+                    "{} runs, each a new process (no TLS session carried over); {note}",
+                    exit.len()
+                ),
+            });
+        }
+        tls.shutdown().await;
     }
 
     // 3b. Claim cost independent of rows that cannot go (issue 11, item 14): N entities whose
