@@ -145,6 +145,27 @@ async fn latency_pipe(
     (addr, log)
 }
 
+/// 10,000 mutations across `entities` queued, then one drain of `window`: (report, time used).
+async fn backlog_drain(
+    bs: &BackgroundSync,
+    entities: usize,
+    window: Duration,
+) -> (background_sync_core::DrainReport, Duration) {
+    let backlog: Vec<_> = (0..10_000).map(|i| m(i, entities)).collect();
+    for c in backlog.chunks(1_000) {
+        bs.enqueue_many(c.to_vec()).await.unwrap();
+    }
+    let t = Instant::now();
+    let r = bs
+        .drain(DrainOptions {
+            budget: window,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    (r, t.elapsed())
+}
+
 async fn engine_at(
     dir: &std::path::Path,
     name: &str,
@@ -515,19 +536,7 @@ async fn main() {
                 |c| f(c),
             )
             .await;
-            let backlog: Vec<_> = (0..10_000).map(|i| m(i, 2_000)).collect();
-            for c in backlog.chunks(1_000) {
-                bs.enqueue_many(c.to_vec()).await.unwrap();
-            }
-            let t = Instant::now();
-            let r = bs
-                .drain(DrainOptions {
-                    budget: window,
-                    ..Default::default()
-                })
-                .await
-                .unwrap();
-            let took = t.elapsed();
+            let (r, took) = backlog_drain(&bs, 2_000, window).await;
             let per_30s = r.done as f64 * 30.0 / window.as_secs_f64();
             rows.push(Row {
                 section: "ios-window",
@@ -594,20 +603,8 @@ async fn main() {
                 }
             })
             .await;
-            let backlog: Vec<_> = (0..10_000).map(|i| m(i, 1_000)).collect();
-            for c in backlog.chunks(1_000) {
-                bs.enqueue_many(c.to_vec()).await.unwrap();
-            }
             let before = tls.stats();
-            let t = Instant::now();
-            let r = bs
-                .drain(DrainOptions {
-                    budget: window,
-                    ..Default::default()
-                })
-                .await
-                .unwrap();
-            let took = t.elapsed();
+            let (r, took) = backlog_drain(&bs, 1_000, window).await;
             let after = tls.stats();
             let per_30s = r.done as f64 * 30.0 / window.as_secs_f64();
             let conns = after.tls_handshakes - before.tls_handshakes;

@@ -1056,18 +1056,8 @@ impl Store {
         .fetch_all(&mut *conn)
         .await?;
         for r in &dead {
-            let seq: i64 = r.get("seq");
-            out.dead_seqs.push(seq);
-            out.applied.push(Applied::Dead {
-                id: r.get("id"),
-                entity: EntityRef {
-                    kind: r.get("entity_kind"),
-                    id: r.get("entity_id"),
-                },
-                status: r.get::<Option<i64>, _>("last_status").map(|s| s as u16),
-                error: r.get::<Option<String>, _>("last_error").unwrap_or_default(),
-                absorbed: absorbed_ids(&mut conn, seq, r.get("coalesce")).await?,
-            });
+            out.dead_seqs.push(r.get("seq"));
+            out.applied.push(dead_row(&mut conn, r).await?);
         }
         let uploads = sqlx::query(
             // language=SQLite
@@ -1123,18 +1113,8 @@ impl Store {
         .await?;
         more |= dead.len() == limit as usize;
         for r in &dead {
-            let seq: i64 = r.get("seq");
-            cursor.dead_seq = seq;
-            applied.push(Applied::Dead {
-                id: r.get("id"),
-                entity: EntityRef {
-                    kind: r.get("entity_kind"),
-                    id: r.get("entity_id"),
-                },
-                status: r.get::<Option<i64>, _>("last_status").map(|s| s as u16),
-                error: r.get::<Option<String>, _>("last_error").unwrap_or_default(),
-                absorbed: absorbed_ids(&mut conn, seq, r.get("coalesce")).await?,
-            });
+            cursor.dead_seq = r.get("seq");
+            applied.push(dead_row(&mut conn, r).await?);
         }
         let uploads = sqlx::query(
             // language=SQLite
@@ -1451,6 +1431,21 @@ pub(crate) async fn bury_dependents(
         });
     }
     Ok(buried)
+}
+
+/// A dead letter as the app is told it, from a row with seq, id, entity_kind, entity_id,
+/// last_status, last_error and coalesce.
+async fn dead_row(conn: &mut sqlx::SqliteConnection, r: &SqliteRow) -> Result<Applied> {
+    Ok(Applied::Dead {
+        id: r.get("id"),
+        entity: EntityRef {
+            kind: r.get("entity_kind"),
+            id: r.get("entity_id"),
+        },
+        status: r.get::<Option<i64>, _>("last_status").map(|s| s as u16),
+        error: r.get::<Option<String>, _>("last_error").unwrap_or_default(),
+        absorbed: absorbed_ids(conn, r.get("seq"), r.get("coalesce")).await?,
+    })
 }
 
 /// Ids of the mutations coalesced into row `seq` (none unless it opted in), in enqueue order.
