@@ -145,6 +145,28 @@ async fn latency_pipe(
     (addr, log)
 }
 
+/// The reference server over TLS (a private CA; `h2`: it offers HTTP/2) behind a
+/// `latency_pipe` with round trip `rtt_ms`: the server, the address to use, the pipe's log.
+async fn tls_behind_pipe(
+    pki: &bgsync_reference_server::TestPki,
+    h2: bool,
+    rtt_ms: u64,
+) -> (
+    bgsync_reference_server::RunningServer,
+    std::net::SocketAddr,
+    std::sync::Arc<PipeLog>,
+) {
+    let tls = spawn(ServerConfig {
+        tls: Some(pki.server.clone()),
+        http2: h2,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let (pipe, log) = latency_pipe(tls.addr, Duration::from_millis(rtt_ms / 2)).await;
+    (tls, pipe, log)
+}
+
 /// 10,000 mutations across `entities` queued, then one drain of `window`: (report, time used).
 async fn backlog_drain(
     bs: &BackgroundSync,
@@ -582,14 +604,7 @@ async fn main() {
             (300, true, 8, true),
         ];
         for (rtt, h2, lanes, batch) in cases {
-            let tls = spawn(ServerConfig {
-                tls: Some(pki.server.clone()),
-                http2: h2,
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-            let (pipe, _) = latency_pipe(tls.addr, Duration::from_millis(rtt / 2)).await;
+            let (tls, pipe, _) = tls_behind_pipe(&pki, h2, rtt).await;
             let name = format!("tls-{rtt}-{h2}-{lanes}-{batch}.db");
             let bs = engine_at(dir.path(), &name, &format!("https://{pipe}"), |c| {
                 c.concurrency = lanes;
@@ -639,14 +654,7 @@ async fn main() {
     if want("energy") {
         let pki = bgsync_reference_server::TestPki::generate().unwrap();
         for h2 in [false, true] {
-            let tls = spawn(ServerConfig {
-                tls: Some(pki.server.clone()),
-                http2: h2,
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-            let (pipe, log) = latency_pipe(tls.addr, Duration::from_millis(50)).await;
+            let (tls, pipe, log) = tls_behind_pipe(&pki, h2, 100).await;
             let bs = engine_at(
                 dir.path(),
                 &format!("energy-{h2}.db"),
@@ -707,14 +715,7 @@ async fn main() {
     // the OS starts it, at 100 ms RTT to a server that offers HTTP/2.
     if want("cold-tls") {
         let pki = bgsync_reference_server::TestPki::generate().unwrap();
-        let tls = spawn(ServerConfig {
-            tls: Some(pki.server.clone()),
-            http2: true,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-        let (pipe, log) = latency_pipe(tls.addr, Duration::from_millis(50)).await;
+        let (tls, pipe, log) = tls_behind_pipe(&pki, true, 100).await;
         let cold_dir = tempfile::tempdir().unwrap();
         let cold_db = cold_dir.path().join("cold-tls.db");
         let exe = std::env::current_exe().unwrap();

@@ -47,32 +47,7 @@ pub(crate) fn outcome_events(applied: &[Applied], run_id: &str) -> Vec<StatusEve
                     });
                 }
             }
-            Applied::Uploaded {
-                id,
-                placeholder,
-                entity,
-                status,
-                result,
-            } => events.push(StatusEvent::Uploaded {
-                id: id.clone(),
-                placeholder: placeholder.clone(),
-                entity: entity.clone(),
-                status: *status,
-                result: result.clone(),
-            }),
-            Applied::UploadDead {
-                id,
-                placeholder,
-                entity,
-                status,
-                error,
-            } => events.push(StatusEvent::UploadDead {
-                id: id.clone(),
-                placeholder: placeholder.clone(),
-                entity: entity.clone(),
-                status: *status,
-                error: error.clone(),
-            }),
+            Applied::Upload(told) => events.push(told.clone()),
             Applied::Yes | Applied::No => {}
         }
     }

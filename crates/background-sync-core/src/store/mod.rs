@@ -1543,22 +1543,9 @@ pub(crate) enum Applied {
         /// Ids of the mutations coalesced into the row, dead with it.
         absorbed: Vec<String>,
     },
-    /// An upload finished: its placeholder resolves to `result`.
-    Uploaded {
-        id: String,
-        placeholder: String,
-        entity: Option<EntityRef>,
-        status: u16,
-        result: String,
-    },
-    /// An upload moved to the dead letter.
-    UploadDead {
-        id: String,
-        placeholder: String,
-        entity: Option<EntityRef>,
-        status: Option<u16>,
-        error: String,
-    },
+    /// An upload finished or moved to the dead letter, as the app is told it
+    /// (`StatusEvent::Uploaded` / `StatusEvent::UploadDead`).
+    Upload(StatusEvent),
 }
 
 impl Applied {

@@ -4,7 +4,9 @@
 
 use super::{Applied, Store};
 use crate::error::{Error, Result};
-use crate::models::{EnqueuedUpload, EntityRef, Priority, Upload, UploadDestination, UploadState};
+use crate::models::{
+    EnqueuedUpload, EntityRef, Priority, StatusEvent, Upload, UploadDestination, UploadState,
+};
 use serde::{Deserialize, Serialize};
 use sqlx::sqlite::SqliteRow;
 use sqlx::Row;
@@ -540,22 +542,22 @@ pub(super) fn upload_outcome(r: &SqliteRow) -> Applied {
     let eid: Option<String> = r.get("entity_id");
     let entity = kind.zip(eid).map(|(kind, id)| EntityRef { kind, id });
     let status = r.get::<Option<i64>, _>("last_status").map(|s| s as u16);
-    match r.get::<String, _>("state").as_str() {
-        "done" => Applied::Uploaded {
+    Applied::Upload(match r.get::<String, _>("state").as_str() {
+        "done" => StatusEvent::Uploaded {
             id,
             placeholder,
             entity,
             status: status.unwrap_or(200),
             result: r.get::<Option<String>, _>("result").unwrap_or_default(),
         },
-        _ => Applied::UploadDead {
+        _ => StatusEvent::UploadDead {
             id,
             placeholder,
             entity,
             status,
             error: r.get::<Option<String>, _>("last_error").unwrap_or_default(),
         },
-    }
+    })
 }
 
 fn row_to_upload(r: &SqliteRow) -> Result<Upload> {
