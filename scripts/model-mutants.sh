@@ -29,22 +29,22 @@ EOF
 
 declare -A file expr
 # Defect 2: claim ahead while every lane is busy (a claimed row overtakes a better one).
-file[claim_ahead]=crates/background-sync-core/src/drain.rs
+file[claim_ahead]=crates/background-sync-core/src/drain/outbox.rs
 expr[claim_ahead]='s.replace("                // Claimed for a lane that is no longer free (or no longer usable): back, untouched.\n", "                if flights.len() == slots && ready.is_empty() && stop.is_none() {\n                    let rows = self.settle_and_claim(slots as u32, max_wait).await?;\n                    self.group(rows, &mut ready);\n                }\n                if false {\n", 1).replace("                        .push((Outcome::Release { seq: row.seq }, Tally::None));\n                }\n            } else if", "                        .push((Outcome::Release { seq: row.seq }, Tally::None));\n                }\n                }\n            } else if", 1)'
 # Defect 4: prune forgets resolved temp ids.
-file[forget_temp_ids]=crates/background-sync-core/src/store/mod.rs
+file[forget_temp_ids]=crates/background-sync-core/src/store/runs.rs
 expr[forget_temp_ids]='s.replace("        n += self.prune_uploads(cutoff).await?;", "        sqlx::query(\"DELETE FROM id_map WHERE server_id IS NOT NULL AND resolved_at < ?\").bind(cutoff).execute(&self.pool).await?;\n        n += self.prune_uploads(cutoff).await?;", 1)'
 # Defect 5: a reference placed before its create in one enqueueMany records no dependency.
-file[many_refs]=crates/background-sync-core/src/store/mod.rs
+file[many_refs]=crates/background-sync-core/src/store/outbox.rs
 expr[many_refs]='s.replace("Some((at, entity)) if *at > index => {", "Some((at, entity)) if *at > index && false => {", 1)'
 # The 409 of the Idempotency-Key draft treated as permanent.
 file[conflict_permanent]=crates/background-sync-core/src/policy.rs
 expr[conflict_permanent]='s.replace("408 | 409 | 425 | 429 | 500..=599", "408 | 425 | 429 | 500..=599", 1)'
 # Defect 11: a running drain keeps the credentials it started with.
-file[stale_auth]=crates/background-sync-core/src/drain.rs
+file[stale_auth]=crates/background-sync-core/src/drain/shared.rs
 expr[stale_auth]='s.replace("        if epoch != s.epoch {", "        if epoch != s.epoch && false {", 1)'
 # A backward wall-clock step strands rows in backoff (they wait until the clock catches up).
-file[clock_step]=crates/background-sync-core/src/drain.rs
+file[clock_step]=crates/background-sync-core/src/drain/mod.rs
 expr[clock_step]='s.replace("let rebased = inner.store.rebase_backoff(now).await?;", "let rebased = 0u64;", 1)'
 
 # Defect 3: the lease is not renewed during the drain and requests start without checking it.

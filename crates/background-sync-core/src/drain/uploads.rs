@@ -12,7 +12,7 @@ use crate::idmap;
 use crate::lease::Lease;
 use crate::models::{DrainReport, StatusEvent, StopReason, SyncConfig, UploadDestination};
 use crate::policy::{self, Observed, Verdict};
-use crate::store::{Applied, ClaimedUpload, Target};
+use crate::store::{Applied, ClaimedUpload, Queue, Target};
 use crate::transport::{ByteCounter, Sent, Transport};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use std::collections::{HashMap, VecDeque};
@@ -271,7 +271,10 @@ impl<'a> Pass<'a> {
         }
         let result = self.run(opts, deadline).await;
         // Claimed but not sent (deadline, stop): back to pending, untouched.
-        self.inner.store.recover_owned("uploads", &self.owner).await?;
+        self.inner
+            .store
+            .recover_owned(Queue::Uploads, &self.owner)
+            .await?;
         if let Some(t) = self.throughput {
             let _ = self.inner.store.set_upload_throughput(t).await;
         }
@@ -884,7 +887,10 @@ impl<'a> Pass<'a> {
     async fn abandon(&mut self, flights: FuturesUnordered<UploadFlight>) -> Result<StopReason> {
         drop(flights);
         self.active.clear();
-        self.inner.store.recover_owned("uploads", &self.owner).await?;
+        self.inner
+            .store
+            .recover_owned(Queue::Uploads, &self.owner)
+            .await?;
         Ok(StopReason::Cancelled)
     }
 }

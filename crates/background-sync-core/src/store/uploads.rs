@@ -2,13 +2,12 @@
 //! (`UPDATE … RETURNING`), outcomes only apply to rows the caller still owns, drain bookkeeping
 //! runs on the `drain` connection, enqueues on the durable pool.
 
-use super::{Applied, Store};
+use super::outbox::bury_dependents;
+use super::rows::{row_to_upload, upload_outcome};
+use super::{Applied, Queue, Store};
 use crate::error::{Error, Result};
-use crate::models::{
-    EnqueuedUpload, EntityRef, Priority, StatusEvent, Upload, UploadDestination, UploadState,
-};
+use crate::models::{EnqueuedUpload, EntityRef, Priority, Upload, UploadDestination, UploadState};
 use serde::{Deserialize, Serialize};
-use sqlx::sqlite::SqliteRow;
 use sqlx::Row;
 use std::collections::BTreeMap;
 
@@ -406,7 +405,7 @@ impl Store {
     /// Dead upload back to pending with a fresh retry budget (and a fresh key after a 4xx, as
     /// for mutations).
     pub(crate) async fn retry_upload(&self, id: &str, now: i64) -> Result<()> {
-        if self.revive_dead("uploads", id, now).await? == 0 {
+        if self.revive_dead(Queue::Uploads, id, now).await? == 0 {
             self.get_upload(id).await?;
             return Err(Error::Conflict(format!("upload '{id}' is not a dead letter")));
         }
@@ -446,7 +445,7 @@ impl Store {
                 .bind(&placeholder)
                 .execute(&mut *tx)
                 .await?;
-            orphaned = super::bury_dependents(
+            orphaned = bury_dependents(
                 &mut tx,
                 &placeholder,
                 &format!("waits for upload '{placeholder}' which was discarded"),
@@ -531,57 +530,4 @@ impl Store {
                 .rows_affected(),
         )
     }
-}
-
-/// A finished (`done`) or dead upload row as the app is told it: needs id, placeholder,
-/// entity_kind, entity_id, state, last_status, last_error, result.
-pub(super) fn upload_outcome(r: &SqliteRow) -> Applied {
-    let id: String = r.get("id");
-    let placeholder: String = r.get("placeholder");
-    let kind: Option<String> = r.get("entity_kind");
-    let eid: Option<String> = r.get("entity_id");
-    let entity = kind.zip(eid).map(|(kind, id)| EntityRef { kind, id });
-    let status = r.get::<Option<i64>, _>("last_status").map(|s| s as u16);
-    Applied::Upload(match r.get::<String, _>("state").as_str() {
-        "done" => StatusEvent::Uploaded {
-            id,
-            placeholder,
-            entity,
-            status: status.unwrap_or(200),
-            result: r.get::<Option<String>, _>("result").unwrap_or_default(),
-        },
-        _ => StatusEvent::UploadDead {
-            id,
-            placeholder,
-            entity,
-            status,
-            error: r.get::<Option<String>, _>("last_error").unwrap_or_default(),
-        },
-    })
-}
-
-fn row_to_upload(r: &SqliteRow) -> Result<Upload> {
-    let destination: String = r.get("destination");
-    let kind: Option<String> = r.get("entity_kind");
-    let eid: Option<String> = r.get("entity_id");
-    Ok(Upload {
-        id: r.get("id"),
-        placeholder: r.get("placeholder"),
-        idempotency_key: r.get("idempotency_key"),
-        priority: Priority::from_rank(r.get("priority")),
-        entity: kind.zip(eid).map(|(kind, id)| EntityRef { kind, id }),
-        file_path: r.get("file_path"),
-        file_name: r.get("file_name"),
-        content_type: r.get("content_type"),
-        size: r.get::<i64, _>("size") as u64,
-        destination: serde_json::from_str(&destination)?,
-        created_at: r.get("created_at"),
-        attempts: r.get::<i64, _>("attempts") as u32,
-        next_attempt_at: r.get("next_attempt_at"),
-        last_status: r.get::<Option<i64>, _>("last_status").map(|s| s as u16),
-        last_error: r.get("last_error"),
-        state: UploadState::parse(&r.get::<String, _>("state")),
-        result: r.get("result"),
-        finished_at: r.get("finished_at"),
-    })
 }
