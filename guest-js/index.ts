@@ -743,6 +743,7 @@ export const ERROR_KINDS = [
   'notFound',
   'conflict',
   'storage',
+  'corrupt',
   'migration',
   'network',
   'auth',
@@ -761,6 +762,7 @@ export const ERROR_KINDS = [
  * - `notFound`: no mutation (or dead letter) with that id.
  * - `conflict`: the row is not in the state the operation needs (e.g. editing a row that is not dead).
  * - `storage`: the database is corrupt, read-only, locked, or the disk is full.
+ * - `corrupt`: data stored in the database cannot be read back (a damaged or hand-edited file).
  * - `migration`: the database schema is newer or older than this build can migrate.
  * - `network`: a network-level failure outside a drain (e.g. token refresh).
  * - `auth`: authentication missing or refused.

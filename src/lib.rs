@@ -136,7 +136,15 @@ impl<R: Runtime> Plugin<R> {
     /// The stored configuration, or, before the first configure, the `tauri.conf.json` settings
     /// kept for it.
     async fn current_config(&self) -> Result<Option<SyncConfig>> {
-        let stored = self.engine.config().await?;
+        // An unreadable stored configuration (damaged file) is replaced by what the app
+        // configures now, merged over the defaults, instead of failing every configure.
+        let stored = match self.engine.config().await {
+            Err(Error::Corrupt { .. }) => {
+                tracing::warn!("the stored configuration is unreadable: configure replaces it");
+                None
+            }
+            other => other?,
+        };
         let pending = self
             .pending_conf
             .lock()

@@ -256,3 +256,62 @@ async fn an_encryption_key_without_sqlcipher_is_refused() {
     assert_eq!(e.kind(), "invalidInput");
     assert!(!dir.path().join("x.db").exists(), "nothing written");
 }
+
+/// Overwrites one row of the settings table the way a damaged or hand-edited file would.
+async fn damage_setting(dir: &tempfile::TempDir, key: &str) {
+    let url = format!("sqlite://{}", dir.path().join("outbox.db").display());
+    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+    sqlx::query("UPDATE settings SET value = '{\"accessToken\": ' WHERE key = ?")
+        .bind(key)
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+}
+
+/// Stored data that cannot be read back is a `corrupt` error that keeps its cause, never read
+/// as a default: credentials read as "none" would send the field worker's queue without the
+/// app's token, and a configuration error must not look like a disk problem.
+#[tokio::test]
+async fn damaged_stored_credentials_and_configuration_are_corrupt_errors() {
+    let (dir, bs) = setup().await;
+    bs.set_auth(background_sync_core::AuthConfig {
+        access_token: Some("t0k3n".into()),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    damage_setting(&dir, "auth").await;
+    let e = bs
+        .drain(background_sync_core::DrainOptions::default())
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), "corrupt", "{e}");
+    assert!(e.to_string().contains("credentials"), "{e}");
+    assert!(
+        std::error::Error::source(&e).is_some(),
+        "the JSON error is kept as the source"
+    );
+    assert!(!e.to_string().contains("t0k3n"), "no token in the message: {e}");
+    still_has_the_row(&bs).await;
+    // Stored again by the app, the credentials work again.
+    bs.set_auth(background_sync_core::AuthConfig {
+        access_token: Some("t0k3n".into()),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    bs.drain(background_sync_core::DrainOptions::default())
+        .await
+        .unwrap();
+
+    damage_setting(&dir, "config").await;
+    let e = bs.status().await.unwrap_err();
+    assert_eq!(e.kind(), "corrupt", "{e}");
+    assert!(e.to_string().contains("configuration"), "{e}");
+    let v = serde_json::to_value(&e).unwrap();
+    assert_eq!(v["kind"], "corrupt");
+    bs.configure(config("http://127.0.0.1:9")).await.unwrap();
+    bs.status().await.unwrap();
+    still_has_the_row(&bs).await;
+}

@@ -674,3 +674,35 @@ fn diagnostics_on_desktop_say_what_will_run_and_why_not() {
     );
     rt.block_on(server.shutdown());
 }
+
+/// A damaged stored configuration is a `corrupt` error, and the app's next `configure` (merged
+/// over the defaults, since the stored one cannot be read) replaces it instead of failing too.
+#[test]
+fn configure_replaces_a_damaged_stored_configuration() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = app(&dir, "http://127.0.0.1:9", &["configure", "status"]);
+    let w = WebviewWindowBuilder::new(&app, "main", Default::default())
+        .build()
+        .unwrap();
+    invoke(&w, "status", json!({})).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let url = format!("sqlite://{}", dir.path().join("ipc.db").display());
+        let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+        sqlx::query("UPDATE settings SET value = '{\"baseUrl\": ' WHERE key = 'config'")
+            .execute(&pool)
+            .await
+            .unwrap();
+        pool.close().await;
+    });
+    let err = invoke(&w, "status", json!({})).unwrap_err();
+    assert_eq!(err["kind"], "corrupt", "{err}");
+    invoke(
+        &w,
+        "configure",
+        json!({ "config": { "baseUrl": "http://127.0.0.1:9", "requestTimeoutMs": 4321 } }),
+    )
+    .unwrap();
+    let st = invoke(&w, "status", json!({})).unwrap();
+    assert_eq!(st["pending"], 0, "{st}");
+}

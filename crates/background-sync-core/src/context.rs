@@ -78,8 +78,7 @@ impl Inner {
                 return Ok(parsed.clone());
             }
         }
-        let cfg: SyncConfig = serde_json::from_str(&raw)
-            .map_err(|e| Error::Storage(format!("stored configuration is unreadable: {e}")))?;
+        let cfg: SyncConfig = serde_json::from_str(&raw).map_err(Error::corrupt("configuration"))?;
         let policy = OriginPolicy::new(&cfg)?;
         let parsed = Arc::new((cfg, policy));
         *cache = Some((raw, parsed.clone()));

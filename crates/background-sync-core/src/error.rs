@@ -28,6 +28,14 @@ pub enum Error {
     /// The database file is not a database, is corrupt, read-only, locked, or the disk is full.
     #[error("storage error: {0}")]
     Storage(String),
+    /// Data stored in the database cannot be read back (a damaged or hand-edited file): never
+    /// read as a default. `what` names the data; the parse error is kept as the source.
+    #[error("stored {what} is unreadable (the database file was damaged or edited): {source}")]
+    Corrupt {
+        what: String,
+        #[source]
+        source: serde_json::Error,
+    },
     /// The database schema is newer or older than this build can migrate.
     #[error("migration error: {0}")]
     Migration(String),
@@ -59,6 +67,7 @@ impl Error {
             Error::NotFound(_) => "notFound",
             Error::Conflict(_) => "conflict",
             Error::Storage(_) => "storage",
+            Error::Corrupt { .. } => "corrupt",
             Error::Migration(_) => "migration",
             Error::Network(_) => "network",
             Error::Auth(_) => "auth",
@@ -70,6 +79,14 @@ impl Error {
 
     pub(crate) fn invalid(msg: impl Into<String>) -> Self {
         Error::InvalidInput(msg.into())
+    }
+
+    /// For `map_err` on the parse of stored JSON: `what` names the data in the message.
+    pub(crate) fn corrupt(what: &'static str) -> impl FnOnce(serde_json::Error) -> Self {
+        move |source| Error::Corrupt {
+            what: what.to_string(),
+            source,
+        }
     }
 }
 

@@ -4,7 +4,7 @@
 
 use super::options::DrainOptions;
 use super::outcomes::{kept_body, outcome_events};
-use super::shared::{AuthCell, UploadSignal, MIN_WINDOW};
+use super::shared::{AfterUnauthorized, AuthCell, UploadSignal, MIN_WINDOW};
 use crate::context::Inner;
 use crate::error::{Error, Result};
 use crate::idmap;
@@ -491,7 +491,7 @@ impl<'a> Pass<'a> {
         self.deferred.extend(ops.into_iter().zip(tallies));
         if let Some(generation) = unauthorized {
             let timeout = Duration::from_millis(self.cfg.request_timeout_ms);
-            if let Err(e) = self
+            if let AfterUnauthorized::Stop(e) = self
                 .auth
                 .unauthorized(generation, self.inner, transport, timeout)
                 .await?

@@ -68,25 +68,25 @@ impl AuthCell {
             .expires_at
             .is_some_and(|t| t.saturating_sub(inner.now()) < REFRESH_AHEAD_MS);
         if expiring && !s.refreshed && a.refresh_token.is_some() && a.refresh_url.is_some() {
-            if let Err(why) = self.refresh(&mut s, inner, transport, timeout).await? {
+            if let AfterUnauthorized::Stop(why) = self.refresh(&mut s, inner, transport, timeout).await? {
                 tracing::warn!("refreshing the expiring access token failed: {why}");
             }
         }
         Ok((s.auth.clone(), s.generation))
     }
 
-    /// A request sent with the token of `generation` got a 401. `Ok(())`: send again with the
-    /// current token; `Err(message)`: stop with `authFailed`.
+    /// A request sent with the token of `generation` got a 401: send again with the current
+    /// token, or stop the pass with `authFailed`.
     pub(crate) async fn unauthorized(
         &self,
         generation: u64,
         inner: &Inner,
         transport: &Transport,
         timeout: Duration,
-    ) -> Result<std::result::Result<(), String>> {
+    ) -> Result<AfterUnauthorized> {
         let mut s = self.state.lock().await;
         if generation < s.generation {
-            return Ok(Ok(())); // sent with a token that has since been replaced
+            return Ok(AfterUnauthorized::SendAgain); // sent with a token since replaced
         }
         // Another process (or handle) may have stored new credentials: use them first.
         let stored = inner.store.load_auth().await?;
@@ -94,10 +94,10 @@ impl AuthCell {
             s.auth = stored;
             s.generation += 1;
             s.refreshed = false;
-            return Ok(Ok(()));
+            return Ok(AfterUnauthorized::SendAgain);
         }
         if s.refreshed {
-            return Ok(Err("HTTP 401 after a token refresh".into()));
+            return Ok(AfterUnauthorized::Stop("HTTP 401 after a token refresh".into()));
         }
         self.refresh(&mut s, inner, transport, timeout).await
     }
@@ -109,16 +109,20 @@ impl AuthCell {
         inner: &Inner,
         transport: &Transport,
         timeout: Duration,
-    ) -> Result<std::result::Result<(), String>> {
+    ) -> Result<AfterUnauthorized> {
         s.refreshed = true;
         // The refresh obeys the run's deadline and cancellation like any request.
         let left = self.deadline.saturating_duration_since(Instant::now());
         if left < MIN_WINDOW {
-            return Ok(Err("no time left in this run to refresh the token".into()));
+            return Ok(AfterUnauthorized::Stop(
+                "no time left in this run to refresh the token".into(),
+            ));
         }
         let refreshed = tokio::select! {
             r = transport.refresh(&s.auth, timeout.min(left), inner.now()) => r,
-            _ = self.cancel.cancelled() => return Ok(Err("cancelled while refreshing the token".into())),
+            _ = self.cancel.cancelled() => {
+                return Ok(AfterUnauthorized::Stop("cancelled while refreshing the token".into()))
+            }
         };
         match refreshed {
             Ok(new_auth) => {
@@ -131,11 +135,20 @@ impl AuthCell {
                 }
                 s.generation += 1;
                 tracing::info!("access token refreshed");
-                Ok(Ok(()))
+                Ok(AfterUnauthorized::SendAgain)
             }
-            Err(e) => Ok(Err(e.to_string())),
+            Err(e) => Ok(AfterUnauthorized::Stop(e.to_string())),
         }
     }
+}
+
+/// What a pass does after a 401 (`AuthCell::unauthorized`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum AfterUnauthorized {
+    /// New credentials are in the cell (refreshed, or stored by someone else meanwhile).
+    SendAgain,
+    /// No usable credentials: stop with `authFailed`, saying why.
+    Stop(String),
 }
 
 /// Refresh before a run when the access token expires sooner than this: a minute covers a

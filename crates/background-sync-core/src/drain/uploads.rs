@@ -5,7 +5,7 @@
 
 use super::options::DrainOptions;
 use super::outcomes::outcome_events;
-use super::shared::{AuthCell, UploadSignal};
+use super::shared::{AfterUnauthorized, AuthCell, UploadSignal};
 use crate::context::Inner;
 use crate::error::{Error, Result};
 use crate::idmap;
@@ -22,8 +22,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Never start an upload with less than this left.
-const MIN_WINDOW: Duration = Duration::from_millis(50);
+/// Never start an upload with less than this left (more than `shared::MIN_WINDOW`, a request's).
+const MIN_UPLOAD_WINDOW: Duration = Duration::from_millis(50);
 /// A signed URL must stay valid this long past the expected end of the upload.
 const EXPIRY_MARGIN_MS: i64 = 5_000;
 /// Progress events at most this often per file.
@@ -298,7 +298,7 @@ impl<'a> Pass<'a> {
             }
             let remaining = deadline.saturating_duration_since(Instant::now());
             let mut claimed_any = false;
-            if stop.is_none() && remaining > MIN_WINDOW {
+            if stop.is_none() && remaining > MIN_UPLOAD_WINDOW {
                 if ready.is_empty() && flights.len() < slots {
                     let now = self.inner.now();
                     let claimed = self
@@ -330,7 +330,8 @@ impl<'a> Pass<'a> {
                             .as_ref()
                             .and_then(|t| t.expires_at)
                             .is_some_and(|e| e <= self.inner.now() + needed + EXPIRY_MARGIN_MS);
-                    if u.size > self.fits_in(remaining) || remaining <= MIN_WINDOW || expires_too_soon {
+                    if u.size > self.fits_in(remaining) || remaining <= MIN_UPLOAD_WINDOW || expires_too_soon
+                    {
                         // Not this run (or sign again next time): untouched, no attempt counted.
                         self.inner.store.release_upload(u.seq, &self.owner).await?;
                         continue;
@@ -348,7 +349,7 @@ impl<'a> Pass<'a> {
             // Claimed but not startable now (deadline passed, stopping): back to pending at
             // once, or the loop below would wait for them forever.
             let remaining = deadline.saturating_duration_since(Instant::now());
-            if !ready.is_empty() && (stop.is_some() || remaining <= MIN_WINDOW) {
+            if !ready.is_empty() && (stop.is_some() || remaining <= MIN_UPLOAD_WINDOW) {
                 for u in ready.drain(..) {
                     self.inner.store.release_upload(u.seq, &self.owner).await?;
                 }
@@ -363,12 +364,13 @@ impl<'a> Pass<'a> {
                 }
                 let now = self.inner.now();
                 let remaining = deadline.saturating_duration_since(Instant::now());
-                if remaining <= MIN_WINDOW {
+                if remaining <= MIN_UPLOAD_WINDOW {
                     return self.left_or(StopReason::Deadline).await;
                 }
                 match self.inner.store.next_upload_due(now).await? {
                     Some(due)
-                        if Duration::from_millis((due - now).max(0) as u64) + MIN_WINDOW < remaining =>
+                        if Duration::from_millis((due - now).max(0) as u64) + MIN_UPLOAD_WINDOW
+                            < remaining =>
                     {
                         let wait = Duration::from_millis((due - now).max(0) as u64);
                         tokio::select! {
@@ -469,7 +471,7 @@ impl<'a> Pass<'a> {
             let (auth, generation) = self.auth.current(self.inner, &self.transport, timeout).await?;
             // Waiting for a token refresh used some of the time this request had.
             let timeout = timeout.min(remaining.saturating_sub(entered.elapsed()));
-            if timeout < MIN_WINDOW {
+            if timeout < MIN_UPLOAD_WINDOW {
                 for u in &chunk {
                     self.inner.store.release_upload(u.seq, &self.owner).await?;
                 }
@@ -855,8 +857,8 @@ impl<'a> Pass<'a> {
                     .unauthorized(generation, self.inner, &self.transport, timeout)
                     .await?
                 {
-                    Ok(()) => Ok(None),
-                    Err(e) => {
+                    AfterUnauthorized::SendAgain => Ok(None),
+                    AfterUnauthorized::Stop(e) => {
                         self.last_error = Some(e);
                         Ok(Some(StopReason::AuthFailed))
                     }

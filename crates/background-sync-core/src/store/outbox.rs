@@ -176,7 +176,11 @@ pub(super) async fn coalesce_with_lane(
             return Ok(Folded::No);
         }
     }
-    let earlier: Option<serde_json::Value> = body.as_deref().map(serde_json::from_str).transpose()?;
+    let earlier: Option<serde_json::Value> = body
+        .as_deref()
+        .map(serde_json::from_str)
+        .transpose()
+        .map_err(Error::corrupt("mutation body"))?;
     let later: Option<serde_json::Value> = p.body.as_deref().map(serde_json::from_str).transpose()?;
     let folded = coalesce::fold(
         &Tail {

@@ -1,7 +1,7 @@
 //! Readers of stored rows into the types the app gets.
 
 use super::Applied;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::models::{
     Delivered, EntityRef, Mutation, MutationState, Priority, StatusEvent, Upload, UploadState,
 };
@@ -137,7 +137,7 @@ pub(super) fn row_to_upload(r: &SqliteRow) -> Result<Upload> {
         file_name: r.get("file_name"),
         content_type: r.get("content_type"),
         size: r.get::<i64, _>("size") as u64,
-        destination: serde_json::from_str(&destination)?,
+        destination: serde_json::from_str(&destination).map_err(Error::corrupt("upload destination"))?,
         created_at: r.get("created_at"),
         attempts: r.get::<i64, _>("attempts") as u32,
         next_attempt_at: r.get("next_attempt_at"),

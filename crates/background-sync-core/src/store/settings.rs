@@ -15,6 +15,14 @@ pub(super) const KEY_LAST_SYNC: &str = "last_sync_at";
 
 pub(super) const KEY_LAST_ERROR: &str = "last_error";
 
+/// Stored credentials; none stored is the default (no token), unreadable ones are an error.
+fn parse_auth(stored: Option<String>) -> Result<AuthConfig> {
+    match stored {
+        None => Ok(AuthConfig::default()),
+        Some(s) => serde_json::from_str(&s).map_err(Error::corrupt("credentials")),
+    }
+}
+
 /// Insert or replace one setting (on the pool or inside a transaction).
 pub(super) async fn put_setting<'e>(
     conn: impl sqlx::SqliteExecutor<'e>,
@@ -47,7 +55,7 @@ impl Store {
             None => Ok(None),
             Some(s) => serde_json::from_str(&s)
                 .map(Some)
-                .map_err(|e| Error::Storage(format!("stored configuration is unreadable: {e}"))),
+                .map_err(Error::corrupt("configuration")),
         }
     }
 
@@ -61,11 +69,7 @@ impl Store {
     }
 
     pub(crate) async fn load_auth(&self) -> Result<AuthConfig> {
-        Ok(self
-            .get_setting(KEY_AUTH)
-            .await?
-            .and_then(|s| serde_json::from_str(&s).ok())
-            .unwrap_or_default())
+        parse_auth(self.get_setting(KEY_AUTH).await?)
     }
 
     pub(crate) async fn save_auth(&self, auth: &AuthConfig) -> Result<()> {
@@ -81,9 +85,7 @@ impl Store {
             .bind(KEY_AUTH)
             .fetch_optional(&mut *tx)
             .await?;
-        let current = stored
-            .and_then(|s| serde_json::from_str::<AuthConfig>(&s).ok())
-            .unwrap_or_default();
+        let current = parse_auth(stored)?;
         if serde_json::to_string(&current)? != old_json {
             return Ok(false);
         }

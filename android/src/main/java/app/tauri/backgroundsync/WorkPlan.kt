@@ -56,7 +56,8 @@ object WorkPlanner {
         if (!env.optBoolean("ok", false)) {
             val kind = env.optJSONObject("error")?.optString("kind") ?: ""
             // A corrupt or missing database will not heal by retrying in 30 s.
-            return if (kind == "storage" || kind == "invalidInput") WorkOutcome.SUCCESS else WorkOutcome.RETRY
+            val lasting = kind == "storage" || kind == "corrupt" || kind == "invalidInput"
+            return if (lasting) WorkOutcome.SUCCESS else WorkOutcome.RETRY
         }
         val report = env.optJSONObject("report") ?: return WorkOutcome.RETRY
         val remaining = report.optLong("remaining", 0)

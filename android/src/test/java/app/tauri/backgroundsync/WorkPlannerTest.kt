@@ -35,6 +35,7 @@ class WorkPlannerTest {
         assertEquals(WorkOutcome.SUCCESS, WorkPlanner.outcome(r("cancelled", 0)))
         assertEquals(WorkOutcome.RETRY, WorkPlanner.outcome(r("noNetwork", 3)))
         assertEquals(WorkOutcome.SUCCESS, WorkPlanner.outcome("""{"ok":false,"error":{"kind":"storage","message":"corrupt"}}"""))
+        assertEquals(WorkOutcome.SUCCESS, WorkPlanner.outcome("""{"ok":false,"error":{"kind":"corrupt","message":"stored credentials"}}"""))
         assertEquals(WorkOutcome.RETRY, WorkPlanner.outcome("not json"))
     }
 }
