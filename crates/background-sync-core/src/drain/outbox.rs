@@ -21,30 +21,15 @@ use std::time::{Duration, Instant};
 /// Until a request has been timed in this run, assume one takes this long.
 const INITIAL_ESTIMATE: Duration = Duration::from_millis(250);
 
-/// What to do with one claimed row after its request.
+/// What to do with one claimed row after its request: write its outcome, or stop the pass
+/// (the row is released unchanged: not the mutation's fault, so it costs no attempt).
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Effect {
-    Complete {
-        status: u16,
-        server_id: Option<String>,
-    },
-    Reschedule {
-        attempts: u32,
-        next_at: i64,
-        status: Option<u16>,
-        error: String,
-    },
-    Bury {
-        attempts: u32,
-        status: Option<u16>,
-        error: String,
-    },
-    /// Unconfirmed but not the mutation's fault (deadline, cancellation): pending, unchanged.
-    Release,
-    /// The API is unreachable: pending, unchanged, and the drain stops.
+    Settle(Outcome),
+    /// The API is unreachable: the drain stops.
     Offline(String),
     /// The API answered, but not so that any mutation could be sent (TLS handshake refused):
-    /// pending, unchanged, and the drain stops with an error.
+    /// the drain stops with an error.
     Fatal(String),
     Unauthorized,
 }
@@ -59,7 +44,8 @@ pub(crate) fn decide(
     now: i64,
     rng: &mut impl rand::Rng,
 ) -> Effect {
-    match policy::verdict(
+    let seq = row.seq;
+    let verdict = policy::verdict(
         observed,
         body,
         row.attempts,
@@ -67,17 +53,16 @@ pub(crate) fn decide(
         &cfg.backoff,
         now,
         rng,
-    ) {
-        Verdict::Done { status } if row.temp_id.is_some() => {
-            let id = body
+    );
+    Effect::Settle(match verdict {
+        Verdict::Done { status } => {
+            let server_id = body
+                .filter(|_| row.temp_id.is_some())
                 .and_then(|b| serde_json::from_slice::<serde_json::Value>(b).ok())
                 .and_then(|v| idmap::extract_server_id(&v, &cfg.id_pointer));
-            match id {
-                Some(id) => Effect::Complete {
-                    status,
-                    server_id: Some(id),
-                },
-                None => Effect::Bury {
+            if row.temp_id.is_some() && server_id.is_none() {
+                Outcome::Bury {
+                    seq,
                     attempts: row.attempts + 1,
                     status: Some(status),
                     error: format!(
@@ -85,19 +70,26 @@ pub(crate) fn decide(
                         cfg.id_pointer,
                         body.map(policy::excerpt).unwrap_or_default()
                     ),
-                },
+                    now,
+                }
+            } else {
+                Outcome::Complete {
+                    seq,
+                    status,
+                    server_id,
+                    now,
+                    had_deps: row.has_deps,
+                    body: kept_body(body, cfg.outcome_body_max_bytes),
+                }
             }
         }
-        Verdict::Done { status } => Effect::Complete {
-            status,
-            server_id: None,
-        },
         Verdict::Retry {
             attempts,
             next_at,
             status,
             error,
-        } => Effect::Reschedule {
+        } => Outcome::Reschedule {
+            seq,
             attempts,
             next_at,
             status,
@@ -107,15 +99,17 @@ pub(crate) fn decide(
             attempts,
             status,
             error,
-        } => Effect::Bury {
+        } => Outcome::Bury {
+            seq,
             attempts,
             status,
             error,
+            now,
         },
-        Verdict::Unauthorized => Effect::Unauthorized,
-        Verdict::Offline(e) => Effect::Offline(e),
-        Verdict::Fatal(e) => Effect::Fatal(e),
-    }
+        Verdict::Unauthorized => return Effect::Unauthorized,
+        Verdict::Offline(e) => return Effect::Offline(e),
+        Verdict::Fatal(e) => return Effect::Fatal(e),
+    })
 }
 
 type Flight = Pin<Box<dyn Future<Output = FlightResult> + Send>>;
@@ -155,6 +149,17 @@ enum Tally {
     Retried,
     Dead,
     None,
+}
+
+impl Tally {
+    fn of(o: &Outcome) -> Tally {
+        match o {
+            Outcome::Complete { .. } => Tally::Done,
+            Outcome::Reschedule { .. } => Tally::Retried,
+            Outcome::Bury { .. } => Tally::Dead,
+            Outcome::Release { .. } => Tally::None,
+        }
+    }
 }
 
 impl<'a> Pass<'a> {
@@ -407,68 +412,33 @@ impl<'a> Pass<'a> {
             for (row, (observed, body)) in r.rows.iter().zip(outcomes) {
                 let timed_out = matches!(&observed, Observed::TransportError(e) if e.contains("timed out"));
                 let effect = if r.clamped && timed_out {
-                    Effect::Release
+                    Effect::Settle(Outcome::Release { seq: row.seq })
                 } else {
                     let now = self.inner.now();
                     let mut rng = self.inner.rng.lock().await;
                     decide(row, &observed, body.as_deref(), &self.cfg, now, &mut *rng)
                 };
-                let (op, tally) = match effect {
-                    Effect::Complete { status, server_id } => (
-                        Outcome::Complete {
-                            seq: row.seq,
-                            status,
-                            server_id,
-                            now: self.inner.now(),
-                            had_deps: row.has_deps,
-                            body: kept_body(body.as_deref(), self.cfg.outcome_body_max_bytes),
-                        },
-                        Tally::Done,
-                    ),
-                    Effect::Reschedule {
-                        attempts,
-                        next_at,
-                        status,
-                        error,
-                    } => {
-                        tracing::debug!(id = %row.id, attempts, %error, "transient failure, rescheduled");
-                        self.report.last_error = Some(error.clone());
-                        (
-                            Outcome::Reschedule {
-                                seq: row.seq,
-                                attempts,
-                                next_at,
-                                status,
-                                error,
-                            },
-                            Tally::Retried,
-                        )
+                let op = match effect {
+                    Effect::Settle(o) => {
+                        match &o {
+                            Outcome::Reschedule { attempts, error, .. } => {
+                                tracing::debug!(id = %row.id, attempts, %error, "transient failure, rescheduled");
+                                self.report.last_error = Some(error.clone());
+                            }
+                            Outcome::Bury { status, error, .. } => {
+                                tracing::warn!(id = %row.id, ?status, %error, "mutation moved to the dead letter");
+                                self.report.last_error = Some(error.clone());
+                            }
+                            Outcome::Complete { .. } | Outcome::Release { .. } => {}
+                        }
+                        o
                     }
-                    Effect::Bury {
-                        attempts,
-                        status,
-                        error,
-                    } => {
-                        tracing::warn!(id = %row.id, ?status, %error, "mutation moved to the dead letter");
-                        self.report.last_error = Some(error.clone());
-                        (
-                            Outcome::Bury {
-                                seq: row.seq,
-                                attempts,
-                                status,
-                                error,
-                                now: self.inner.now(),
-                            },
-                            Tally::Dead,
-                        )
-                    }
-                    Effect::Release => (Outcome::Release { seq: row.seq }, Tally::None),
                     Effect::Offline(error) => {
                         let e = format!("cannot reach the API: {error}");
                         self.report.last_error = Some(e.clone());
                         self.stop_error.get_or_insert(e);
                         stop.get_or_insert(StopReason::NoNetwork);
-                        (Outcome::Release { seq: row.seq }, Tally::None)
+                        Outcome::Release { seq: row.seq }
                     }
                     Effect::Fatal(error) => {
                         // Not the mutation's fault and not offline either (a TLS handshake
@@ -476,14 +446,15 @@ impl<'a> Pass<'a> {
                         self.report.last_error = Some(error.clone());
                         self.stop_error.get_or_insert(error);
                         stop = Some(StopReason::Error);
-                        (Outcome::Release { seq: row.seq }, Tally::None)
+                        Outcome::Release { seq: row.seq }
                     }
                     Effect::Unauthorized => {
                         unauthorized =
                             Some(unauthorized.map_or(r.auth_generation, |g| g.min(r.auth_generation)));
-                        (Outcome::Release { seq: row.seq }, Tally::None)
+                        Outcome::Release { seq: row.seq }
                     }
                 };
+                let tally = Tally::of(&op);
                 ops.push(op);
                 tallies.push(tally);
             }
@@ -741,12 +712,10 @@ mod tests {
             0,
             &mut rng,
         );
-        assert_eq!(
-            e,
-            Effect::Complete {
-                status: 201,
-                server_id: Some("srv_7".into())
-            }
+        assert!(
+            matches!(e, Effect::Settle(Outcome::Complete { status: 201, ref server_id, .. })
+                if server_id.as_deref() == Some("srv_7")),
+            "{e:?}"
         );
         let e = decide(
             &row(Some("tmp-1"), 0),
@@ -757,7 +726,7 @@ mod tests {
             &mut rng,
         );
         assert!(
-            matches!(e, Effect::Bury { ref error, .. } if error.contains("no server id at '/id'")),
+            matches!(e, Effect::Settle(Outcome::Bury { ref error, .. }) if error.contains("no server id at '/id'")),
             "{e:?}"
         );
     }
@@ -767,12 +736,12 @@ mod tests {
         let mut rng = ChaCha8Rng::seed_from_u64(1);
         let now = 10_000;
         match decide(&row(None, 0), &resp(503), None, &cfg(), now, &mut rng) {
-            Effect::Reschedule {
+            Effect::Settle(Outcome::Reschedule {
                 attempts,
                 next_at,
                 status,
                 ..
-            } => {
+            }) => {
                 assert_eq!(attempts, 1);
                 assert_eq!(status, Some(503));
                 assert!((now..=now + 1_000).contains(&next_at));
@@ -788,7 +757,7 @@ mod tests {
             &mut rng,
         );
         assert!(
-            matches!(e, Effect::Bury { attempts: 3, status: None, ref error } if error.contains("gave up after 3")),
+            matches!(e, Effect::Settle(Outcome::Bury { attempts: 3, status: None, ref error, .. }) if error.contains("gave up after 3")),
             "{e:?}"
         );
     }
@@ -811,7 +780,7 @@ mod tests {
             retry_after: Some("30".into()),
         };
         match decide(&row(None, 0), &o, None, &cfg(), 0, &mut rng) {
-            Effect::Reschedule { next_at, .. } => assert_eq!(next_at, 30_000),
+            Effect::Settle(Outcome::Reschedule { next_at, .. }) => assert_eq!(next_at, 30_000),
             e => panic!("{e:?}"),
         }
     }
@@ -828,11 +797,12 @@ mod tests {
             0,
             &mut rng,
         ) {
-            Effect::Bury {
+            Effect::Settle(Outcome::Bury {
                 status,
                 error,
                 attempts,
-            } => {
+                ..
+            }) => {
                 assert_eq!(status, Some(422));
                 assert_eq!(attempts, 1);
                 assert!(error.starts_with("HTTP 422: {\"error\":\"validation failed\""));

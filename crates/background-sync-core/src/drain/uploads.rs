@@ -12,7 +12,7 @@ use crate::idmap;
 use crate::lease::Lease;
 use crate::models::{DrainReport, StatusEvent, StopReason, SyncConfig, UploadDestination};
 use crate::policy::{self, Observed, Verdict};
-use crate::store::{Applied, ClaimedUpload, Queue, Target};
+use crate::store::{Applied, ClaimedUpload, Queue, Target, UploadOutcome, UploadSettled};
 use crate::transport::{ByteCounter, Sent, Transport};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use std::collections::{HashMap, VecDeque};
@@ -36,29 +36,13 @@ const ORPHAN_COPY_AGE: Duration = Duration::from_secs(3_600);
 /// Assumed time to set up a request, added to the size-based estimate.
 const REQUEST_OVERHEAD_MS: f64 = 200.0;
 
-/// What to do with one upload after its request.
+/// What to do with one upload after its request: write its outcome, or stop the pass (the
+/// upload is released unchanged, costing no attempt).
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum UploadEffect {
-    Complete {
-        status: u16,
-        result: String,
-    },
-    Reschedule {
-        attempts: u32,
-        next_at: i64,
-        status: Option<u16>,
-        error: String,
-        /// The storage host refused the signed URL (expired): sign again.
-        resign: bool,
-    },
-    Bury {
-        attempts: u32,
-        status: Option<u16>,
-        error: String,
-    },
-    Release,
+    Settle(UploadOutcome),
     Offline(String),
-    /// TLS refused: pending, no attempt, the pass stops with an error.
+    /// TLS refused: the pass stops with an error.
     Fatal(String),
     Unauthorized,
 }
@@ -79,26 +63,31 @@ pub(crate) fn decide(
     };
     let signed = matches!(u.destination, UploadDestination::Signed);
     let attempts = u.attempts + 1;
+    let seq = u.seq;
     // Storage hosts answer an expired or otherwise refused signature with 401/403 (S3, GCS,
     // Cloudinary): not the file's fault, and a new URL usually fixes it.
     if signed && matches!(status, Some(401 | 403)) {
         let described = policy::describe(observed, body);
-        if attempts >= cfg.max_attempts {
-            return UploadEffect::Bury {
+        return UploadEffect::Settle(if attempts >= cfg.max_attempts {
+            UploadOutcome::Bury {
+                seq,
                 attempts,
                 status,
                 error: format!("the storage host kept refusing fresh signed URLs; last: {described}"),
-            };
-        }
-        return UploadEffect::Reschedule {
-            attempts,
-            next_at: now,
-            status,
-            error: format!("signed URL refused (expired?), signing again: {described}"),
-            resign: true,
-        };
+                now,
+            }
+        } else {
+            UploadOutcome::Reschedule {
+                seq,
+                attempts,
+                next_at: now,
+                status,
+                error: format!("signed URL refused (expired?), signing again: {described}"),
+                resign: true,
+            }
+        });
     }
-    match policy::verdict(
+    let verdict = policy::verdict(
         observed,
         body,
         u.attempts,
@@ -106,7 +95,8 @@ pub(crate) fn decide(
         &cfg.backoff,
         now,
         rng,
-    ) {
+    );
+    UploadEffect::Settle(match verdict {
         Verdict::Done { status } => {
             let from_body = body
                 .and_then(|b| serde_json::from_slice::<serde_json::Value>(b).ok())
@@ -114,8 +104,14 @@ pub(crate) fn decide(
             let from_sign = u.target.as_ref().and_then(|t| t.result_url.clone());
             let from_url = u.target.as_ref().map(|t| strip_query(&t.url));
             match from_body.or(from_sign).or(from_url) {
-                Some(result) => UploadEffect::Complete { status, result },
-                None => UploadEffect::Bury {
+                Some(result) => UploadOutcome::Complete {
+                    seq,
+                    status,
+                    result,
+                    now,
+                },
+                None => UploadOutcome::Bury {
+                    seq,
                     attempts,
                     status: Some(status),
                     error: format!(
@@ -123,6 +119,7 @@ pub(crate) fn decide(
                         cfg.uploads.result_pointer,
                         body.map(policy::excerpt).unwrap_or_default()
                     ),
+                    now,
                 },
             }
         }
@@ -131,7 +128,8 @@ pub(crate) fn decide(
             next_at,
             status,
             error,
-        } => UploadEffect::Reschedule {
+        } => UploadOutcome::Reschedule {
+            seq,
             attempts,
             next_at,
             status,
@@ -142,15 +140,17 @@ pub(crate) fn decide(
             attempts,
             status,
             error,
-        } => UploadEffect::Bury {
+        } => UploadOutcome::Bury {
+            seq,
             attempts,
             status,
             error,
+            now,
         },
-        Verdict::Unauthorized => UploadEffect::Unauthorized,
-        Verdict::Offline(e) => UploadEffect::Offline(e),
-        Verdict::Fatal(e) => UploadEffect::Fatal(e),
-    }
+        Verdict::Unauthorized => return UploadEffect::Unauthorized,
+        Verdict::Offline(e) => return UploadEffect::Offline(e),
+        Verdict::Fatal(e) => return UploadEffect::Fatal(e),
+    })
 }
 
 /// The largest file that can finish in `remaining` at `throughput` bytes/ms. Unknown
@@ -702,20 +702,17 @@ impl<'a> Pass<'a> {
                 // The file is gone or the URL is not allowed: nothing a retry would fix.
                 let msg = e.to_string();
                 tracing::warn!(id = %u.id, error = %msg, "upload moved to the dead letter");
-                let told = self
-                    .inner
-                    .store
-                    .bury_upload(
-                        u.seq,
-                        &self.owner,
-                        u.attempts + 1,
-                        None,
-                        &msg,
-                        self.inner.has_listeners(),
-                        self.inner.now(),
-                    )
-                    .await?;
-                if let Some(told) = told {
+                let bury = UploadOutcome::Bury {
+                    seq: u.seq,
+                    attempts: u.attempts + 1,
+                    status: None,
+                    error: msg.clone(),
+                    now: self.inner.now(),
+                };
+                let heard = self.inner.has_listeners();
+                if let UploadSettled::Dead(told) =
+                    self.inner.store.settle_upload(&self.owner, &bury, heard).await?
+                {
                     self.dead += 1;
                     self.tell(told);
                 }
@@ -732,11 +729,11 @@ impl<'a> Pass<'a> {
                 let bpms = bytes_sent as f64 / r.elapsed.as_millis() as f64;
                 self.throughput = Some(self.throughput.map_or(bpms, |t| t.min(bpms)));
             }
-            UploadEffect::Release
+            UploadEffect::Settle(UploadOutcome::Release { seq: u.seq })
         } else {
             self.decide_for(u, &sent.observed, sent.body.as_deref()).await
         };
-        if let UploadEffect::Complete { .. } = effect {
+        if let UploadEffect::Settle(UploadOutcome::Complete { .. }) = effect {
             if u.size >= MEASURE_MIN_BYTES && r.elapsed.as_millis() > 0 {
                 let bpms = u.size as f64 / r.elapsed.as_millis() as f64;
                 // Trust a slower measurement at once, a faster one gradually.
@@ -756,87 +753,46 @@ impl<'a> Pass<'a> {
         generation: u64,
     ) -> Result<Option<StopReason>> {
         match effect {
-            UploadEffect::Complete { status, result } => {
-                let done = self
-                    .inner
-                    .store
-                    .complete_upload(
-                        u.seq,
-                        &self.owner,
-                        status,
-                        &result,
-                        self.inner.now(),
-                        self.inner.has_listeners(),
-                    )
-                    .await?;
-                if let Some((file, owned, told)) = done {
-                    self.uploaded += 1;
-                    self.bytes += u.size;
-                    if owned {
-                        if let Err(e) = tokio::fs::remove_file(&file).await {
-                            tracing::warn!(error = %e, "could not delete the uploaded copy");
+            UploadEffect::Settle(o) => {
+                match &o {
+                    UploadOutcome::Reschedule { attempts, error, .. } => {
+                        tracing::debug!(id = %u.id, attempts, %error, "upload failed, rescheduled");
+                        self.last_error = Some(error.clone());
+                    }
+                    UploadOutcome::Bury { status, error, .. } => {
+                        tracing::warn!(id = %u.id, ?status, %error, "upload moved to the dead letter");
+                        self.last_error = Some(error.clone());
+                    }
+                    UploadOutcome::Complete { .. } | UploadOutcome::Release { .. } => {}
+                }
+                let heard = self.inner.has_listeners();
+                match self.inner.store.settle_upload(&self.owner, &o, heard).await? {
+                    UploadSettled::Done { file, owned, told } => {
+                        self.uploaded += 1;
+                        self.bytes += u.size;
+                        if owned {
+                            if let Err(e) = tokio::fs::remove_file(&file).await {
+                                tracing::warn!(error = %e, "could not delete the uploaded copy");
+                            }
                         }
+                        if self.inner.has_listeners() {
+                            self.inner.emit(StatusEvent::UploadProgress {
+                                id: u.id.clone(),
+                                placeholder: u.placeholder.clone(),
+                                bytes_sent: u.size,
+                                total: u.size,
+                            });
+                        }
+                        self.tell(told);
+                        self.signal.finished_one.notify_one();
                     }
-                    if self.inner.has_listeners() {
-                        self.inner.emit(StatusEvent::UploadProgress {
-                            id: u.id.clone(),
-                            placeholder: u.placeholder.clone(),
-                            bytes_sent: u.size,
-                            total: u.size,
-                        });
+                    UploadSettled::Dead(told) => {
+                        self.dead += 1;
+                        self.tell(told);
                     }
-                    self.tell(told);
-                    self.signal.finished_one.notify_one();
+                    UploadSettled::Yes if matches!(o, UploadOutcome::Reschedule { .. }) => self.retried += 1,
+                    UploadSettled::Yes | UploadSettled::No => {}
                 }
-                Ok(None)
-            }
-            UploadEffect::Reschedule {
-                attempts,
-                next_at,
-                status,
-                error,
-                resign,
-            } => {
-                tracing::debug!(id = %u.id, attempts, %error, "upload failed, rescheduled");
-                self.last_error = Some(error.clone());
-                if self
-                    .inner
-                    .store
-                    .reschedule_upload(u.seq, &self.owner, attempts, next_at, status, &error, resign)
-                    .await?
-                {
-                    self.retried += 1;
-                }
-                Ok(None)
-            }
-            UploadEffect::Bury {
-                attempts,
-                status,
-                error,
-            } => {
-                tracing::warn!(id = %u.id, ?status, %error, "upload moved to the dead letter");
-                self.last_error = Some(error.clone());
-                let told = self
-                    .inner
-                    .store
-                    .bury_upload(
-                        u.seq,
-                        &self.owner,
-                        attempts,
-                        status,
-                        &error,
-                        self.inner.has_listeners(),
-                        self.inner.now(),
-                    )
-                    .await?;
-                if let Some(told) = told {
-                    self.dead += 1;
-                    self.tell(told);
-                }
-                Ok(None)
-            }
-            UploadEffect::Release => {
-                self.inner.store.release_upload(u.seq, &self.owner).await?;
                 Ok(None)
             }
             UploadEffect::Offline(e) => {
@@ -982,35 +938,29 @@ mod tests {
             0,
             &mut rng,
         );
-        assert_eq!(
-            e,
-            UploadEffect::Complete {
-                status: 200,
-                result: "https://cdn/x.jpg".into()
-            }
+        assert!(
+            matches!(e, UploadEffect::Settle(UploadOutcome::Complete { status: 200, ref result, .. })
+                if result == "https://cdn/x.jpg"),
+            "{e:?}"
         );
         let mut u = upload(true, 0);
         u.target.as_mut().unwrap().result_url = Some("https://cdn/y.jpg".into());
         let e = decide(&u, &resp(200), Some(b""), &cfg(), 0, &mut rng);
-        assert_eq!(
-            e,
-            UploadEffect::Complete {
-                status: 200,
-                result: "https://cdn/y.jpg".into()
-            }
+        assert!(
+            matches!(e, UploadEffect::Settle(UploadOutcome::Complete { status: 200, ref result, .. })
+                if result == "https://cdn/y.jpg"),
+            "{e:?}"
         );
         let e = decide(&upload(true, 0), &resp(204), None, &cfg(), 0, &mut rng);
-        assert_eq!(
-            e,
-            UploadEffect::Complete {
-                status: 204,
-                result: "https://storage.example.com/o/u1".into()
-            }
+        assert!(
+            matches!(e, UploadEffect::Settle(UploadOutcome::Complete { status: 204, ref result, .. })
+                if result == "https://storage.example.com/o/u1"),
+            "{e:?}"
         );
         // A direct upload with no result anywhere is a dead letter with a hint.
         let e = decide(&upload(false, 0), &resp(200), Some(b"{}"), &cfg(), 0, &mut rng);
         assert!(
-            matches!(e, UploadEffect::Bury { ref error, .. } if error.contains("resultPointer")),
+            matches!(e, UploadEffect::Settle(UploadOutcome::Bury { ref error, .. }) if error.contains("resultPointer")),
             "{e:?}"
         );
     }
@@ -1026,12 +976,12 @@ mod tests {
             500,
             &mut rng,
         ) {
-            UploadEffect::Reschedule {
+            UploadEffect::Settle(UploadOutcome::Reschedule {
                 resign,
                 next_at,
                 attempts,
                 ..
-            } => {
+            }) => {
                 assert!(resign);
                 assert_eq!(next_at, 500);
                 assert_eq!(attempts, 1);
@@ -1040,7 +990,7 @@ mod tests {
         }
         assert!(matches!(
             decide(&upload(true, 2), &resp(403), None, &cfg(), 0, &mut rng),
-            UploadEffect::Bury { .. }
+            UploadEffect::Settle(UploadOutcome::Bury { .. })
         ));
         // A direct upload's 401 is about the app's token.
         assert_eq!(
@@ -1049,7 +999,7 @@ mod tests {
         );
         assert!(matches!(
             decide(&upload(false, 0), &resp(403), None, &cfg(), 0, &mut rng),
-            UploadEffect::Bury { .. }
+            UploadEffect::Settle(UploadOutcome::Bury { .. })
         ));
     }
 
@@ -1057,7 +1007,7 @@ mod tests {
     fn transient_backs_off_and_unreachable_costs_nothing() {
         let mut rng = ChaCha8Rng::seed_from_u64(1);
         match decide(&upload(true, 0), &resp(503), None, &cfg(), 10_000, &mut rng) {
-            UploadEffect::Reschedule { resign, next_at, .. } => {
+            UploadEffect::Settle(UploadOutcome::Reschedule { resign, next_at, .. }) => {
                 assert!(!resign);
                 assert!((10_000..=11_000).contains(&next_at));
             }

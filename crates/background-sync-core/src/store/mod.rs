@@ -28,7 +28,7 @@ pub(crate) use ledger::{Claimed, Outcome};
 pub(crate) use outbox::Prepared;
 pub(crate) use outcomes::SettledCursor;
 use settings::KEY_CONFIG;
-pub(crate) use uploads::{ClaimedUpload, PreparedUpload, Target};
+pub(crate) use uploads::{ClaimedUpload, PreparedUpload, Target, UploadOutcome, UploadSettled};
 
 /// The two queues the drain claims from. Their lifecycle columns (`state`, `owner`, attempts,
 /// dead letters) have the same names, so lease recovery and revival are written once.

@@ -14,6 +14,54 @@ use std::collections::BTreeMap;
 /// `id_map.entity_kind` of an upload's placeholder.
 const PLACEHOLDER_KIND: &str = "__upload";
 
+/// What happened to one claimed upload (the upload queue's `Outcome`).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum UploadOutcome {
+    /// Uploaded: the result resolves the placeholder.
+    Complete {
+        seq: i64,
+        status: u16,
+        result: String,
+        now: i64,
+    },
+    /// Transient failure: pending again at `next_at`; `resign` drops a signed URL the storage
+    /// host refused, so the next attempt signs again.
+    Reschedule {
+        seq: i64,
+        attempts: u32,
+        next_at: i64,
+        status: Option<u16>,
+        error: String,
+        resign: bool,
+    },
+    /// Dead letter (blocks only the mutations that reference it).
+    Bury {
+        seq: i64,
+        attempts: u32,
+        status: Option<u16>,
+        error: String,
+        now: i64,
+    },
+    /// Not attempted after all: pending, unchanged.
+    Release { seq: i64 },
+}
+
+/// What settling an upload wrote (nothing when the row is no longer this drainer's).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum UploadSettled {
+    No,
+    /// Rescheduled or released.
+    Yes,
+    /// Uploaded: the file to delete when the plugin owns its copy, and what the app is told.
+    Done {
+        file: String,
+        owned: bool,
+        told: Applied,
+    },
+    /// Dead letter, as the app is told it.
+    Dead(Applied),
+}
+
 /// A validated upload ready to be written.
 #[derive(Debug, Clone)]
 pub(crate) struct PreparedUpload {
@@ -222,12 +270,70 @@ impl Store {
         Ok(())
     }
 
+    /// Write one upload's outcome if this drainer still owns the row (`heard`: a listener hears
+    /// it live, else `untold` keeps it for the next one).
+    pub(crate) async fn settle_upload(
+        &self,
+        owner: &str,
+        o: &UploadOutcome,
+        heard: bool,
+    ) -> Result<UploadSettled> {
+        Ok(match o {
+            UploadOutcome::Complete {
+                seq,
+                status,
+                result,
+                now,
+            } => match self
+                .complete_upload(*seq, owner, *status, result, *now, heard)
+                .await?
+            {
+                Some((file, owned, told)) => UploadSettled::Done { file, owned, told },
+                None => UploadSettled::No,
+            },
+            UploadOutcome::Reschedule {
+                seq,
+                attempts,
+                next_at,
+                status,
+                error,
+                resign,
+            } => {
+                if self
+                    .reschedule_upload(*seq, owner, *attempts, *next_at, *status, error, *resign)
+                    .await?
+                {
+                    UploadSettled::Yes
+                } else {
+                    UploadSettled::No
+                }
+            }
+            UploadOutcome::Bury {
+                seq,
+                attempts,
+                status,
+                error,
+                now,
+            } => match self
+                .bury_upload(*seq, owner, *attempts, *status, error, heard, *now)
+                .await?
+            {
+                Some(told) => UploadSettled::Dead(told),
+                None => UploadSettled::No,
+            },
+            UploadOutcome::Release { seq } => {
+                self.release_upload(*seq, owner).await?;
+                UploadSettled::Yes
+            }
+        })
+    }
+
     /// Uploaded: record the result under the placeholder (which unblocks the mutations that
     /// reference it). Returns the file to delete when the plugin owns it and what the app is
     /// told (`heard`: a listener hears it live, else `untold` keeps it), or `None` when the
     /// row is no longer ours.
     #[allow(clippy::too_many_arguments)]
-    pub(crate) async fn complete_upload(
+    async fn complete_upload(
         &self,
         seq: i64,
         owner: &str,
@@ -271,7 +377,7 @@ impl Store {
     /// Transient failure: pending again at `next_at`. `forget_target` drops a signed URL the
     /// storage host rejected, so the next attempt signs again.
     #[allow(clippy::too_many_arguments)]
-    pub(crate) async fn reschedule_upload(
+    async fn reschedule_upload(
         &self,
         seq: i64,
         owner: &str,
@@ -303,7 +409,7 @@ impl Store {
     /// Dead letter: what the app is told (`heard` as in `complete_upload`), or `None` when the
     /// row is no longer ours.
     #[allow(clippy::too_many_arguments)]
-    pub(crate) async fn bury_upload(
+    async fn bury_upload(
         &self,
         seq: i64,
         owner: &str,
