@@ -148,25 +148,7 @@ impl Shared {
                 let interval = Duration::from_secs(u64::from(cfg.background.interval_minutes.max(1)) * 60);
                 sleep_for = interval;
                 match report {
-                    Ok(r) => {
-                        if let Some(next) = r.next_attempt_at {
-                            let wait = (next - r.finished_at).max(0) as u64;
-                            sleep_for = sleep_for.min(Duration::from_millis(wait.max(200)));
-                        }
-                        if r.stop_reason == StopReason::Deadline
-                            || r.stop_reason == StopReason::AlreadyRunning
-                        {
-                            sleep_for = sleep_for.min(Duration::from_secs(1));
-                        }
-                        // API unreachable: probe again on a growing delay (30 s, 1 min, ... up to
-                        // the interval); a network-up signal from the OS cuts it short.
-                        if r.stop_reason == StopReason::NoNetwork {
-                            offline_streak = (offline_streak + 1).min(8);
-                            sleep_for = sleep_for.min(OFFLINE_PROBE * 2u32.pow(offline_streak - 1));
-                        } else {
-                            offline_streak = 0;
-                        }
-                    }
+                    Ok(r) => (sleep_for, offline_streak) = next_wake(&r, interval, offline_streak),
                     Err(e) => tracing::warn!(error = %e, "scheduled drain failed"),
                 }
                 self.engine.mark_scheduled().await;
@@ -212,9 +194,82 @@ impl Shared {
     }
 }
 
+/// How long the scheduler sleeps after a drain (pure): the interval, less when a backoff ends
+/// sooner (never under 200 ms), at most a second when the run was cut short or another drainer
+/// held the lease, and, while the API is unreachable, a probe on a growing delay (30 s, 1 min,
+/// … up to the interval; a network-up signal from the OS cuts it short). Returns the sleep and
+/// the new count of offline runs in a row.
+fn next_wake(r: &DrainReport, interval: Duration, offline_streak: u32) -> (Duration, u32) {
+    let mut sleep_for = interval;
+    if let Some(next) = r.next_attempt_at {
+        let wait = (next - r.finished_at).max(0) as u64;
+        sleep_for = sleep_for.min(Duration::from_millis(wait.max(200)));
+    }
+    if r.stop_reason == StopReason::Deadline || r.stop_reason == StopReason::AlreadyRunning {
+        sleep_for = sleep_for.min(Duration::from_secs(1));
+    }
+    if r.stop_reason == StopReason::NoNetwork {
+        let streak = (offline_streak + 1).min(8);
+        (sleep_for.min(OFFLINE_PROBE * 2u32.pow(streak - 1)), streak)
+    } else {
+        (sleep_for, 0)
+    }
+}
+
 async fn next_signal(c: &mut Connectivity) -> Option<()> {
     match c {
         Some(s) => s.next().await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(stop: StopReason, next_in_ms: Option<i64>) -> DrainReport {
+        let mut r: DrainReport = serde_json::from_value(serde_json::json!({
+            "runId": "r", "trigger": "timer", "startedAt": 1_000, "finishedAt": 1_000,
+            "requests": 0, "sent": 0, "done": 0, "retried": 0, "dead": 0, "remaining": 0,
+            "deadTotal": 0, "stopReason": "empty"
+        }))
+        .unwrap();
+        r.stop_reason = stop;
+        r.next_attempt_at = next_in_ms.map(|ms| r.finished_at + ms);
+        r
+    }
+
+    #[test]
+    fn the_next_wake_follows_backoff_cuts_and_offline_probes() {
+        let hour = Duration::from_secs(3_600);
+        let s = Duration::from_secs;
+        assert_eq!(next_wake(&report(StopReason::Empty, None), hour, 3), (hour, 0));
+        // A backoff that ends in 5 s, one that already ended (200 ms, not a busy loop).
+        assert_eq!(
+            next_wake(&report(StopReason::Waiting, Some(5_000)), hour, 0).0,
+            s(5)
+        );
+        assert_eq!(
+            next_wake(&report(StopReason::Waiting, Some(-50)), hour, 0).0,
+            Duration::from_millis(200)
+        );
+        assert_eq!(
+            next_wake(&report(StopReason::Deadline, Some(60_000)), hour, 0).0,
+            s(1)
+        );
+        assert_eq!(
+            next_wake(&report(StopReason::AlreadyRunning, None), hour, 0).0,
+            s(1)
+        );
+        // Offline: 30 s, 1 min, 2 min, … capped by the interval, and reset by a run that reached it.
+        let mut streak = 0;
+        let mut sleeps = Vec::new();
+        for _ in 0..9 {
+            let (sleep, n) = next_wake(&report(StopReason::NoNetwork, None), hour, streak);
+            sleeps.push(sleep.as_secs());
+            streak = n;
+        }
+        assert_eq!(sleeps, [30, 60, 120, 240, 480, 960, 1_920, 3_600, 3_600]);
+        assert_eq!(next_wake(&report(StopReason::Empty, None), hour, streak).1, 0);
     }
 }

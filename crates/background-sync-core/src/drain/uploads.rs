@@ -33,8 +33,6 @@ const MEASURE_MIN_BYTES: u64 = 256 * 1024;
 /// A copy with no upload row is an enqueue that never committed (or one still copying):
 /// deleted once this old.
 const ORPHAN_COPY_AGE: Duration = Duration::from_secs(3_600);
-/// Assumed time to set up a request, added to the size-based estimate.
-const REQUEST_OVERHEAD_MS: f64 = 200.0;
 
 /// What to do with one upload after its request: write its outcome, or stop the pass (the
 /// upload is released unchanged, costing no attempt).
@@ -151,23 +149,6 @@ pub(crate) fn decide(
         Verdict::Offline(e) => return UploadEffect::Offline(e),
         Verdict::Fatal(e) => return UploadEffect::Fatal(e),
     })
-}
-
-/// The largest file that can finish in `remaining` at `throughput` bytes/ms. Unknown
-/// throughput: anything (an upload cut by the deadline is released, not failed).
-pub(crate) fn fits_in(throughput: Option<f64>, remaining: Duration) -> u64 {
-    match throughput {
-        None => u64::MAX,
-        Some(bpms) => {
-            let ms = remaining.as_millis() as f64 - REQUEST_OVERHEAD_MS;
-            if ms <= 0.0 {
-                0
-            } else {
-                // 20% headroom for a slower network than measured.
-                (ms * bpms / 1.2) as u64
-            }
-        }
-    }
 }
 
 fn strip_query(url: &str) -> String {
@@ -425,15 +406,11 @@ impl<'a> Pass<'a> {
     /// signed URL must stay valid that long. (Not the whole budget: a storage host whose URLs
     /// live shorter than the budget would otherwise be re-signed forever.)
     fn expected_ms(&self, size: u64, remaining: Duration) -> i64 {
-        let estimate = match self.throughput {
-            Some(bpms) => (size as f64 / bpms * 1.2 + REQUEST_OVERHEAD_MS) as i64,
-            None => self.cfg.request_timeout_ms as i64,
-        };
-        estimate.min(remaining.as_millis() as i64)
+        policy::expected_upload_ms(self.throughput, size, self.cfg.request_timeout_ms, remaining)
     }
 
     fn fits_in(&self, remaining: Duration) -> u64 {
-        fits_in(self.throughput, remaining)
+        policy::fits_in(self.throughput, remaining)
     }
 
     /// Get URLs for the claimed signed uploads that have none (or whose URL will expire before
@@ -727,7 +704,7 @@ impl<'a> Pass<'a> {
             // for the window is not restarted from byte 0 every run (it waits for a longer one).
             if bytes_sent >= MEASURE_MIN_BYTES && r.elapsed.as_millis() > 0 {
                 let bpms = bytes_sent as f64 / r.elapsed.as_millis() as f64;
-                self.throughput = Some(self.throughput.map_or(bpms, |t| t.min(bpms)));
+                self.throughput = Some(policy::throughput_after_cut(self.throughput, bpms));
             }
             UploadEffect::Settle(UploadOutcome::Release { seq: u.seq })
         } else {
@@ -736,11 +713,7 @@ impl<'a> Pass<'a> {
         if let UploadEffect::Settle(UploadOutcome::Complete { .. }) = effect {
             if u.size >= MEASURE_MIN_BYTES && r.elapsed.as_millis() > 0 {
                 let bpms = u.size as f64 / r.elapsed.as_millis() as f64;
-                // Trust a slower measurement at once, a faster one gradually.
-                self.throughput = Some(match self.throughput {
-                    Some(t) if bpms > t => t * 0.7 + bpms * 0.3,
-                    _ => bpms,
-                });
+                self.throughput = Some(policy::throughput_after_upload(self.throughput, bpms));
             }
         }
         self.apply(u, effect, r.auth_generation).await
@@ -1018,14 +991,5 @@ mod tests {
             decide(&upload(true, 9), &o, None, &cfg(), 0, &mut rng),
             UploadEffect::Offline(_)
         ));
-    }
-
-    #[test]
-    fn throughput_bounds_what_is_claimed() {
-        let ms = Duration::from_millis;
-        assert_eq!(fits_in(None, ms(10)), u64::MAX);
-        assert_eq!(fits_in(Some(1_000.0), ms(100)), 0);
-        // 10 s usable at 1.2 MB/s, with 20% headroom: 10 MB.
-        assert_eq!(fits_in(Some(1_200.0), ms(10_200)), 10_000_000);
     }
 }

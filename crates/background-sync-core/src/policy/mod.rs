@@ -1,9 +1,18 @@
-//! Delivery policy, free of I/O: how an HTTP outcome is classified and when a retry happens.
-//! Time and randomness are passed in, so every rule here is tested without sleeping.
+//! Delivery policy, free of I/O: how an HTTP outcome is classified and when a retry happens
+//! (here), the batch endpoint's answer split per mutation (`batch`), and the time budget
+//! (`budget`). Time and randomness are passed in, so every rule is tested without sleeping.
 
 use crate::models::BackoffConfig;
 use rand::Rng;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+mod batch;
+mod budget;
+
+pub(crate) use batch::split_batch;
+pub(crate) use budget::{
+    expected_upload_ms, fits_in, next_request_estimate, throughput_after_cut, throughput_after_upload,
+};
 
 /// Longest wait the plugin accepts from a server's `Retry-After` (a day); longer values are
 /// clamped so a misbehaving server cannot park the queue for weeks.
