@@ -38,7 +38,7 @@ expr[forget_temp_ids]='s.replace("        n += self.prune_uploads(cutoff).await?
 file[many_refs]=crates/background-sync-core/src/store/outbox.rs
 expr[many_refs]='s.replace("Some((at, entity)) if *at > index => {", "Some((at, entity)) if *at > index && false => {", 1)'
 # The 409 of the Idempotency-Key draft treated as permanent.
-file[conflict_permanent]=crates/background-sync-core/src/policy.rs
+file[conflict_permanent]=crates/background-sync-core/src/policy/mod.rs
 expr[conflict_permanent]='s.replace("408 | 409 | 425 | 429 | 500..=599", "408 | 425 | 429 | 500..=599", 1)'
 # Defect 11: a running drain keeps the credentials it started with.
 file[stale_auth]=crates/background-sync-core/src/drain/shared.rs

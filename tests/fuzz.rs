@@ -830,7 +830,7 @@ fn configure_enqueue_drain(
 }
 
 /// `leaseTtlMs` ≥ 2^62 is accepted; `acquire_lease` computes `ttl_ms * 2` in i64: debug builds
-/// panic ("attempt to multiply with overflow", crates/background-sync-core/src/store/mod.rs `acquire_lease`), so every
+/// panic ("attempt to multiply with overflow", crates/background-sync-core/src/store/ledger.rs `acquire_lease`), so every
 /// drain fails with kind `internal` and the row is never delivered; release builds wrap to a
 /// negative number, which makes the lease look implausible, so any other drainer takes it
 /// over (the single-drainer guarantee is gone).
@@ -850,7 +850,7 @@ fn lease_ttl_is_bounded_issue11() {
 
 /// `retentionMs` ≥ 2^63 is accepted; `prune` computes `now - retention_ms as i64`: debug
 /// builds panic at the end of every drain ("attempt to subtract with overflow",
-/// crates/background-sync-core/src/store/mod.rs `prune`), after delivering but before `release_lease`, so the lease stays
+/// crates/background-sync-core/src/store/runs.rs `prune`), after delivering but before `release_lease`, so the lease stays
 /// held and every drain for the next `leaseTtlMs` answers `alreadyRunning`. (Values near
 /// u64::MAX cast to small negative numbers instead: "keep forever" prunes all history and
 /// resolved temp ids at once.)
