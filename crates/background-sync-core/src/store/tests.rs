@@ -2,6 +2,90 @@ use super::*;
 use crate::models::{EntityRef, Priority};
 use std::collections::{BTreeMap, HashMap};
 
+/// Claim and settle one row at a time: what the drain does in rounds (`settle_and_claim`), by
+/// the methods the drain itself calls, for tests that walk the store step by step.
+impl Store {
+    /// Atomically claim up to `limit` sendable rows: each the oldest open row of its entity,
+    /// due, with every referenced temp id resolved; priority first, then enqueue order.
+    pub(crate) async fn claim(
+        &self,
+        owner: &str,
+        now: i64,
+        limit: u32,
+        max_wait_ms: i64,
+    ) -> Result<Vec<Claimed>> {
+        // Unit tests that do not exercise the lease claim as its first holder.
+        sqlx::query("INSERT INTO drain_lease (id, owner, expires_at, ttl_ms) VALUES (1, ?, ?, 0) ON CONFLICT DO NOTHING")
+            .bind(owner)
+            .bind(now + 60_000)
+            .execute(&self.drain)
+            .await?;
+        Ok(self
+            .settle_and_claim(owner, &[], true, now, limit, max_wait_ms)
+            .await?
+            .1)
+    }
+
+    /// Delivered: move the row to `delivered` and record the server id of a create.
+    pub(crate) async fn complete(
+        &self,
+        seq: i64,
+        owner: &str,
+        status: u16,
+        server_id: Option<&str>,
+        now: i64,
+    ) -> Result<bool> {
+        let o = Outcome::Complete {
+            seq,
+            status,
+            server_id: server_id.map(str::to_string),
+            now,
+            had_deps: true,
+            body: None,
+        };
+        Ok(self.settle(owner, &[o], true).await?[0].written())
+    }
+
+    /// Transient failure: back to pending, due at `next_at`.
+    pub(crate) async fn reschedule(
+        &self,
+        seq: i64,
+        owner: &str,
+        attempts: u32,
+        next_at: i64,
+        status: Option<u16>,
+        error: &str,
+    ) -> Result<bool> {
+        let o = Outcome::Reschedule {
+            seq,
+            attempts,
+            next_at,
+            status,
+            error: error.to_string(),
+        };
+        Ok(self.settle(owner, &[o], true).await?[0].written())
+    }
+
+    /// Permanent failure or retry limit: dead letter. Blocks only its own entity.
+    pub(crate) async fn bury(
+        &self,
+        seq: i64,
+        owner: &str,
+        attempts: u32,
+        status: Option<u16>,
+        error: &str,
+    ) -> Result<bool> {
+        let o = Outcome::Bury {
+            seq,
+            attempts,
+            status,
+            error: error.to_string(),
+            now: 0,
+        };
+        Ok(self.settle(owner, &[o], true).await?[0].written())
+    }
+}
+
 async fn store() -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().unwrap();
     let s = Store::open(&dir.path().join("t.db"), None, None).await.unwrap();
