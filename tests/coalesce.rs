@@ -89,8 +89,7 @@ async fn settle_events() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_edits_of_one_visit_go_as_one_request_and_each_enqueue_hears_its_outcome() {
     let server = server(FaultConfig::default()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let bs = engine(&dir, config(&server.base_url)).await;
+    let (_dir, bs) = engine_for(&server).await;
     let events = collect(&bs);
     let merge = Some(Coalesce::Merge);
     let mut ids = vec![];
@@ -185,8 +184,7 @@ async fn five_edits_of_one_visit_go_as_one_request_and_each_enqueue_hears_its_ou
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_create_and_a_delete_never_sent_cancel_and_nothing_reaches_the_server() {
     let server = server(FaultConfig::default()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let bs = engine(&dir, config(&server.base_url)).await;
+    let (_dir, bs) = engine_for(&server).await;
     let events = collect(&bs);
     let c = bs
         .enqueue(create("visit", "tmp-x", json!({"tag": "x"}), None))
@@ -259,8 +257,7 @@ async fn a_create_and_a_delete_never_sent_cancel_and_nothing_reaches_the_server(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nothing_folds_into_a_row_that_was_sent_is_dead_or_carries_headers() {
     let server = server(FaultConfig::default()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let bs = engine(&dir, config(&server.base_url)).await;
+    let (_dir, bs) = engine_for(&server).await;
     let merge = Some(Coalesce::Merge);
     let replace = Some(Coalesce::Replace);
     let patch = |id: &str, body: Value| mutation("PATCH", &format!("/sites/{id}"), Some(body), "site", id);
@@ -600,8 +597,7 @@ async fn one_case(seed: u64) -> (u64, u64) {
     let ops = history(seed, 40);
 
     let oracle_server = server(FaultConfig::default()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let oracle = engine(&dir, config(&oracle_server.base_url)).await;
+    let (_dir, oracle) = engine_for(&oracle_server).await;
     for m in setup(seed) {
         oracle.enqueue(m).await.unwrap();
     }

@@ -118,8 +118,7 @@ async fn batch_endpoint_with_faults_gives_the_same_result() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn permanent_4xx_dead_letters_and_blocks_only_its_entity() {
     let server = server(FaultConfig::default()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let bs = engine(&dir, config(&server.base_url)).await;
+    let (_dir, bs) = engine_for(&server).await;
     let bad = bs
         .enqueue(mutation(
             "PUT",
@@ -179,8 +178,7 @@ async fn retry_after_is_honoured() {
         ..Default::default()
     })
     .await;
-    let dir = tempfile::tempdir().unwrap();
-    let bs = engine(&dir, config(&server.base_url)).await;
+    let (_dir, bs) = engine_for(&server).await;
     bs.enqueue(mutation("PUT", "/visits/x", Some(json!({"v": 1})), "visit", "x"))
         .await
         .unwrap();
@@ -205,8 +203,7 @@ async fn retry_after_http_date_beyond_budget_leaves_row_waiting() {
         ..Default::default()
     })
     .await;
-    let dir = tempfile::tempdir().unwrap();
-    let bs = engine(&dir, config(&server.base_url)).await;
+    let (_dir, bs) = engine_for(&server).await;
     bs.enqueue(mutation("PUT", "/visits/x", Some(json!({"v": 1})), "visit", "x"))
         .await
         .unwrap();
@@ -232,8 +229,7 @@ async fn unauthorized_refreshes_once_then_retries() {
         },
     )
     .await;
-    let dir = tempfile::tempdir().unwrap();
-    let bs = engine(&dir, config(&server.base_url)).await;
+    let (_dir, bs) = engine_for(&server).await;
     bs.set_auth(AuthConfig {
         access_token: Some("expired".into()),
         refresh_token: Some("rt-1".into()),
@@ -327,8 +323,7 @@ async fn cancellation_stops_promptly() {
         ..Default::default()
     })
     .await;
-    let dir = tempfile::tempdir().unwrap();
-    let bs = engine(&dir, config(&server.base_url)).await;
+    let (_dir, bs) = engine_for(&server).await;
     for i in 0..50 {
         bs.enqueue(mutation(
             "PUT",
@@ -401,8 +396,7 @@ async fn unresolved_temp_id_waits_for_its_create() {
         ..Default::default()
     })
     .await;
-    let dir = tempfile::tempdir().unwrap();
-    let bs = engine(&dir, config(&server.base_url)).await;
+    let (_dir, bs) = engine_for(&server).await;
     // The note is critical and enqueued later, but it references the visit's temp id.
     let mut create = mutation("POST", "/visits", Some(json!({"site": "x"})), "visit", "tmp-v1");
     create.temp_id = Some("tmp-v1".into());
@@ -489,8 +483,7 @@ async fn two_drainers_never_send_the_same_row() {
         ..Default::default()
     })
     .await;
-    let dir = tempfile::tempdir().unwrap();
-    let bs = engine(&dir, config(&server.base_url)).await;
+    let (_dir, bs) = engine_for(&server).await;
     for i in 0..200 {
         bs.enqueue(mutation(
             "PUT",
@@ -534,8 +527,7 @@ async fn two_drainers_never_send_the_same_row() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_events_stream_progress_and_report() {
     let server = server(FaultConfig::default()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let bs = engine(&dir, config(&server.base_url)).await;
+    let (_dir, bs) = engine_for(&server).await;
     let mut rx = bs.subscribe();
     for i in 0..5 {
         bs.enqueue(mutation(

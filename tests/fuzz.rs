@@ -745,8 +745,7 @@ fn the_checker_rejects_a_caught_panic() {
 #[tokio::test]
 async fn a_valid_mutation_still_goes_through_after_fuzzing() {
     let server = server(FaultConfig::default()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let bs = engine(&dir, config(&server.base_url)).await;
+    let (_dir, bs) = engine_for(&server).await;
     bs.enqueue(mutation("PUT", "/v/1", Some(json!({"s": "\r\n\0é"})), "v", "1"))
         .await
         .unwrap();

@@ -128,8 +128,7 @@ async fn a_failed_ahead_of_time_refresh_still_tries_the_token_and_stops_on_its_4
     // The refresh token is wrong (invalid_grant): the app's token is tried anyway (the server
     // has the last word), its 401 stops the run without a second refresh, nothing is lost.
     let server = oauth_server(&[], false).await;
-    let dir = tempfile::tempdir().unwrap();
-    let bs = engine(&dir, config(&server.base_url)).await;
+    let (_dir, bs) = engine_for(&server).await;
     bs.set_auth(AuthConfig {
         expires_at: Some(0),
         ..oauth("expired", "not-the-refresh-token")
@@ -157,8 +156,7 @@ async fn the_servers_oauth_error_code_is_reported_and_its_free_text_is_not() {
         },
     )
     .await;
-    let dir = tempfile::tempdir().unwrap();
-    let bs = engine(&dir, config(&server.base_url)).await;
+    let (_dir, bs) = engine_for(&server).await;
     bs.set_auth(oauth("stale", "rt-1")).await.unwrap();
     enqueue_visits(&bs, 0..1).await;
     let r = bs.drain(DrainOptions::default()).await.unwrap();
@@ -180,8 +178,7 @@ async fn the_json_exchange_stays_the_default() {
         },
     )
     .await;
-    let dir = tempfile::tempdir().unwrap();
-    let bs = engine(&dir, config(&server.base_url)).await;
+    let (_dir, bs) = engine_for(&server).await;
     // As JS sends it: no refreshMode.
     let auth: AuthConfig = serde_json::from_value(json!({
         "accessToken": "stale", "refreshToken": "rt-1", "refreshUrl": "/auth/refresh"
@@ -271,8 +268,7 @@ async fn tokens_never_reach_reports_history_events_or_logs() {
 
     // Refresh ahead, a refresh after a 401 and a failing refresh, all in one process.
     let server = oauth_server(&[], true).await;
-    let dir = tempfile::tempdir().unwrap();
-    let bs = engine(&dir, config(&server.base_url)).await;
+    let (_dir, bs) = engine_for(&server).await;
     let mut events = bs.subscribe();
     bs.set_auth(AuthConfig {
         expires_at: Some(0),

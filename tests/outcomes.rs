@@ -46,8 +46,7 @@ async fn each_outcome_is_told_once_and_each_round_settles_after_its_events() {
         ..Default::default()
     })
     .await;
-    let dir = tempfile::tempdir().unwrap();
-    let bs = engine(&dir, config(&server.base_url)).await;
+    let (_dir, bs) = engine_for(&server).await;
     let (ids, bad_id) = field_day(&bs).await;
     let mut events = bs.subscribe();
     for _ in 0..20 {
@@ -245,8 +244,7 @@ fn a_background_run_without_listeners_is_caught_up_from_the_database() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pending_for_one_entity_answers_what_is_not_synced_yet() {
     let server = server(FaultConfig::default()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let bs = engine(&dir, config(&server.base_url)).await;
+    let (_dir, bs) = engine_for(&server).await;
     let (ids, bad_id) = field_day(&bs).await;
     let visit = |id: &str| EntityRef {
         kind: "visit".into(),
@@ -401,8 +399,7 @@ async fn a_drain_through_another_handle_in_this_process_reaches_the_apps_listene
         ..Default::default()
     })
     .await;
-    let dir = tempfile::tempdir().unwrap();
-    let bs = engine(&dir, config(&server.base_url)).await;
+    let (_dir, bs) = engine_for(&server).await;
     bs.set_enabled(true).await.unwrap();
     let (ids, bad_id) = field_day(&bs).await;
     let mut rx = bs.subscribe();

@@ -369,8 +369,7 @@ async fn direct_uploads_carry_the_token_and_refresh_once() {
     )
     .await;
     let files = tempfile::tempdir().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let bs = engine(&dir, config(&server.base_url)).await;
+    let (_dir, bs) = engine_for(&server).await;
     bs.set_auth(background_sync_core::AuthConfig {
         access_token: Some("t1".into()),
         refresh_token: Some("r1".into()),

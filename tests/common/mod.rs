@@ -47,6 +47,14 @@ pub async fn engine(dir: &tempfile::TempDir, cfg: SyncConfig) -> BackgroundSync 
     bs
 }
 
+/// A fresh database in a temp folder, configured for `server` with the test defaults of
+/// `config` (the setup most tests start with).
+pub async fn engine_for(server: &RunningServer) -> (tempfile::TempDir, BackgroundSync) {
+    let dir = tempfile::tempdir().unwrap();
+    let bs = engine(&dir, config(&server.base_url)).await;
+    (dir, bs)
+}
+
 /// `PUT /visits/{i}` for each `i` in `ids`, one visit entity each.
 pub async fn enqueue_visits(bs: &BackgroundSync, ids: std::ops::Range<usize>) {
     for i in ids {
