@@ -13,7 +13,7 @@ import sys
 import tempfile
 
 LAYERS = [
-    ["error"],
+    ["error", "time"],
     ["models", "idmap"],
     ["policy", "validate", "coalesce", "diagnose"],
     ["sim"],

@@ -16,6 +16,7 @@
 use crate::error::Result;
 use crate::models::SyncConfig;
 use crate::store::Store;
+use crate::time;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -79,7 +80,8 @@ impl Lease {
     /// Whether a request that may take up to `bound` may start now.
     pub(crate) fn allows(&self, bound: Duration) -> bool {
         !self.lost.is_cancelled()
-            && clock_ms() + bound.as_millis() as i64 + MARGIN_MS <= self.valid_until.load(Ordering::SeqCst)
+            && time::after(clock_ms(), bound).saturating_add(MARGIN_MS)
+                <= self.valid_until.load(Ordering::SeqCst)
     }
 
     /// Make sure the lease covers a request of `bound` (a long upload), extending it first.
@@ -91,7 +93,7 @@ impl Lease {
             return Ok(false);
         }
         let now = clock_ms();
-        let ttl = (bound.as_millis() as i64 + 2 * MARGIN_MS).max(self.ttl_ms);
+        let ttl = time::after(2 * MARGIN_MS, bound).max(self.ttl_ms);
         if store.renew_lease(&self.owner, now, ttl).await? {
             self.valid_until.fetch_max(now + ttl, Ordering::SeqCst);
             Ok(self.allows(bound))
@@ -105,7 +107,7 @@ impl Lease {
     /// turns out to be someone else's. A renewal that fails or hangs (a busy database) simply
     /// does not extend `valid_until`, so no new request starts that could outlive the lease.
     pub(crate) async fn keep(&self, store: &Store, done: &CancellationToken, on_lost: impl FnOnce()) {
-        let every = Duration::from_millis((self.ttl_ms / 4).max(100) as u64);
+        let every = time::span((self.ttl_ms / 4).max(100));
         loop {
             tokio::select! {
                 _ = done.cancelled() => return,

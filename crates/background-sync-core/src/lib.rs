@@ -24,6 +24,7 @@ mod lease;
 mod models;
 mod policy;
 mod store;
+mod time;
 mod transport;
 mod validate;
 

@@ -8,6 +8,7 @@ use crate::models::UploadDestination;
 use crate::models::{AuthConfig, RefreshMode, SyncConfig, TlsConfig};
 use crate::policy::Observed;
 use crate::store::{Claimed, ClaimedUpload};
+use crate::time;
 use crate::validate::{self, OriginPolicy};
 use futures_util::StreamExt;
 use serde_json::Value;
@@ -373,7 +374,7 @@ impl Transport {
             access_token: Some(access),
             refresh_token: rotated.or_else(|| auth.refresh_token.clone()),
             expires_at: expires_in
-                .map(|secs| now_ms.saturating_add(secs.min(10 * 365 * 86_400) as i64 * 1000)),
+                .map(|secs| time::after(now_ms, Duration::from_secs(secs.min(10 * 365 * 86_400)))),
             ..auth.clone()
         })
     }

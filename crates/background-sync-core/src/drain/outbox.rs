@@ -12,6 +12,7 @@ use crate::lease::Lease;
 use crate::models::{AuthConfig, DrainReport, StatusEvent, StopReason, SyncConfig};
 use crate::policy::{self, Observed, Verdict};
 use crate::store::{Applied, Claimed, Outcome, Queue};
+use crate::time;
 use crate::transport::{Outgoing, Sent, Transport};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use std::future::Future;
@@ -289,7 +290,7 @@ impl<'a> Pass<'a> {
                     && self.inner.store.counts().await?.blocked > 0;
                 let due = self.inner.store.next_due().await?;
                 let due_wait = due
-                    .map(|d| Duration::from_millis((d - now).max(0) as u64))
+                    .map(|d| time::until(now, d))
                     .filter(|w| *w + estimate < remaining);
                 if uploading {
                     let wait = due_wait.unwrap_or(remaining);

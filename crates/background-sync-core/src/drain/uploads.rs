@@ -13,6 +13,7 @@ use crate::lease::Lease;
 use crate::models::{DrainReport, StatusEvent, StopReason, SyncConfig, UploadDestination};
 use crate::policy::{self, Observed, Verdict};
 use crate::store::{Applied, ClaimedUpload, Queue, Target, UploadOutcome, UploadSettled};
+use crate::time;
 use crate::transport::{ByteCounter, Sent, Transport};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use std::collections::{HashMap, VecDeque};
@@ -349,11 +350,8 @@ impl<'a> Pass<'a> {
                     return self.left_or(StopReason::Deadline).await;
                 }
                 match self.inner.store.next_upload_due(now).await? {
-                    Some(due)
-                        if Duration::from_millis((due - now).max(0) as u64) + MIN_UPLOAD_WINDOW
-                            < remaining =>
-                    {
-                        let wait = Duration::from_millis((due - now).max(0) as u64);
+                    Some(due) if time::until(now, due) + MIN_UPLOAD_WINDOW < remaining => {
+                        let wait = time::until(now, due);
                         tokio::select! {
                             _ = opts.cancel.cancelled() => return Ok(StopReason::Cancelled),
                             _ = tokio::time::sleep(wait) => continue,

@@ -1,6 +1,7 @@
 //! The time budget, pure: how long the next request is expected to take, what fits in what is
 //! left of a run, and how a measured upload throughput (bytes per ms) updates the estimate.
 
+use crate::time;
 use std::time::Duration;
 
 /// Assumed time to set up a request, added to the size-based estimate of an upload.
@@ -42,7 +43,7 @@ pub(crate) fn expected_upload_ms(
         Some(bpms) => (size as f64 / bpms * 1.2 + REQUEST_OVERHEAD_MS) as i64,
         None => request_timeout_ms as i64,
     };
-    estimate.min(remaining.as_millis() as i64)
+    estimate.min(time::ms(remaining))
 }
 
 /// After a finished upload measured `measured`: a slower link is trusted at once, a faster

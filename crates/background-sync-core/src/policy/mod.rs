@@ -3,6 +3,7 @@
 //! (`budget`). Time and randomness are passed in, so every rule is tested without sleeping.
 
 use crate::models::BackoffConfig;
+use crate::time;
 use rand::Rng;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -87,8 +88,11 @@ pub(crate) fn parse_retry_after(value: &str, now_ms: i64) -> Option<u64> {
         secs.saturating_mul(1000)
     } else {
         let when = httpdate::parse_http_date(value).ok()?;
-        let when_ms = when.duration_since(UNIX_EPOCH).ok()?.as_millis() as i64;
-        (when_ms - now_ms).max(0) as u64
+        let when_ms = time::ms(when.duration_since(UNIX_EPOCH).ok()?);
+        time::until(now_ms, when_ms)
+            .as_millis()
+            .try_into()
+            .unwrap_or(u64::MAX)
     };
     Some(ms.min(MAX_RETRY_AFTER_MS))
 }
@@ -213,7 +217,10 @@ pub(crate) fn verdict(
         },
         Class::Transient { retry_after_ms } => Verdict::Retry {
             attempts,
-            next_at: now + retry_delay_ms(backoff, attempts - 1, retry_after_ms, rng) as i64,
+            next_at: time::after(
+                now,
+                Duration::from_millis(retry_delay_ms(backoff, attempts - 1, retry_after_ms, rng)),
+            ),
             status,
             error: describe(observed, body),
         },
@@ -238,10 +245,11 @@ pub struct SystemClock;
 
 impl Clock for SystemClock {
     fn now_ms(&self) -> i64 {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or(Duration::ZERO)
-            .as_millis() as i64
+        time::ms(
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or(Duration::ZERO),
+        )
     }
 }
 

@@ -4,6 +4,7 @@ use super::settings::{put_setting, KEY_LAST_ERROR, KEY_LAST_SYNC};
 use super::Store;
 use crate::error::Result;
 use crate::models::DrainReport;
+use crate::time;
 
 impl Store {
     pub(crate) async fn record_run(&self, report: &DrainReport) -> Result<()> {
@@ -42,7 +43,7 @@ impl Store {
 
     /// Drop delivered rows and old run reports past the retention (never the id map).
     pub(crate) async fn prune(&self, now: i64, retention_ms: u64) -> Result<u64> {
-        let cutoff = now - retention_ms as i64;
+        let cutoff = time::before(now, std::time::Duration::from_millis(retention_ms));
         let mut n = sqlx::query("DELETE FROM delivered WHERE delivered_at < ?")
             .bind(cutoff)
             .execute(&self.pool)
