@@ -25,6 +25,7 @@ step "guest-js (vitest + @tauri-apps/api/mocks)"
 if [ -f package-lock.json ]; then npm ci --no-audit --no-fund; else npm install --no-audit --no-fund; fi
 npm run build
 npm test
+node scripts/check-readme-snippets.mjs
 
 step "packaging: cargo package --list and npm pack --dry-run against the expected contents"
 scripts/test-packaging.sh
