@@ -14,6 +14,8 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
+mod wakeups;
+
 struct Row {
     section: &'static str,
     case: String,
@@ -405,7 +407,7 @@ async fn main() {
     }
     let smoke = args.iter().any(|a| a == "--smoke") || std::env::var("BGSYNC_BENCH_SMOKE").is_ok();
     let k = if smoke { 1 } else { 10 };
-    // `--only drain` (or enqueue, claim, ios-window, scale, cold-start) runs one section.
+    // `--only drain` (or enqueue, claim, ios-window, scale, cold-start, wakeups, ...) runs one section.
     let only = args
         .iter()
         .position(|a| a == "--only")
@@ -708,6 +710,87 @@ async fn main() {
             });
             bs.close().await;
             tls.shutdown().await;
+        }
+    }
+
+    // 3a'''. Wake-ups of the desktop scheduler over a simulated hour (issue 16 item 5): its
+    // own rules on a virtual clock (benches/wakeups.rs), the rule before this change beside it.
+    if want("wakeups") {
+        use wakeups::{simulate, Rule};
+        let seeds = if smoke { 3 } else { 50 };
+        for (name, scenario) in [
+            (
+                "a field worker's hour (6 visits)",
+                wakeups::field_hour as fn(u64) -> Vec<wakeups::Write>,
+            ),
+            ("two minutes of typing, autosave every second", wakeups::autosave),
+        ] {
+            let (mut now, mut before) = (wakeups::Stats::default(), wakeups::Stats::default());
+            for seed in 0..seeds {
+                let writes = scenario(seed);
+                for (rule, acc) in [(Rule::Plan, &mut now), (Rule::Before, &mut before)] {
+                    let st = simulate(&writes, rule, 100);
+                    assert_eq!(
+                        st.latencies_ms.len(),
+                        st.writes,
+                        "seed {seed}: a write was not delivered"
+                    );
+                    acc.writes += st.writes;
+                    acc.drains += st.drains;
+                    acc.sending_drains += st.sending_drains;
+                    acc.radio_wakeups += st.radio_wakeups;
+                    acc.radio_on_ms += st.radio_on_ms;
+                    acc.latencies_ms.extend(st.latencies_ms);
+                }
+            }
+            let (p95_now, p95_before) = (now.latency_pct(0.95), before.latency_pct(0.95));
+            let (p50_now, p50_before) = (now.latency_pct(0.5), before.latency_pct(0.5));
+            rows.push(Row {
+                section: "wakeups",
+                case: format!("{name}: radio powered (sends + 10 s tail), per run"),
+                engine: now.radio_on_ms as f64 / 1000.0 / seeds as f64,
+                limit: None,
+                unit: "s",
+                note: format!(
+                    "before this change {:.1} s",
+                    before.radio_on_ms as f64 / 1000.0 / seeds as f64
+                ),
+            });
+            rows.push(Row {
+                section: "wakeups",
+                case: format!("{name}: drains that send"),
+                engine: now.per_100_writes(now.sending_drains),
+                limit: None,
+                unit: "per 100 writes",
+                note: format!(
+                    "before this change {:.0}; {} writes in {seeds} seeded runs, 100 ms RTT, 4 lanes",
+                    before.per_100_writes(before.sending_drains),
+                    now.writes
+                ),
+            });
+            rows.push(Row {
+                section: "wakeups",
+                case: format!("{name}: radio wake-ups (idle >= 10 s before)"),
+                engine: now.per_100_writes(now.radio_wakeups),
+                limit: None,
+                unit: "per 100 writes",
+                note: format!(
+                    "before this change {:.0}; scheduler runs (drains, sending or not) {:.0} per 100 writes, before {:.0}",
+                    before.per_100_writes(before.radio_wakeups),
+                    now.per_100_writes(now.drains),
+                    before.per_100_writes(before.drains)
+                ),
+            });
+            rows.push(Row {
+                section: "wakeups",
+                case: format!("{name}: write -> delivered, p50 / p95"),
+                engine: p95_now as f64,
+                limit: None,
+                unit: "ms (p95)",
+                note: format!(
+                    "p50 {p50_now} ms; before this change p50 {p50_before} ms, p95 {p95_before} ms"
+                ),
+            });
         }
     }
 

@@ -274,6 +274,52 @@ fn scheduler_syncs_automatically_and_auto_sync_false_waits_for_the_toggle() {
     rt.block_on(server.shutdown());
 }
 
+/// One save of a form is several writes a few hundred milliseconds apart: the scheduler must
+/// send them in one drain (one radio wake-up), not one drain per write or two.
+#[test]
+fn scheduler_sends_a_burst_of_normal_writes_in_one_drain() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let server = rt.block_on(common::server(common::FaultConfig::default()));
+    let dir = tempfile::tempdir().unwrap();
+    let app = app(&dir, &server.base_url, &all_commands());
+    let w = WebviewWindowBuilder::new(&app, "main", Default::default())
+        .build()
+        .unwrap();
+    // Let the startup drain (an empty queue) finish first.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    for i in 0..5 {
+        let m = json!({ "mutation": { "method": "PUT", "path": format!("/visits/v{i}"), "body": {"v": i},
+                                      "entity": {"kind": "visit", "id": format!("v{i}")} } });
+        invoke(&w, "enqueue", m).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let t = std::time::Instant::now();
+    while rt.block_on(server.applied_log()).len() < 5 {
+        assert!(
+            t.elapsed().as_secs() < 15,
+            "the scheduler did not deliver the burst"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // A trailing drain would come within the debounce; wait it out.
+    std::thread::sleep(std::time::Duration::from_millis(2_500));
+    let runs = invoke(&w, "history", json!({})).unwrap();
+    let sending: Vec<_> = runs
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["requests"].as_u64().unwrap() > 0)
+        .map(|r| (r["trigger"].clone(), r["done"].clone()))
+        .collect();
+    assert_eq!(
+        sending.len(),
+        1,
+        "five writes 200 ms apart took {} drains that sent requests (trigger, delivered): {sending:?}",
+        sending.len()
+    );
+    rt.block_on(server.shutdown());
+}
+
 #[test]
 fn webview_uploads_only_from_allowed_directories() {
     let dir = tempfile::tempdir().unwrap();

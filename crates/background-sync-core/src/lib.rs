@@ -36,6 +36,10 @@ pub mod ffi;
 pub mod jni_entry;
 #[doc(hidden)]
 pub mod sim;
+/// Not API (hidden from the docs, may change at any time): the foreground scheduler's rules,
+/// shared by the plugin's scheduler task and the wake-up simulation in `benches/engine.rs`.
+#[doc(hidden)]
+pub use policy::schedule;
 
 pub use diagnose::{AndroidFacts, DesktopFacts, Diagnostics, IosFacts, PendingTask, PlatformFacts, Problem};
 pub use drain::DrainOptions;

@@ -1,6 +1,7 @@
 //! Delivery policy, free of I/O: how an HTTP outcome is classified and when a retry happens
-//! (here), the batch endpoint's answer split per mutation (`batch`), and the time budget
-//! (`budget`). Time and randomness are passed in, so every rule is tested without sleeping.
+//! (here), the batch endpoint's answer split per mutation (`batch`), the time budget
+//! (`budget`), and when the foreground scheduler drains (`schedule`). Time and randomness are
+//! passed in, so every rule is tested without sleeping.
 
 use crate::models::BackoffConfig;
 use crate::time;
@@ -9,6 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 mod batch;
 mod budget;
+pub mod schedule;
 
 pub(crate) use batch::split_batch;
 pub(crate) use budget::{
