@@ -155,6 +155,9 @@ impl Store {
             .max_connections(4)
             .min_connections(0)
             .acquire_timeout(Duration::from_secs(10))
+            // An in-process file cannot drop a connection the way a server can: a liveness ping
+            // before every use would cost a worker-thread round trip per statement for nothing.
+            .test_before_acquire(false)
             .connect_with(base.clone().synchronous(sync))
             .await?;
         if !migrated {
@@ -164,6 +167,7 @@ impl Store {
             .max_connections(1)
             .min_connections(0)
             .acquire_timeout(Duration::from_secs(10))
+            .test_before_acquire(false)
             .connect_with(base.synchronous(SqliteSynchronous::Normal))
             .await?;
         Ok(Self {

@@ -208,6 +208,16 @@ pub(super) async fn coalesce_with_lane(
         .bind(seq)
         .execute(&mut *tx)
         .await?;
+    // No row is inserted, so the lane is lifted here as the insert's trigger would
+    // (`outbox_lift_lane`, migration 0009).
+    sqlx::query(
+        // language=SQLite
+        "UPDATE outbox SET priority = ?1 WHERE entity_key = ?2 AND priority < ?1",
+    )
+    .bind(p.priority.rank())
+    .bind(entity_key)
+    .execute(&mut *tx)
+    .await?;
     // Its own place in the enqueue order, from the outbox's sequence (never reused).
     let own_seq: i64 =
         sqlx::query_scalar("UPDATE sqlite_sequence SET seq = seq + 1 WHERE name = 'outbox' RETURNING seq")
@@ -340,15 +350,9 @@ impl Store {
             } else {
                 Some(serde_json::to_string(&p.headers)?)
             };
-            // A later mutation of higher priority lifts the earlier ones of its entity: they
-            // must be delivered first anyway. (Nothing is below `low`.)
-            if p.priority.rank() > 0 {
-                sqlx::query("UPDATE outbox SET priority = ?1 WHERE entity_key = ?2 AND priority < ?1")
-                    .bind(p.priority.rank())
-                    .bind(&entity_key)
-                    .execute(&mut *tx)
-                    .await?;
-            }
+            // A later mutation of higher priority lifts the earlier ones of its entity (they
+            // must be delivered first anyway): the INSERT's trigger `outbox_lift_lane` does it,
+            // and a fold below does it itself.
             // References to temp ids of earlier creates (and upload placeholders) become
             // dependencies.
             let mut deps: Vec<&String> = Vec::new();
