@@ -820,7 +820,11 @@ fn reconnect_child() {
     let t = std::time::Instant::now();
     loop {
         let h = invoke(&w, "history", json!({ "limit": 5 })).unwrap();
-        if h.as_array().unwrap().iter().any(|r| r["stopReason"] == "noNetwork") {
+        if h.as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["stopReason"] == "noNetwork")
+        {
             break;
         }
         assert!(t.elapsed().as_secs() < 10, "no noNetwork run: {h}");
@@ -869,8 +873,14 @@ fn reconnect_child() {
         assert!(t.elapsed().as_secs() < 5, "no report of the delivering run: {h}");
         std::thread::sleep(std::time::Duration::from_millis(20));
     };
-    assert_eq!(delivering["trigger"], "reconnect", "the delivering run: {delivering}");
+    assert_eq!(
+        delivering["trigger"], "reconnect",
+        "the delivering run: {delivering}"
+    );
     assert_eq!(invoke(&w, "is_enabled", json!({})).unwrap(), json!(false));
-    println!("RECONNECT-CHILD ok network up → delivered in {} ms", took.as_millis());
+    println!(
+        "RECONNECT-CHILD ok network up → delivered in {} ms",
+        took.as_millis()
+    );
     rt.block_on(server.shutdown());
 }
