@@ -76,6 +76,7 @@ pub(super) async fn apply_outcome(
             body,
         } => {
             let row = sqlx::query(
+                // language=SQLite
                 "DELETE FROM outbox WHERE seq = ? AND claimed_by = ? AND state = 'in_flight' \
                  RETURNING id, idempotency_key, entity_kind, entity_id, method, path, attempts, created_at, temp_id, \
                  coalesce",
@@ -89,6 +90,7 @@ pub(super) async fn apply_outcome(
             };
             let temp_id: Option<String> = row.get("temp_id");
             sqlx::query(
+                // language=SQLite
                 "INSERT INTO delivered (seq, id, idempotency_key, entity_kind, entity_id, method, path, status, attempts, \
                  created_at, delivered_at, server_id, temp_id, told, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             )
@@ -110,12 +112,14 @@ pub(super) async fn apply_outcome(
             .execute(&mut *conn)
             .await?;
             if *had_deps {
+                // language=SQLite
                 sqlx::query("DELETE FROM mutation_deps WHERE mutation_seq = ?")
                     .bind(seq)
                     .execute(&mut *conn)
                     .await?;
             }
             if let (Some(temp), Some(server)) = (&temp_id, server_id) {
+                // language=SQLite
                 sqlx::query("UPDATE id_map SET server_id = ?, resolved_at = ? WHERE temp_id = ?")
                     .bind(server)
                     .bind(now)
@@ -141,6 +145,7 @@ pub(super) async fn apply_outcome(
             // The mutations this row carried are delivered with it, each under its own id.
             if row.get::<bool, _>("coalesce") {
                 let absorbed: Vec<(i64, String, String, String, String, i64)> = sqlx::query_as(
+                    // language=SQLite
                     "DELETE FROM coalesced WHERE into_seq = ? \
                      RETURNING seq, id, idempotency_key, method, path, created_at",
                 )
@@ -151,6 +156,7 @@ pub(super) async fn apply_outcome(
                 absorbed.sort();
                 for (own_seq, id, key, method, path, created_at) in absorbed {
                     sqlx::query(
+                        // language=SQLite
                         "INSERT INTO delivered (seq, id, idempotency_key, entity_kind, entity_id, method, path, \
                          status, attempts, created_at, delivered_at, server_id, told, body) \
                          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -193,6 +199,7 @@ pub(super) async fn apply_outcome(
             status,
             error,
         } => sqlx::query(
+            // language=SQLite
             "UPDATE outbox SET state = 'pending', claimed_by = NULL, backing_off = 1, attempts = ?, next_attempt_at = ?, \
              last_status = ?, last_error = ? WHERE seq = ? AND claimed_by = ? AND state = 'in_flight'",
         )
@@ -213,6 +220,7 @@ pub(super) async fn apply_outcome(
             now,
         } => {
             let row = sqlx::query(
+                // language=SQLite
                 "UPDATE outbox SET state = 'dead', claimed_by = NULL, backing_off = 0, attempts = ?, last_status = ?, \
                  last_error = ?, told = ?, dead_at = ? WHERE seq = ? AND claimed_by = ? AND state = 'in_flight' \
                  RETURNING id, entity_kind, entity_id, coalesce",
@@ -244,6 +252,7 @@ pub(super) async fn apply_outcome(
             });
         }
         Outcome::Release { seq } => sqlx::query(
+            // language=SQLite
             "UPDATE outbox SET state = 'pending', claimed_by = NULL WHERE seq = ? AND claimed_by = ? AND state = 'in_flight'",
         )
         .bind(seq)
@@ -263,6 +272,7 @@ impl Store {
     pub(crate) async fn acquire_lease(&self, owner: &str, now: i64, ttl_ms: i64) -> Result<bool> {
         let mut tx = self.drain.begin_with("BEGIN IMMEDIATE").await?;
         sqlx::query(
+            // language=SQLite
             "INSERT INTO drain_lease (id, owner, expires_at, ttl_ms) VALUES (1, ?1, ?2, ?4) \
              ON CONFLICT(id) DO UPDATE SET owner = excluded.owner, expires_at = excluded.expires_at, \
                                            ttl_ms = excluded.ttl_ms \
@@ -275,6 +285,7 @@ impl Store {
         .bind(ttl_ms)
         .execute(&mut *tx)
         .await?;
+        // language=SQLite
         let holder: String = sqlx::query_scalar("SELECT owner FROM drain_lease WHERE id = 1")
             .fetch_one(&mut *tx)
             .await?;
@@ -287,6 +298,7 @@ impl Store {
     pub(crate) async fn renew_lease(&self, owner: &str, now: i64, ttl_ms: i64) -> Result<bool> {
         let until = now.saturating_add(ttl_ms);
         let n = sqlx::query(
+            // language=SQLite
             "UPDATE drain_lease SET expires_at = MAX(expires_at, ?1), ttl_ms = MAX(expires_at, ?1) - ?2 \
              WHERE id = 1 AND owner = ?3",
         )
@@ -300,6 +312,7 @@ impl Store {
     }
 
     pub(crate) async fn release_lease(&self, owner: &str) -> Result<()> {
+        // language=SQLite
         sqlx::query("DELETE FROM drain_lease WHERE id = 1 AND owner = ?")
             .bind(owner)
             .execute(&self.drain)
@@ -314,6 +327,7 @@ impl Store {
         let mut n = 0;
         for q in Queue::ALL {
             let table = q.table();
+            // language=SQLite
             n += sqlx::query(&format!(
                 // language=SQLite
                 "UPDATE {table} SET next_attempt_at = ?1 + MAX(0, next_attempt_at - claimed_at), claimed_at = ?1 \
@@ -334,6 +348,7 @@ impl Store {
         let mut n = 0;
         for q in Queue::ALL {
             let table = q.table();
+            // language=SQLite
             n += sqlx::query(&format!(
                 // language=SQLite
                 "UPDATE {table} SET state = 'pending', claimed_by = NULL WHERE state = 'in_flight'"
@@ -349,6 +364,7 @@ impl Store {
     /// Each pass releases only its own queue's rows.
     pub(crate) async fn recover_owned(&self, queue: Queue, owner: &str) -> Result<u64> {
         let table = queue.table();
+        // language=SQLite
         Ok(sqlx::query(&format!(
             // language=SQLite
             "UPDATE {table} SET state = 'pending', claimed_by = NULL WHERE state = 'in_flight' AND claimed_by = ?"
@@ -390,6 +406,7 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         let rows = sqlx::query(
+            // language=SQLite
             "UPDATE outbox SET state = 'in_flight', claimed_by = ?1, claimed_at = ?2 \
              WHERE seq IN ( \
                SELECT o.seq FROM outbox o INDEXED BY outbox_heads \
@@ -430,6 +447,7 @@ impl Store {
         if claimed.iter().any(|c| c.has_deps) {
             let seqs: Vec<i64> = claimed.iter().filter(|c| c.has_deps).map(|c| c.seq).collect();
             let maps = sqlx::query(
+                // language=SQLite
                 "SELECT d.mutation_seq, m.temp_id, m.server_id FROM mutation_deps d \
                  JOIN id_map m ON m.temp_id = d.temp_id \
                  WHERE d.mutation_seq IN (SELECT value FROM json_each(?)) AND m.server_id IS NOT NULL",
@@ -470,6 +488,7 @@ impl Store {
     /// The retry rule shared by mutations and uploads.
     pub(crate) async fn revive_dead(&self, queue: Queue, id: &str, now: i64) -> Result<u64> {
         let table = queue.table();
+        // language=SQLite
         Ok(sqlx::query(&format!(
             // language=SQLite
             "UPDATE {table} SET state = 'pending', attempts = 0, next_attempt_at = ?,{reset} \

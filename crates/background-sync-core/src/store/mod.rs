@@ -137,6 +137,7 @@ impl Store {
                     .connect_with(base.clone().synchronous(SqliteSynchronous::Full))
                     .await?;
                 MIGRATOR.run(&probe).await?;
+                // language=SQLite
                 let cfg: Option<String> = sqlx::query_scalar("SELECT value FROM settings WHERE key = ?")
                     .bind(KEY_CONFIG)
                     .fetch_optional(&probe)

@@ -76,6 +76,7 @@ pub(super) async fn coalesce_with_lane(
         if !p.headers.is_empty() {
             return Ok(Folded::No);
         }
+        // language=SQLite
         let lane: Vec<(i64, String, Option<String>, bool)> = sqlx::query_as(&format!(
             "SELECT seq, id, temp_id, {unsent} FROM outbox WHERE entity_key = ? ORDER BY seq"
         ))
@@ -91,6 +92,7 @@ pub(super) async fn coalesce_with_lane(
         // Cancelled only while nothing outside the lane waits for the create: those would
         // point at an entity that never exists.
         let waited_for: bool = sqlx::query_scalar(
+            // language=SQLite
             "SELECT EXISTS (SELECT 1 FROM mutation_deps WHERE temp_id = ?1 \
                AND mutation_seq NOT IN (SELECT seq FROM outbox WHERE entity_key = ?2)) \
              OR NOT EXISTS (SELECT 1 FROM id_map WHERE temp_id = ?1 AND server_id IS NULL AND discarded = 0)",
@@ -103,6 +105,7 @@ pub(super) async fn coalesce_with_lane(
             return Ok(Folded::No);
         }
         let mut ids: Vec<(i64, String)> = sqlx::query_as(
+            // language=SQLite
             "DELETE FROM coalesced WHERE into_seq IN (SELECT seq FROM outbox WHERE entity_key = ?) RETURNING seq, id",
         )
         .bind(entity_key)
@@ -111,15 +114,18 @@ pub(super) async fn coalesce_with_lane(
         ids.extend(lane.into_iter().map(|r| (r.0, r.1)));
         ids.sort();
         sqlx::query(
+            // language=SQLite
             "DELETE FROM mutation_deps WHERE mutation_seq IN (SELECT seq FROM outbox WHERE entity_key = ?)",
         )
         .bind(entity_key)
         .execute(&mut *tx)
         .await?;
+        // language=SQLite
         sqlx::query("DELETE FROM outbox WHERE entity_key = ?")
             .bind(entity_key)
             .execute(&mut *tx)
             .await?;
+        // language=SQLite
         sqlx::query("UPDATE id_map SET discarded = 1 WHERE temp_id = ?")
             .bind(&temp_id)
             .execute(&mut *tx)
@@ -152,6 +158,7 @@ pub(super) async fn coalesce_with_lane(
         bool,
         bool,
     );
+    // language=SQLite
     let tail: Option<TailRow> = sqlx::query_as(&format!(
         "SELECT seq, id, method, path, body, temp_id, headers IS NOT NULL, coalesce, {unsent} \
          FROM outbox WHERE entity_key = ? ORDER BY seq DESC LIMIT 1"
@@ -165,6 +172,7 @@ pub(super) async fn coalesce_with_lane(
     // The folded row resolves only the references it already had (and its own temp id).
     if !deps.is_empty() {
         let held: Vec<String> =
+            // language=SQLite
             sqlx::query_scalar("SELECT temp_id FROM mutation_deps WHERE mutation_seq = ?")
                 .bind(seq)
                 .fetch_all(&mut *tx)
@@ -203,6 +211,7 @@ pub(super) async fn coalesce_with_lane(
     let Some(new_body) = folded else {
         return Ok(Folded::No);
     };
+    // language=SQLite
     sqlx::query("UPDATE outbox SET body = ? WHERE seq = ?")
         .bind(serde_json::to_string(&new_body)?)
         .bind(seq)
@@ -220,10 +229,12 @@ pub(super) async fn coalesce_with_lane(
     .await?;
     // Its own place in the enqueue order, from the outbox's sequence (never reused).
     let own_seq: i64 =
+        // language=SQLite
         sqlx::query_scalar("UPDATE sqlite_sequence SET seq = seq + 1 WHERE name = 'outbox' RETURNING seq")
             .fetch_one(&mut *tx)
             .await?;
     sqlx::query(
+        // language=SQLite
         "INSERT INTO coalesced (seq, id, idempotency_key, into_seq, method, path, created_at) \
          VALUES (?, ?, ?, ?, ?, ?, ?)",
     )
@@ -296,6 +307,7 @@ impl Store {
         // contain are known temp ids or placeholders (JSON {temp id: discarded}).
         let all: std::collections::BTreeSet<&String> = items.iter().flat_map(|p| &p.candidates).collect();
         let (open, known): (i64, String) = sqlx::query_as(
+            // language=SQLite
             "SELECT (SELECT open_count FROM queue_stats WHERE id = 1), \
                     (SELECT json_group_object(temp_id, discarded) FROM id_map \
                      WHERE temp_id IN (SELECT value FROM json_each(?)))",
@@ -325,6 +337,7 @@ impl Store {
         for (index, p) in items.iter().enumerate() {
             if p.caller_key {
                 let existing: Option<(String, i64, Option<String>)> = sqlx::query_as(
+                    // language=SQLite
                     "SELECT id, seq, NULL FROM outbox WHERE idempotency_key = ?1 \
                      UNION ALL SELECT c.id, c.into_seq, o.id FROM coalesced c JOIN outbox o ON o.seq = c.into_seq \
                        WHERE c.idempotency_key = ?1 \
@@ -403,6 +416,7 @@ impl Store {
                 }
             }
             let seq: i64 = sqlx::query_scalar(
+                // language=SQLite
                 "INSERT INTO outbox (id, idempotency_key, priority, entity_kind, entity_id, entity_key, method, path, \
                  headers, body, temp_id, created_at, next_attempt_at, coalesce, is_head) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, \
@@ -425,6 +439,7 @@ impl Store {
             .fetch_one(&mut *tx)
             .await?;
             for c in deps {
+                // language=SQLite
                 sqlx::query("INSERT OR IGNORE INTO mutation_deps (mutation_seq, temp_id) VALUES (?, ?)")
                     .bind(seq)
                     .bind(c)
@@ -433,6 +448,7 @@ impl Store {
             }
             if let Some(t) = &p.temp_id {
                 let inserted = sqlx::query(
+                    // language=SQLite
                     "INSERT INTO id_map (temp_id, entity_kind, created_by) VALUES (?, ?, ?) ON CONFLICT(temp_id) DO NOTHING",
                 )
                 .bind(t)
@@ -483,6 +499,7 @@ impl Store {
     }
 
     pub(crate) async fn open_not_dead(&self) -> Result<u64> {
+        // language=SQLite
         let n: i64 = sqlx::query_scalar("SELECT pending + in_flight FROM queue_stats WHERE id = 1")
             .fetch_one(&self.pool)
             .await?;
@@ -495,6 +512,7 @@ impl Store {
     /// whole interval.
     pub(crate) async fn next_due(&self) -> Result<Option<i64>> {
         Ok(sqlx::query_scalar(
+            // language=SQLite
             "SELECT MIN(next_attempt_at) FROM outbox INDEXED BY outbox_backing_off \
              WHERE backing_off = 1 AND state = 'pending'",
         )
@@ -513,6 +531,7 @@ impl Store {
         let states: Vec<&str> = states.iter().map(|s| s.as_str()).collect();
         let entity_key = entity.map(|e| format!("{}\u{1f}{}", e.kind, e.id));
         let rows = sqlx::query(
+            // language=SQLite
             "SELECT o.*, (SELECT json_group_array(m.temp_id) FROM mutation_deps d JOIN id_map m ON m.temp_id = d.temp_id \
                           WHERE d.mutation_seq = o.seq AND m.server_id IS NULL) AS waiting \
              FROM outbox o WHERE o.state IN (SELECT value FROM json_each(?1)) AND (?2 IS NULL OR o.entity_key = ?2) \
@@ -529,6 +548,7 @@ impl Store {
 
     pub(crate) async fn get(&self, id: &str) -> Result<Mutation> {
         let row = sqlx::query(
+            // language=SQLite
             "SELECT o.*, (SELECT json_group_array(m.temp_id) FROM mutation_deps d JOIN id_map m ON m.temp_id = d.temp_id \
                           WHERE d.mutation_seq = o.seq AND m.server_id IS NULL) AS waiting \
              FROM outbox o WHERE o.id = ?",
@@ -561,6 +581,7 @@ impl Store {
     ) -> Result<()> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let row: Option<(i64, Option<String>)> =
+            // language=SQLite
             sqlx::query_as("SELECT seq, temp_id FROM outbox WHERE id = ? AND state = 'dead'")
                 .bind(id)
                 .fetch_optional(&mut *tx)
@@ -575,6 +596,7 @@ impl Store {
         sqlx::query(
             // An edited request is a new request: a server that stored the rejected one's
             // response under the old key would answer "key reused with a different request".
+            // language=SQLite
             "UPDATE outbox SET body = ?, state = 'pending', backing_off = 0, attempts = 0, next_attempt_at = ?, idempotency_key = ? \
              WHERE seq = ?",
         )
@@ -584,6 +606,7 @@ impl Store {
         .bind(seq)
         .execute(&mut *tx)
         .await?;
+        // language=SQLite
         sqlx::query("DELETE FROM mutation_deps WHERE mutation_seq = ?")
             .bind(seq)
             .execute(&mut *tx)
@@ -593,6 +616,7 @@ impl Store {
             .filter(|c| Some(c) != temp_id.as_ref())
             .collect();
         sqlx::query(
+            // language=SQLite
             "INSERT OR IGNORE INTO mutation_deps (mutation_seq, temp_id) \
              SELECT ?1, temp_id FROM id_map WHERE temp_id IN (SELECT value FROM json_each(?2)) AND created_by < ?1",
         )
@@ -610,6 +634,7 @@ impl Store {
     pub(crate) async fn discard(&self, id: &str, heard: bool, now: i64) -> Result<Vec<Applied>> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let row: Option<(i64, String, Option<String>)> =
+            // language=SQLite
             sqlx::query_as("SELECT seq, state, temp_id FROM outbox WHERE id = ?")
                 .bind(id)
                 .fetch_optional(&mut *tx)
@@ -622,15 +647,18 @@ impl Store {
                 "mutation '{id}' is being sent; try again after the drain"
             )));
         }
+        // language=SQLite
         sqlx::query("DELETE FROM outbox WHERE seq = ?")
             .bind(seq)
             .execute(&mut *tx)
             .await?;
+        // language=SQLite
         sqlx::query("DELETE FROM mutation_deps WHERE mutation_seq = ?")
             .bind(seq)
             .execute(&mut *tx)
             .await?;
         // What was coalesced into it goes with it.
+        // language=SQLite
         sqlx::query("DELETE FROM coalesced WHERE into_seq = ?")
             .bind(seq)
             .execute(&mut *tx)
@@ -638,12 +666,14 @@ impl Store {
         let mut orphaned = Vec::new();
         if let Some(t) = temp_id {
             let resolved: Option<String> =
+                // language=SQLite
                 sqlx::query_scalar("SELECT server_id FROM id_map WHERE temp_id = ?")
                     .bind(&t)
                     .fetch_optional(&mut *tx)
                     .await?
                     .flatten();
             if resolved.is_none() {
+                // language=SQLite
                 sqlx::query("UPDATE id_map SET discarded = 1 WHERE temp_id = ?")
                     .bind(&t)
                     .execute(&mut *tx)

@@ -198,6 +198,7 @@ impl Store {
 
     pub(crate) async fn server_id_for(&self, temp_id: &str) -> Result<Option<String>> {
         Ok(
+            // language=SQLite
             sqlx::query_scalar("SELECT server_id FROM id_map WHERE temp_id = ?")
                 .bind(temp_id)
                 .fetch_optional(&self.pool)

@@ -10,6 +10,7 @@ impl Store {
     pub(crate) async fn record_run(&self, report: &DrainReport) -> Result<()> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         sqlx::query(
+            // language=SQLite
             "INSERT OR REPLACE INTO drain_runs (run_id, started_at, finished_at, report) VALUES (?, ?, ?, ?)",
         )
         .bind(&report.run_id)
@@ -33,6 +34,7 @@ impl Store {
 
     pub(crate) async fn history(&self, limit: u32) -> Result<Vec<DrainReport>> {
         let rows: Vec<String> = sqlx::query_scalar(
+            // language=SQLite
             "SELECT report FROM drain_runs ORDER BY finished_at DESC, run_id DESC LIMIT ?",
         )
         .bind(limit as i64)
@@ -44,12 +46,14 @@ impl Store {
     /// Drop delivered rows and old run reports past the retention (never the id map).
     pub(crate) async fn prune(&self, now: i64, retention_ms: u64) -> Result<u64> {
         let cutoff = time::before(now, std::time::Duration::from_millis(retention_ms));
+        // language=SQLite
         let mut n = sqlx::query("DELETE FROM delivered WHERE delivered_at < ?")
             .bind(cutoff)
             .execute(&self.pool)
             .await?
             .rows_affected();
         n += sqlx::query(
+            // language=SQLite
             "DELETE FROM drain_runs WHERE finished_at < ? AND run_id NOT IN \
              (SELECT run_id FROM drain_runs ORDER BY finished_at DESC LIMIT 20)",
         )

@@ -40,6 +40,7 @@ pub(super) async fn put_setting<'e>(
 
 impl Store {
     pub(super) async fn get_setting(&self, key: &str) -> Result<Option<String>> {
+        // language=SQLite
         Ok(sqlx::query_scalar("SELECT value FROM settings WHERE key = ?")
             .bind(key)
             .fetch_optional(&self.pool)
@@ -81,6 +82,7 @@ impl Store {
     pub(crate) async fn replace_auth(&self, old: &AuthConfig, new: &AuthConfig) -> Result<bool> {
         let old_json = serde_json::to_string(old)?;
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        // language=SQLite
         let stored: Option<String> = sqlx::query_scalar("SELECT value FROM settings WHERE key = ?")
             .bind(KEY_AUTH)
             .fetch_optional(&mut *tx)

@@ -15,6 +15,7 @@ impl Store {
         max_wait_ms: i64,
     ) -> Result<Vec<Claimed>> {
         // Unit tests that do not exercise the lease claim as its first holder.
+        // language=SQLite
         sqlx::query("INSERT INTO drain_lease (id, owner, expires_at, ttl_ms) VALUES (1, ?, ?, 0) ON CONFLICT DO NOTHING")
             .bind(owner)
             .bind(now + 60_000)
@@ -294,6 +295,7 @@ async fn prune_drops_old_delivered_rows_only() {
     s.complete(e[0].seq, "me", 200, None, T0).await.unwrap();
     s.complete(e[1].seq, "me", 200, None, T0 + 10_000).await.unwrap();
     assert_eq!(s.prune(T0 + 10_001, 5_000).await.unwrap(), 1);
+    // language=SQLite
     let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM delivered")
         .fetch_one(&s.pool)
         .await
@@ -356,6 +358,7 @@ proptest::proptest! {
             let mut delivered = 0;
             loop {
                 let best: Option<i64> = sqlx::query_scalar(
+                    // language=SQLite
                     "SELECT MAX(priority) FROM outbox WHERE is_head = 1 AND state = 'pending'",
                 )
                 .fetch_one(&s.pool)
@@ -364,6 +367,7 @@ proptest::proptest! {
                 let got = s.claim("me", T0, 1, MAX_WAIT).await.unwrap();
                 let Some(c) = got.into_iter().next() else { break };
                 assert_eq!(Some(c.priority.rank()), best, "a head of the highest priority goes first");
+                // language=SQLite
                 let entity: String = sqlx::query_scalar("SELECT entity_id FROM outbox WHERE seq = ?")
                     .bind(c.seq)
                     .fetch_one(&s.pool)

@@ -139,6 +139,7 @@ impl Store {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         if p.caller_key {
             let existing: Option<(String, String, i64)> =
+                // language=SQLite
                 sqlx::query_as("SELECT id, placeholder, size FROM uploads WHERE idempotency_key = ?")
                     .bind(&p.idempotency_key)
                     .fetch_optional(&mut *tx)
@@ -151,6 +152,7 @@ impl Store {
                 });
             }
         }
+        // language=SQLite
         let open: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM uploads WHERE {OPEN}"))
             .fetch_one(&mut *tx)
             .await?;
@@ -160,6 +162,7 @@ impl Store {
             )));
         }
         let taken = sqlx::query(
+            // language=SQLite
             "INSERT INTO id_map (temp_id, entity_kind, created_by) VALUES (?, ?, 0) ON CONFLICT(temp_id) DO NOTHING",
         )
         .bind(&p.placeholder)
@@ -174,6 +177,7 @@ impl Store {
             )));
         }
         sqlx::query(
+            // language=SQLite
             "INSERT INTO uploads (id, placeholder, idempotency_key, priority, entity_kind, entity_id, file_path, owned, \
              file_name, content_type, size, destination, created_at, next_attempt_at) \
              VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -213,6 +217,7 @@ impl Store {
         max_wait_ms: i64,
     ) -> Result<Vec<ClaimedUpload>> {
         let rows = sqlx::query(
+            // language=SQLite
             "UPDATE uploads SET state = 'in_flight', claimed_by = ?1, claimed_at = ?2 \
              WHERE seq IN ( \
                SELECT seq FROM uploads INDEXED BY uploads_due WHERE state = 'pending' AND size <= ?5 \
@@ -261,6 +266,7 @@ impl Store {
 
     /// Remember a signed URL (kept across runs until it expires or is rejected).
     pub(crate) async fn set_upload_target(&self, seq: i64, owner: &str, t: &Target) -> Result<()> {
+        // language=SQLite
         sqlx::query("UPDATE uploads SET target = ? WHERE seq = ? AND claimed_by = ? AND state = 'in_flight'")
             .bind(serde_json::to_string(t)?)
             .bind(seq)
@@ -364,6 +370,7 @@ impl Store {
         let told = upload_outcome(&row);
         let (placeholder, file, owned): (String, String, bool) =
             (row.get("placeholder"), row.get("file_path"), row.get("owned"));
+        // language=SQLite
         sqlx::query("UPDATE id_map SET server_id = ?, resolved_at = ? WHERE temp_id = ?")
             .bind(result)
             .bind(now)
@@ -388,6 +395,7 @@ impl Store {
         forget_target: bool,
     ) -> Result<bool> {
         let n = sqlx::query(
+            // language=SQLite
             "UPDATE uploads SET state = 'pending', claimed_by = NULL, attempts = ?, next_attempt_at = ?, \
              last_status = ?, last_error = ?, \
              target = CASE WHEN ? THEN NULL ELSE target END \
@@ -440,6 +448,7 @@ impl Store {
     /// Unconfirmed through no fault of the upload (deadline, cancellation, offline).
     pub(crate) async fn release_upload(&self, seq: i64, owner: &str) -> Result<()> {
         sqlx::query(
+            // language=SQLite
             "UPDATE uploads SET state = 'pending', claimed_by = NULL WHERE seq = ? AND claimed_by = ? AND state = 'in_flight'",
         )
         .bind(seq)
@@ -452,6 +461,7 @@ impl Store {
     /// (pending + in flight, dead).
     pub(crate) async fn upload_counts(&self) -> Result<(u64, u64)> {
         let (open, dead): (i64, i64) = sqlx::query_as(
+            // language=SQLite
             "SELECT COALESCE(SUM(state IN ('pending', 'in_flight')), 0), COALESCE(SUM(state = 'dead'), 0) \
              FROM uploads WHERE state IN ('pending', 'in_flight', 'dead')",
         )
@@ -463,6 +473,7 @@ impl Store {
     /// Earliest future due time among pending uploads.
     pub(crate) async fn next_upload_due(&self, now: i64) -> Result<Option<i64>> {
         Ok(sqlx::query_scalar(
+            // language=SQLite
             "SELECT MIN(next_attempt_at) FROM uploads WHERE state = 'pending' AND next_attempt_at > ?1 AND attempts > 0",
         )
         .bind(now)
@@ -473,6 +484,7 @@ impl Store {
     /// Pending uploads due now or within `horizon_ms` (whether waiting in this run can help).
     pub(crate) async fn uploads_due_by(&self, now: i64, horizon_ms: i64) -> Result<bool> {
         let n: i64 = sqlx::query_scalar(
+            // language=SQLite
             "SELECT COUNT(*) FROM uploads WHERE state = 'pending' AND next_attempt_at <= ?",
         )
         .bind(now + horizon_ms)
@@ -489,6 +501,7 @@ impl Store {
     ) -> Result<Vec<Upload>> {
         let names: Vec<&str> = states.iter().map(|s| s.as_str()).collect();
         let rows = sqlx::query(
+            // language=SQLite
             "SELECT * FROM uploads WHERE state IN (SELECT value FROM json_each(?)) ORDER BY seq LIMIT ? OFFSET ?",
         )
         .bind(serde_json::to_string(&names)?)
@@ -500,6 +513,7 @@ impl Store {
     }
 
     pub(crate) async fn get_upload(&self, id: &str) -> Result<Upload> {
+        // language=SQLite
         let row = sqlx::query("SELECT * FROM uploads WHERE id = ?")
             .bind(id)
             .fetch_optional(&self.pool)
@@ -529,6 +543,7 @@ impl Store {
     ) -> Result<(Vec<Applied>, Option<String>)> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let row: Option<(i64, String, String, String, bool)> =
+            // language=SQLite
             sqlx::query_as("SELECT seq, state, placeholder, file_path, owned FROM uploads WHERE id = ?")
                 .bind(id)
                 .fetch_optional(&mut *tx)
@@ -541,12 +556,14 @@ impl Store {
                 "upload '{id}' is being sent; try again after the drain"
             )));
         }
+        // language=SQLite
         sqlx::query("DELETE FROM uploads WHERE seq = ?")
             .bind(seq)
             .execute(&mut *tx)
             .await?;
         let mut orphaned = Vec::new();
         if state != "done" {
+            // language=SQLite
             sqlx::query("UPDATE id_map SET discarded = 1 WHERE temp_id = ? AND server_id IS NULL")
                 .bind(&placeholder)
                 .execute(&mut *tx)
@@ -599,6 +616,7 @@ impl Store {
         };
         // Copies the plugin owns: id → still needed (not finished).
         let owned: std::collections::HashMap<String, bool> =
+            // language=SQLite
             sqlx::query_as::<_, (String, bool)>("SELECT id, state != 'done' FROM uploads WHERE owned = 1")
                 .fetch_all(&self.pool)
                 .await?
@@ -629,6 +647,7 @@ impl Store {
     /// Finished uploads past the retention (their placeholders are pruned with the id map).
     pub(crate) async fn prune_uploads(&self, cutoff: i64) -> Result<u64> {
         Ok(
+            // language=SQLite
             sqlx::query("DELETE FROM uploads WHERE state = 'done' AND finished_at < ?")
                 .bind(cutoff)
                 .execute(&self.pool)
