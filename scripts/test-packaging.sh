@@ -17,7 +17,8 @@ fail=0
 for want in build.rs Cargo.toml src/lib.rs README.md LICENSE-MIT LICENSE-APACHE \
   android/src/main/AndroidManifest.xml android/build.gradle.kts \
   android/src/main/java/app/tauri/backgroundsync/SyncWorker.kt \
-  ios/Package.swift ios/Sources/BackgroundSyncPlugin/BackgroundSyncPlugin.swift ios/info_plist_entries.rs \
+  ios/Package.swift ios/Sources/BackgroundSyncPlugin/BackgroundSyncPlugin.swift ios/Sources/BackgroundSyncPlugin/DrainRun.swift \
+  ios/info_plist_entries.rs \
   permissions/default.toml include/bgsync.h; do
   grep -qx "$want" <<<"$crate" || { echo "crate package lacks $want"; fail=1; }
 done

@@ -1,5 +1,4 @@
 import BackgroundTasks
-import BackgroundSyncFFI
 import Foundation
 import Network
 import Tauri
@@ -66,25 +65,24 @@ class BackgroundSyncPlugin: Plugin {
     }
 
     /// Runs the drain on a background queue; the expiration handler raises the cancel flag,
-    /// which Rust polls, and the task completes from the report. The flag is an object that
-    /// both the handler and the drain retain, so it outlives whichever runs last; the handler is
-    /// cleared before the task completes.
+    /// which Rust polls, and the task completes from the report. Order and ownership are in
+    /// `DrainRun` (DrainRun.swift, run under AddressSanitizer on Linux): the handler is cleared
+    /// before the task completes, and it retains the flag.
     private func run(task: BGTask, trigger: String, budgetMs: UInt64) {
         guard let args = savedArgs() else {
             task.setTaskCompleted(success: true)
             return
         }
         schedule(args, force: true) // this run consumed the pending request: ask for the next
-        let flag = CancelFlag()
-        task.expirationHandler = { flag.raise() }
-        DispatchQueue.global(qos: .utility).async {
-            let report = Self.drain(args.dbPath, min(budgetMs, args.budgetMs), trigger, flag.pointer)
-            let reason = report?["stopReason"] as? String ?? "error"
-            os_log("drain %{public}@: %{public}@", log: log, type: .info, trigger, reason)
-            task.expirationHandler = nil
-            task.setTaskCompleted(success: reason != "error" && reason != "cancelled")
-            withExtendedLifetime(flag) {}
-        }
+        DrainRun.start(
+            setExpiration: { task.expirationHandler = $0 },
+            drain: { DrainRun.drain(args.dbPath, min(budgetMs, args.budgetMs), trigger, $0) },
+            completion: { report in
+                let reason = report?["stopReason"] as? String ?? "error"
+                os_log("drain %{public}@: %{public}@", log: log, type: .info, trigger, reason)
+                task.setTaskCompleted(success: DrainRun.succeeded(report))
+            }
+        )
     }
 
     /// A drain while the app runs (reconnect, run-now, enable): iOS suspends a backgrounded app
@@ -100,21 +98,13 @@ class BackgroundSyncPlugin: Plugin {
                 id = .invalid
             }
             DispatchQueue.global(qos: .utility).async {
-                _ = Self.drain(args.dbPath, args.budgetMs, trigger, flag.pointer)
+                _ = DrainRun.drain(args.dbPath, args.budgetMs, trigger, flag.pointer)
                 DispatchQueue.main.async {
                     if id != .invalid { UIApplication.shared.endBackgroundTask(id) }
                     id = .invalid
                 }
             }
         }
-    }
-
-    static func drain(_ db: String, _ budgetMs: UInt64, _ trigger: String, _ flag: UnsafeMutablePointer<Int32>?) -> [String: Any]? {
-        guard let raw = bgsync_drain_with_trigger(db, budgetMs, trigger, flag) else { return nil }
-        defer { bgsync_free(raw) }
-        let json = String(cString: raw)
-        guard let obj = try? JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any] else { return nil }
-        return obj["report"] as? [String: Any]
     }
 
     /// Submit the refresh and processing requests. A submit replaces the pending request and
@@ -238,26 +228,6 @@ struct DiagnosticsFacts: Encodable {
 struct PendingTaskFact: Encodable {
     let identifier: String
     let earliestBeginAt: Int64?
-}
-
-/// The cancel flag Rust polls (`int32_t *`), owned by an object: whoever holds the last
-/// reference (the expiration handler or the drain) frees it, never while the other can write.
-final class CancelFlag {
-    let pointer: UnsafeMutablePointer<Int32>
-
-    init() {
-        pointer = UnsafeMutablePointer<Int32>.allocate(capacity: 1)
-        pointer.initialize(to: 0)
-    }
-
-    func raise() {
-        pointer.pointee = 1
-    }
-
-    deinit {
-        pointer.deinitialize(count: 1)
-        pointer.deallocate()
-    }
 }
 
 /// RegisterArgs round-trips through UserDefaults.
