@@ -15,5 +15,6 @@ run "whole Android shim vs android-all + Tauri's Kotlin API + AndroidX stubs" ba
 # The Swift toolchain is Debian trixie's, in a root of its own (tests/native/swift_env.sh):
 # each check says SKIPPED where it cannot be made (not root, no Debian mirror).
 run "iOS shim Swift syntax (swiftc -parse, Debian trixie's swiftlang)" bash tests/native/swift_parse.sh
+run "iOS shim type-check (Tauri's Swift plugin API + Apple stand-ins)" bash tests/native/swift_typecheck.sh
 run "iOS shim's DrainRun under AddressSanitizer, with the real C ABI" bash tests/native/swift_drain_asan.sh
 [ "$total_fail" = 0 ]
