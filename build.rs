@@ -43,21 +43,8 @@ fn main() {
     // tauri-plugin offers it on macOS hosts only (where iOS builds happen).
     #[cfg(target_os = "macos")]
     if std::env::var("CARGO_CFG_TARGET_OS").as_deref() == Ok("ios") {
-        tauri_plugin::mobile::update_info_plist(|plist| {
-            for (key, wanted) in info_plist_entries() {
-                let mut values = plist
-                    .get(key)
-                    .and_then(|v| v.as_array().cloned())
-                    .unwrap_or_default();
-                for w in wanted {
-                    if !values.iter().any(|v| v.as_string() == Some(w)) {
-                        values.push(w.into());
-                    }
-                }
-                plist.insert(key.into(), values.into());
-            }
-        })
-        .expect("failed to add the background-sync entries to Info.plist");
+        tauri_plugin::mobile::update_info_plist(add_info_plist_entries)
+            .expect("failed to add the background-sync entries to Info.plist");
     }
 }
 

@@ -49,3 +49,54 @@ fn the_info_plist_template_lists_every_entry() {
         }
     }
 }
+
+/// build.rs's writer (run on every iOS build) on an Info.plist as an app's iOS project has it,
+/// with a background mode of its own: the app's mode stays, ours are added once however many
+/// builds run it, and the identifiers expand with the bundle id as the shim derives them.
+#[test]
+fn the_build_time_writer_adds_the_entries_to_an_apps_info_plist_once() {
+    let app_plist = r#"<?xml version="1.0" encoding="UTF-8"?>
+<!DOCTYPE plist PUBLIC "-//Apple//DTD PLIST 1.0//EN" "http://www.apple.com/DTDs/PropertyList-1.0.dtd">
+<plist version="1.0">
+<dict>
+  <key>CFBundleIdentifier</key>
+  <string>$(PRODUCT_BUNDLE_IDENTIFIER)</string>
+  <key>UIBackgroundModes</key>
+  <array><string>remote-notification</string></array>
+</dict>
+</plist>"#;
+    let mut dict: plist::Dictionary = plist::from_bytes(app_plist.as_bytes()).unwrap();
+    add_info_plist_entries(&mut dict);
+    add_info_plist_entries(&mut dict);
+    let mut written = Vec::new();
+    plist::to_writer_xml(&mut written, &dict).unwrap();
+    let back: plist::Dictionary = plist::from_bytes(&written).unwrap();
+    let strings = |key: &str| -> Vec<String> {
+        back.get(key)
+            .and_then(|v| v.as_array())
+            .unwrap_or_else(|| panic!("{key} missing"))
+            .iter()
+            .map(|v| v.as_string().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(
+        strings("UIBackgroundModes"),
+        ["remote-notification", "fetch", "processing"]
+    );
+    let bundle = "com.example.fieldvisits";
+    let ids: Vec<String> = strings("BGTaskSchedulerPermittedIdentifiers")
+        .iter()
+        .map(|id| id.replace("$(PRODUCT_BUNDLE_IDENTIFIER)", bundle))
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            format!("{bundle}.background-sync.refresh"),
+            format!("{bundle}.background-sync.processing")
+        ]
+    );
+    assert_eq!(
+        back.get("CFBundleIdentifier").and_then(|v| v.as_string()),
+        Some("$(PRODUCT_BUNDLE_IDENTIFIER)")
+    );
+}
