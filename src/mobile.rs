@@ -85,6 +85,13 @@ impl<R: Runtime> Platform<R> {
                 ))
                 .await?;
         }
+        // Android answers why its last background run could not start (the worker could not
+        // load the app's library), which otherwise shows only in logcat.
+        if let Some(failure) = answer.get("workerFailure").and_then(|f| f.as_str()) {
+            engine
+                .record_platform_error(&format!("the last background run could not start: {failure}"))
+                .await?;
+        }
         Ok(())
     }
 

@@ -15,6 +15,7 @@ import app.tauri.annotation.Command
 import app.tauri.annotation.InvokeArg
 import app.tauri.annotation.TauriPlugin
 import app.tauri.plugin.Invoke
+import app.tauri.plugin.JSObject
 import app.tauri.plugin.Plugin
 
 @InvokeArg
@@ -54,7 +55,11 @@ class BackgroundSyncPlugin(private val activity: Activity) : Plugin(activity) {
             // UPDATE keeps the schedule of an existing registration and applies new constraints.
             WorkManager.getInstance(ctx).enqueueUniquePeriodicWork(PERIODIC, ExistingPeriodicWorkPolicy.UPDATE, WorkRequests.periodic(plan))
             if (args.runNow) runOnce("android-enable")
-            invoke.resolve()
+            // Why the last background run could not start (its library did not load), for
+            // Rust to show in status.lastError: the worker's own log is not where users look.
+            val answer = JSObject()
+            Prefs.lastFailure(ctx)?.let { answer.put("workerFailure", it) }
+            invoke.resolve(answer)
         } catch (e: Exception) {
             Log.e(TAG, "register failed", e)
             invoke.reject("cannot register background work: ${e.message}")

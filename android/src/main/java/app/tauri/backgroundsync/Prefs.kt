@@ -43,4 +43,12 @@ object Prefs {
 
     fun lastFailure(ctx: Context): String? =
         ctx.getSharedPreferences(FILE, Context.MODE_PRIVATE).getString("lastFailure", null)
+
+    /** A worker that did run: the failure recorded before is over. */
+    fun clearFailure(ctx: Context) {
+        ctx.getSharedPreferences(FILE, Context.MODE_PRIVATE).edit()
+            .remove("lastFailure")
+            .remove("lastFailureAt")
+            .apply()
+    }
 }

@@ -38,6 +38,7 @@ class SyncWorker(context: Context, params: WorkerParameters) : CoroutineWorker(c
             Prefs.recordFailure(applicationContext, "cannot load the app's native library (tried ${candidates.joinToString()})")
             return Result.failure()
         }
+        Prefs.clearFailure(applicationContext)
         val plan = WorkPlanner.plan(args)
         val trigger = inputData.getString(KEY_TRIGGER) ?: "android-worker"
         val handle = NativeBridge.newCancelHandle()
