@@ -5,6 +5,7 @@
 //! Env: BGSYNC_EXAMPLE_PORT (API port, default: any free port), BGSYNC_EXAMPLE_DATA (directory
 //! for the outbox and the server database, default: the app data directory),
 //! BGSYNC_EXAMPLE_START_OFFLINE=1 (start with the server stopped).
+//! At build time, BGSYNC_EXAMPLE_EXTERNAL_API (see `EXTERNAL_API`).
 
 // The C ABI / JNI entries the OS background hooks call, expanded here so the final library
 // keeps them (see the plugin's README, "Background execution").
@@ -16,6 +17,39 @@ use std::path::PathBuf;
 use tauri::{Manager, State};
 use tauri_plugin_background_sync::BackgroundSyncExt;
 use tokio::sync::Mutex;
+
+/// Set at build time (`BGSYNC_EXAMPLE_EXTERNAL_API=http://10.0.2.2:8787`, the mobile
+/// workflow's emulator check): the app uses that server instead of its embedded one, leaves
+/// sending to the OS's background work (`autoSync: false`, background sync on) and queues one
+/// visit at start, so the workflow can see a WorkManager run in a process without the app
+/// deliver it. A phone's apps have no environment at run time, hence a build-time constant.
+const EXTERNAL_API: Option<&str> = option_env!("BGSYNC_EXAMPLE_EXTERNAL_API");
+
+/// The external-API mode of `EXTERNAL_API`.
+async fn use_external_api(app: &tauri::AppHandle, api: &str) -> Result<(), String> {
+    let sync = app.background_sync();
+    sync.configure(serde_json::json!({ "baseUrl": api, "allowInsecureHttp": true, "autoSync": false }))
+        .await
+        .map_err(|e| e.to_string())?;
+    sync.enqueue_many(vec![tauri_plugin_background_sync::NewMutation {
+        method: "PUT".into(),
+        path: "/visits/emulator-smoke".into(),
+        body: Some(serde_json::json!({ "site": "Emulator smoke test" })),
+        headers: Default::default(),
+        priority: tauri_plugin_background_sync::Priority::High,
+        entity: tauri_plugin_background_sync::EntityRef {
+            kind: "visit".into(),
+            id: "emulator-smoke".into(),
+        },
+        temp_id: None,
+        // The same key at every start: queued once.
+        idempotency_key: Some("emulator-smoke".into()),
+        coalesce: None,
+    }])
+    .await
+    .map_err(|e| e.to_string())?;
+    sync.enable().await.map_err(|e| e.to_string())
+}
 
 struct Server {
     running: Mutex<Option<RunningServer>>,
@@ -172,6 +206,9 @@ pub fn run() {
             let offline = std::env::var("BGSYNC_EXAMPLE_START_OFFLINE").is_ok_and(|v| v == "1");
             let handle = app.handle().clone();
             tauri::async_runtime::block_on(async {
+                if let Some(api) = EXTERNAL_API {
+                    return use_external_api(&handle, api).await;
+                }
                 // Start once even when starting offline: the port is then fixed for the restart.
                 server.start().await?;
                 configure(&handle, &server).await?;
@@ -180,10 +217,13 @@ pub fn run() {
                 }
                 Ok::<_, String>(())
             })?;
-            println!(
-                "example API on {}",
-                tauri::async_runtime::block_on(server.info()).api_url
-            );
+            match EXTERNAL_API {
+                Some(api) => println!("example API (external, built in) on {api}"),
+                None => println!(
+                    "example API on {}",
+                    tauri::async_runtime::block_on(server.info()).api_url
+                ),
+            }
             app.manage(server);
             Ok(())
         })
