@@ -13,9 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 . tests/native/swift_env.sh
 RUNS=${BGSYNC_SWIFT_RUNS:-60}
-why=$(swift_unavailable)
-if [ -n "$why" ]; then echo "SKIPPED: $why"; exit 0; fi
-ensure_swift_root
+swift_root_or_skip
 t0=$SECONDS
 cargo build -q -p bgsync-ffi-host -p bgsync-reference-server
 
@@ -23,10 +21,9 @@ cargo build -q -p bgsync-ffi-host -p bgsync-reference-server
 work=$swift_root/work
 rm -rf "$work" && mkdir -p "$work"/{lib,mod,tmp}
 cp ios/Sources/BackgroundSyncPlugin/DrainRun.swift tests/native/swift-drain/main.swift "$work/"
-cp ios/Sources/BackgroundSyncFFI/include/bgsync.h "$work/mod/"
 cmp -s include/bgsync.h ios/Sources/BackgroundSyncFFI/include/bgsync.h || {
   echo "ios/Sources/BackgroundSyncFFI/include/bgsync.h differs from include/bgsync.h"; exit 1; }
-printf 'module BackgroundSyncFFI {\n    header "bgsync.h"\n    export *\n}\n' >"$work/mod/module.modulemap"
+ffi_module "$work/mod"
 cp target/debug/libbgsync_ffi_host.so "$work/lib/"
 
 if ! in_swift_root swiftc -swift-version 5 -sanitize=address -g -I mod -L lib -lbgsync_ffi_host \

@@ -48,3 +48,18 @@ in_swift_root() {
     "$swift_root" /usr/bin/env -i PATH=/usr/bin:/bin HOME=/root LANG=C.UTF-8 \
     LD_LIBRARY_PATH=/work/lib ASAN_OPTIONS=detect_leaks=0 sh -c 'cd /work 2>/dev/null || cd /; exec "$@"' sh "$@"
 }
+
+# Every Swift check starts here: SKIPPED (exit 0) where the root cannot be made, else made once.
+swift_root_or_skip() {
+  local why
+  why=$(swift_unavailable)
+  if [ -n "$why" ]; then echo "SKIPPED: $why"; exit 0; fi
+  ensure_swift_root
+}
+
+# bgsync.h as the Clang module BackgroundSyncFFI (what SwiftPM generates for that target) in DIR.
+ffi_module() {
+  mkdir -p "$1"
+  cp ios/Sources/BackgroundSyncFFI/include/bgsync.h "$1/"
+  printf 'module BackgroundSyncFFI {\n    header "bgsync.h"\n    export *\n}\n' >"$1/module.modulemap"
+}

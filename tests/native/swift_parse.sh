@@ -8,9 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 . tests/native/swift_env.sh
-why=$(swift_unavailable)
-if [ -n "$why" ]; then echo "SKIPPED: $why"; exit 0; fi
-ensure_swift_root
+swift_root_or_skip
 t0=$SECONDS
 echo "$(cat "$swift_root/.ready") (Debian trixie's swiftlang, in $swift_root)"
 

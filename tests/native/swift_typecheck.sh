@@ -16,9 +16,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 . tests/native/swift_env.sh
-why=$(swift_unavailable)
-if [ -n "$why" ]; then echo "SKIPPED: $why"; exit 0; fi
-ensure_swift_root
+swift_root_or_skip
 t0=$SECONDS
 tauri_dir=$(cargo metadata --format-version 1 --locked 2>/dev/null | python3 -c '
 import json, sys, os
@@ -33,8 +31,7 @@ rm -rf "$work" && mkdir -p "$work"/{stubs,tauri,shim,mods,ffi}
 cp tests/native/swift-stubs/*.swift "$work/stubs/"
 for f in Plugin/Plugin.swift Invoke.swift Channel.swift JSTypes.swift JsonValue.swift; do cp "$tauri_api/$f" "$work/tauri/"; done
 cp ios/Sources/BackgroundSyncPlugin/*.swift "$work/shim/"
-cp ios/Sources/BackgroundSyncFFI/include/bgsync.h "$work/ffi/"
-printf 'module BackgroundSyncFFI {\n    header "bgsync.h"\n    export *\n}\n' >"$work/ffi/module.modulemap"
+ffi_module "$work/ffi"
 sed -i -E 's/@objc(\([^)]*\))? //g; s/^import os\.log$/import OSLog/' "$work"/tauri/*.swift "$work"/shim/*.swift
 # The entry point Rust's `ios_plugin_binding!(init_plugin_background_sync)` links: a @_cdecl
 # function returning a class needs Objective-C interop, so it is checked by its text here and

@@ -36,6 +36,20 @@ final class FakeTask {
         h?()
     }
 
+    /// The worst case, made certain: the OS fetches the handler while the drain runs and runs
+    /// it only once the task has completed.
+    func expireAfterCompletion() {
+        lock.lock(); let h = handler; lock.unlock()
+        while true {
+            lock.lock(); let done = completed != nil; lock.unlock()
+            if done { break }
+            usleep(200)
+        }
+        expiredLate = true
+        expiredThroughStaleHandler = h != nil
+        h?()
+    }
+
     func setTaskCompleted(success: Bool) {
         lock.lock()
         handlerSetAtCompletion = handler != nil
@@ -104,9 +118,14 @@ for i in 0..<runs {
     // iOS: the deadline comes at a random moment, before, during or just after the drain
     // (which takes tens of milliseconds here), and the handler may run a moment after the OS
     // fetched it.
+    // Every tenth run the handler is fetched at once and run after completion.
     let os = Thread {
-        usleep(UInt32.random(in: 0...150_000))
-        task.expire(after: UInt32.random(in: 0...20_000))
+        if i % 10 == 9 {
+            task.expireAfterCompletion()
+        } else {
+            usleep(UInt32.random(in: 0...150_000))
+            task.expire(after: UInt32.random(in: 0...20_000))
+        }
     }
     os.start()
     finished.wait()
