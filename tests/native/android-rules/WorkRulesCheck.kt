@@ -6,6 +6,7 @@ import androidx.work.Constraints
 import androidx.work.OneTimeWorkRequestBuilder
 import androidx.work.OutOfQuotaPolicy
 import app.tauri.backgroundsync.NetworkSet
+import app.tauri.backgroundsync.Registration
 import app.tauri.backgroundsync.RegisterArgs
 import app.tauri.backgroundsync.SyncWorker
 import app.tauri.backgroundsync.WorkPlanner
@@ -54,10 +55,26 @@ fun main() {
     if (reconnects != 1 || again || !back) {
         failures += "network set: reconnects=$reconnects, wifi back while cell up counted=$again, back after offline=$back"
     }
+    // The callback's registration: one at a time (a plugin started twice registers once),
+    // released on destroy, registered again after; a throwing register leaves nothing held.
+    val registered = mutableListOf<String>()
+    var made = 0
+    val reg = Registration<String>(register = { registered += it }, unregister = { registered -= it })
+    reg.start { "cb${++made}" }; reg.start { "cb${++made}" }
+    val once = registered.toList()
+    reg.stop(); reg.stop()
+    val afterStop = registered.toList()
+    reg.start { "cb${++made}" }
+    val reRegistered = registered.toList()
+    val failing = Registration<String>(register = { throw SecurityException("no ACCESS_NETWORK_STATE") }, unregister = {})
+    val threw = failing.start { "x" }
+    if (once != listOf("cb1") || afterStop.isNotEmpty() || reRegistered != listOf("cb2") || threw || failing.isRegistered()) {
+        failures += "callback registration: first=$once afterStop=$afterStop again=$reRegistered throwing register kept=${failing.isRegistered()}"
+    }
     if (failures.isNotEmpty()) {
         failures.forEach { println("FAIL: $it") }
         println("WorkManager rules: ${failures.size} failed")
         exitProcess(1)
     }
-    println("WorkManager rules: $built requests built and accepted; network set ok")
+    println("WorkManager rules: $built requests built and accepted; network set ok; callback registration ok")
 }

@@ -38,7 +38,10 @@ class RegisterInvokeArgs {
 @TauriPlugin
 class BackgroundSyncPlugin(private val activity: Activity) : Plugin(activity) {
     private val ctx: Context get() = activity.applicationContext
-    private var networkCallback: ConnectivityManager.NetworkCallback? = null
+    private val networkCallback = Registration<ConnectivityManager.NetworkCallback>(
+        register = { cb -> connectivity().registerNetworkCallback(validatedInternet(), cb) },
+        unregister = { cb -> connectivity().unregisterNetworkCallback(cb) },
+    )
 
     override fun load(webView: WebView) {
         watchConnectivity()
@@ -109,37 +112,30 @@ class BackgroundSyncPlugin(private val activity: Activity) : Plugin(activity) {
      * stays up is not a reconnect. An exception here would kill the app on ConnectivityManager's
      * thread, so every callback is guarded.
      */
+    private fun connectivity() = ctx.getSystemService(Context.CONNECTIVITY_SERVICE) as ConnectivityManager
+
+    private fun validatedInternet(): NetworkRequest = NetworkRequest.Builder()
+        .addCapability(NetworkCapabilities.NET_CAPABILITY_INTERNET)
+        .addCapability(NetworkCapabilities.NET_CAPABILITY_VALIDATED)
+        .build()
+
     private fun watchConnectivity() {
-        if (networkCallback != null) return
-        val cm = ctx.getSystemService(Context.CONNECTIVITY_SERVICE) as ConnectivityManager
-        val request = NetworkRequest.Builder()
-            .addCapability(NetworkCapabilities.NET_CAPABILITY_INTERNET)
-            .addCapability(NetworkCapabilities.NET_CAPABILITY_VALIDATED)
-            .build()
-        val networks = NetworkSet()
-        val cb = object : ConnectivityManager.NetworkCallback() {
-            override fun onAvailable(network: Network) {
-                guarded("onAvailable") { if (networks.add(network.toString())) runOnce("reconnect") }
-            }
-            override fun onLost(network: Network) {
-                guarded("onLost") { networks.remove(network.toString()) }
+        val started = networkCallback.start {
+            val networks = NetworkSet()
+            object : ConnectivityManager.NetworkCallback() {
+                override fun onAvailable(network: Network) {
+                    guarded("onAvailable") { if (networks.add(network.toString())) runOnce("reconnect") }
+                }
+                override fun onLost(network: Network) {
+                    guarded("onLost") { networks.remove(network.toString()) }
+                }
             }
         }
-        try {
-            cm.registerNetworkCallback(request, cb)
-            networkCallback = cb
-        } catch (e: Exception) {
-            Log.e(TAG, "cannot watch connectivity; reconnect runs rely on the periodic work", e)
-        }
+        if (!started) Log.e(TAG, "cannot watch connectivity; reconnect runs rely on the periodic work")
     }
 
     override fun onDestroy() {
-        networkCallback?.let { cb ->
-            guarded("unregister") {
-                (ctx.getSystemService(Context.CONNECTIVITY_SERVICE) as ConnectivityManager).unregisterNetworkCallback(cb)
-            }
-        }
-        networkCallback = null
+        networkCallback.stop()
         super.onDestroy()
     }
 

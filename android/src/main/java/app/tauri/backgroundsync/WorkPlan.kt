@@ -89,3 +89,38 @@ class NetworkSet {
 
     @Synchronized fun isOnline(): Boolean = up.isNotEmpty()
 }
+
+/**
+ * The network callback's registration (a pure helper: [register] and [unregister] are
+ * ConnectivityManager's in the plugin): at most one registration at a time however often
+ * [start] is called, released by [stop], and a registration that throws leaves the app running
+ * (reconnect runs then rely on the periodic work).
+ */
+class Registration<C : Any>(
+    private val register: (C) -> Unit,
+    private val unregister: (C) -> Unit,
+) {
+    private var current: C? = null
+
+    /** Register [make]'s callback unless one is registered; false if registering threw. */
+    @Synchronized fun start(make: () -> C): Boolean {
+        if (current != null) return true
+        val cb = make()
+        return try {
+            register(cb)
+            current = cb
+            true
+        } catch (e: Exception) {
+            false
+        }
+    }
+
+    /** Unregister what is registered (an error there is swallowed: the process is going). */
+    @Synchronized fun stop() {
+        val cb = current ?: return
+        current = null
+        try { unregister(cb) } catch (e: Exception) {}
+    }
+
+    @Synchronized fun isRegistered(): Boolean = current != null
+}
