@@ -24,9 +24,28 @@ const UNCONFIGURED_SLEEP: Duration = Duration::from_secs(3_600);
 /// Longest single sleep (a timer far ahead is re-armed, not slept in one piece).
 const MAX_SLEEP_MS: i64 = 24 * 3_600_000;
 
-const KICK_NONE: u8 = 0;
-const KICK_SOON: u8 = 1;
-const KICK_NOW: u8 = 2;
+/// What woke the task, strongest first when several writes came: kept in an `AtomicU8` so
+/// that `after_enqueue` never blocks (`fetch_max` keeps the most urgent).
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[repr(u8)]
+enum Kick {
+    /// A wake that is not a write (configure, enable).
+    None = 0,
+    /// A normal-priority write: sent with the burst.
+    Soon = 1,
+    /// A high or critical write: sent at once.
+    Now = 2,
+}
+
+impl Kick {
+    fn from_u8(v: u8) -> Kick {
+        match v {
+            2 => Kick::Now,
+            1 => Kick::Soon,
+            _ => Kick::None,
+        }
+    }
+}
 
 /// Stream of "the network may have come back" signals.
 pub(crate) type Connectivity = Option<BoxStream<'static, ()>>;
@@ -56,7 +75,7 @@ impl Scheduler {
         let inner = Arc::new(Shared {
             engine,
             wake: Notify::new(),
-            kick: AtomicU8::new(KICK_NONE),
+            kick: AtomicU8::new(Kick::None as u8),
             shutdown: CancellationToken::new(),
             running: AtomicBool::new(true),
             next_wake_at: AtomicI64::new(0),
@@ -88,8 +107,8 @@ impl Scheduler {
 
     /// Called after an enqueue.
     pub fn after_enqueue(&self, urgent: bool) {
-        let k = if urgent { KICK_NOW } else { KICK_SOON };
-        self.inner.kick.fetch_max(k, Ordering::SeqCst);
+        let k = if urgent { Kick::Now } else { Kick::Soon };
+        self.inner.kick.fetch_max(k as u8, Ordering::SeqCst);
         self.inner.wake.notify_one();
     }
 
@@ -152,10 +171,10 @@ impl Shared {
                     let event = tokio::select! {
                         _ = self.shutdown.cancelled() => return,
                         _ = tokio::time::sleep(wait) => Event::Timer,
-                        _ = self.wake.notified() => match self.kick.swap(KICK_NONE, Ordering::SeqCst) {
-                            KICK_NOW => Event::Write { urgent: true },
-                            KICK_SOON => Event::Write { urgent: false },
-                            _ => Event::Wake,
+                        _ = self.wake.notified() => match Kick::from_u8(self.kick.swap(Kick::None as u8, Ordering::SeqCst)) {
+                            Kick::Now => Event::Write { urgent: true },
+                            Kick::Soon => Event::Write { urgent: false },
+                            Kick::None => Event::Wake,
                         },
                         Some(()) = next_signal(&mut connectivity) => Event::NetworkUp,
                     };
