@@ -17,7 +17,7 @@ LAYERS = [
     ["models", "idmap"],
     ["policy", "validate", "coalesce", "diagnose"],
     ["sim"],
-    ["store"],
+    ["store", "files"],
     ["transport", "lease"],
     ["context"],
     ["drain"],

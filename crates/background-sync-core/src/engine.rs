@@ -5,6 +5,7 @@ use crate::context::{Inner, PerFile};
 use crate::diagnose::{self, Diagnostics, EngineFacts, PlatformFacts};
 use crate::drain::{self, DrainOptions};
 use crate::error::{Error, Result};
+use crate::files;
 use crate::idmap;
 use crate::models::{
     AuthConfig, Delivered, DeliveredQuery, DrainReport, Durability, Enqueued, EnqueuedUpload, EntityRef,
@@ -399,7 +400,7 @@ impl BackgroundSync {
         let id = uuid::Uuid::now_v7().to_string();
         let file_path = if upload.copy {
             let copy = self.uploads_dir().join(&id);
-            copy_durably(&source, &copy).await?;
+            files::copy_durably(&source, &copy).await?;
             copy
         } else {
             source.clone()
@@ -677,25 +678,4 @@ impl BackgroundSync {
     pub async fn close(&self) {
         self.inner.store.close().await;
     }
-}
-
-/// Copy a file and make the copy durable before the enqueue that points at it commits.
-async fn copy_durably(from: &Path, to: &Path) -> Result<()> {
-    let dir = to.parent().unwrap_or(Path::new("."));
-    let io = |e: std::io::Error| Error::Storage(format!("cannot copy {} for upload: {e}", from.display()));
-    tokio::fs::create_dir_all(dir).await.map_err(io)?;
-    let partial = to.with_extension("part");
-    tokio::fs::copy(from, &partial).await.map_err(io)?;
-    tokio::fs::File::open(&partial)
-        .await
-        .map_err(io)?
-        .sync_all()
-        .await
-        .map_err(io)?;
-    tokio::fs::rename(&partial, to).await.map_err(io)?;
-    // The rename itself must reach the disk too.
-    if let Ok(d) = tokio::fs::File::open(dir).await {
-        let _ = d.sync_all().await;
-    }
-    Ok(())
 }

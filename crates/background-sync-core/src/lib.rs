@@ -19,6 +19,7 @@ mod diagnose;
 mod drain;
 mod engine;
 mod error;
+mod files;
 mod idmap;
 mod lease;
 mod models;

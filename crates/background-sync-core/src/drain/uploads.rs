@@ -8,6 +8,7 @@ use super::outcomes::outcome_events;
 use super::shared::{AfterUnauthorized, AuthCell, UploadSignal};
 use crate::context::Inner;
 use crate::error::{Error, Result};
+use crate::files;
 use crate::idmap;
 use crate::lease::Lease;
 use crate::models::{DrainReport, StatusEvent, StopReason, SyncConfig, UploadDestination};
@@ -246,9 +247,13 @@ impl<'a> Pass<'a> {
 
     pub(crate) async fn drive(&mut self, opts: &DrainOptions, deadline: Instant) -> Result<StopReason> {
         self.throughput = self.inner.store.upload_throughput().await?;
-        match self.inner.store.sweep_upload_copies(ORPHAN_COPY_AGE).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(removed = n, "deleted copies of finished or never-queued uploads"),
+        match self.inner.store.owned_copies().await {
+            Ok(owned) => {
+                match files::sweep_copies(&self.inner.store.uploads_dir(), &owned, ORPHAN_COPY_AGE) {
+                    0 => {}
+                    n => tracing::info!(removed = n, "deleted copies of finished or never-queued uploads"),
+                }
+            }
             Err(e) => tracing::warn!(error = %e, "could not sweep upload copies"),
         }
         let result = self.run(opts, deadline).await;

@@ -605,43 +605,16 @@ impl Store {
         self.path.with_file_name(format!("{name}-uploads"))
     }
 
-    /// Delete copies nothing will read again: those of finished or discarded uploads (a process
-    /// killed between recording the result and deleting the copy), and, once older than
-    /// `orphan_age`, copies with no upload row (killed between the copy and the enqueue's
-    /// commit, so never acknowledged). Returns how many were removed.
-    pub(crate) async fn sweep_upload_copies(&self, orphan_age: std::time::Duration) -> Result<u64> {
-        let dir = self.uploads_dir();
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            return Ok(0);
-        };
-        // Copies the plugin owns: id → still needed (not finished).
-        let owned: std::collections::HashMap<String, bool> =
+    /// The uploads that own a copy of their file: id → still needed (not finished).
+    pub(crate) async fn owned_copies(&self) -> Result<std::collections::HashMap<String, bool>> {
+        Ok(
             // language=SQLite
             sqlx::query_as::<_, (String, bool)>("SELECT id, state != 'done' FROM uploads WHERE owned = 1")
                 .fetch_all(&self.pool)
                 .await?
                 .into_iter()
-                .collect();
-        let mut removed = 0;
-        for e in entries.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            let id = name.strip_suffix(".part").unwrap_or(&name);
-            if owned.get(id) == Some(&true) {
-                continue;
-            }
-            let old = e
-                .metadata()
-                .and_then(|m| m.modified())
-                .ok()
-                .and_then(|t| t.elapsed().ok())
-                .is_some_and(|age| age >= orphan_age);
-            // A finished upload's copy goes at once; an unknown one may be an enqueue in progress.
-            let finished = owned.contains_key(id) && !name.ends_with(".part");
-            if (finished || old) && std::fs::remove_file(e.path()).is_ok() {
-                removed += 1;
-            }
-        }
-        Ok(removed)
+                .collect(),
+        )
     }
 
     /// Finished uploads past the retention (their placeholders are pruned with the id map).
