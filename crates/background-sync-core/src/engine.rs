@@ -104,7 +104,7 @@ impl BackgroundSync {
         let path = path.as_ref();
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent)
-                .map_err(|e| Error::Storage(format!("cannot create {}: {e}", parent.display())))?;
+                .map_err(|e| Error::storage(format!("cannot create {}: {e}", parent.display()), e))?;
         }
         let store = Store::open(path, opts.durability, opts.key.as_deref()).await?;
         let rng = match opts.seed {

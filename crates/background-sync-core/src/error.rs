@@ -3,6 +3,9 @@
 
 use serde::{ser::SerializeStruct, Serialize, Serializer};
 
+/// The error underneath a storage, migration or network error (`std::error::Error::source`).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
 /// Everything that can go wrong in the plugin's API.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -25,9 +28,14 @@ pub enum Error {
     /// The operation needs a state the row is not in (e.g. editing a row that is not dead).
     #[error("conflict: {0}")]
     Conflict(String),
-    /// The database file is not a database, is corrupt, read-only, locked, or the disk is full.
-    #[error("storage error: {0}")]
-    Storage(String),
+    /// The database file is not a database, is corrupt, read-only, locked, or the disk is full;
+    /// or a file could not be read or copied. `source`: the SQLite or I/O error underneath.
+    #[error("storage error: {message}")]
+    Storage {
+        message: String,
+        #[source]
+        source: Option<BoxError>,
+    },
     /// Data stored in the database cannot be read back (a damaged or hand-edited file): never
     /// read as a default. `what` names the data; the parse error is kept as the source.
     #[error("stored {what} is unreadable (the database file was damaged or edited): {source}")]
@@ -36,12 +44,22 @@ pub enum Error {
         #[source]
         source: serde_json::Error,
     },
-    /// The database schema is newer or older than this build can migrate.
-    #[error("migration error: {0}")]
-    Migration(String),
-    /// A network-level failure outside a drain (e.g. token refresh).
-    #[error("network error: {0}")]
-    Network(String),
+    /// The database schema is newer or older than this build can migrate. `source`: sqlx's
+    /// migration error.
+    #[error("migration error: {message}")]
+    Migration {
+        message: String,
+        #[source]
+        source: Option<BoxError>,
+    },
+    /// A network-level failure outside a drain (e.g. token refresh). `source`: the HTTP
+    /// client's error.
+    #[error("network error: {message}")]
+    Network {
+        message: String,
+        #[source]
+        source: Option<BoxError>,
+    },
     /// Authentication missing or refused.
     #[error("auth error: {0}")]
     Auth(String),
@@ -66,14 +84,30 @@ impl Error {
             Error::NotConfigured => "notConfigured",
             Error::NotFound(_) => "notFound",
             Error::Conflict(_) => "conflict",
-            Error::Storage(_) => "storage",
+            Error::Storage { .. } => "storage",
             Error::Corrupt { .. } => "corrupt",
-            Error::Migration(_) => "migration",
-            Error::Network(_) => "network",
+            Error::Migration { .. } => "migration",
+            Error::Network { .. } => "network",
             Error::Auth(_) => "auth",
             Error::AlreadyRunning => "alreadyRunning",
             Error::Platform(_) => "platform",
             Error::Internal(_) => "internal",
+        }
+    }
+
+    /// A storage error that says what failed, keeping the error underneath.
+    pub(crate) fn storage(message: impl Into<String>, source: impl Into<BoxError>) -> Self {
+        Error::Storage {
+            message: message.into(),
+            source: Some(source.into()),
+        }
+    }
+
+    /// A network error that says what failed, keeping the error underneath.
+    pub(crate) fn network(message: impl Into<String>, source: impl Into<BoxError>) -> Self {
+        Error::Network {
+            message: message.into(),
+            source: Some(source.into()),
         }
     }
 
@@ -101,18 +135,16 @@ impl Serialize for Error {
 
 impl From<sqlx::Error> for Error {
     fn from(e: sqlx::Error) -> Self {
-        match &e {
-            sqlx::Error::RowNotFound => Error::NotFound("row".into()),
-            sqlx::Error::Database(db) => {
-                let msg = db.message().to_string();
-                Error::Storage(storage_hint(&msg))
-            }
-            sqlx::Error::Io(io) => Error::Storage(format!("I/O: {io}")),
+        let message = match &e {
+            sqlx::Error::RowNotFound => return Error::NotFound("row".into()),
+            sqlx::Error::Database(db) => storage_hint(db.message()),
+            sqlx::Error::Io(io) => format!("I/O: {io}"),
             sqlx::Error::PoolTimedOut => {
-                Error::Storage("timed out waiting for the database (locked by another process?)".into())
+                "timed out waiting for the database (locked by another process?)".into()
             }
-            other => Error::Storage(storage_hint(&other.to_string())),
-        }
+            other => storage_hint(&other.to_string()),
+        };
+        Error::storage(message, e)
     }
 }
 
@@ -120,9 +152,12 @@ impl From<sqlx::migrate::MigrateError> for Error {
     fn from(e: sqlx::migrate::MigrateError) -> Self {
         let msg = e.to_string();
         if msg.contains("not a database") || msg.contains("malformed") || msg.contains("locked") {
-            Error::Storage(storage_hint(&msg))
+            Error::storage(storage_hint(&msg), e)
         } else {
-            Error::Migration(msg)
+            Error::Migration {
+                message: msg,
+                source: Some(e.into()),
+            }
         }
     }
 }
@@ -164,6 +199,22 @@ mod tests {
         let v = serde_json::to_value(Error::OriginNotAllowed("https://evil.example".into())).unwrap();
         assert_eq!(v["kind"], "originNotAllowed");
         assert_eq!(v["message"], "origin not allowed: https://evil.example");
+    }
+
+    #[test]
+    fn storage_and_network_errors_keep_what_is_underneath() {
+        let e: Error = sqlx::Error::PoolTimedOut.into();
+        assert_eq!(e.kind(), "storage");
+        assert!(e.to_string().starts_with("storage error: timed out waiting for the database"));
+        let under = std::error::Error::source(&e).expect("the sqlx error is kept");
+        assert!(under.to_string().contains("pool timed out"), "{under}");
+        let io = std::io::Error::new(std::io::ErrorKind::PermissionDenied, "denied");
+        let e = Error::storage("cannot copy x for upload: denied", io);
+        assert_eq!(std::error::Error::source(&e).unwrap().to_string(), "denied");
+        assert_eq!(
+            serde_json::to_value(&e).unwrap()["message"],
+            "storage error: cannot copy x for upload: denied"
+        );
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::time::Duration;
 /// Copy a file and make the copy durable before the enqueue that points at it commits.
 pub(crate) async fn copy_durably(from: &Path, to: &Path) -> Result<()> {
     let dir = to.parent().unwrap_or(Path::new("."));
-    let io = |e: std::io::Error| Error::Storage(format!("cannot copy {} for upload: {e}", from.display()));
+    let io = |e: std::io::Error| Error::storage(format!("cannot copy {} for upload: {e}", from.display()), e);
     tokio::fs::create_dir_all(dir).await.map_err(io)?;
     let partial = to.with_extension("part");
     tokio::fs::copy(from, &partial).await.map_err(io)?;

@@ -45,7 +45,7 @@ pub use policy::schedule;
 pub use diagnose::{AndroidFacts, DesktopFacts, Diagnostics, IosFacts, PendingTask, PlatformFacts, Problem};
 pub use drain::DrainOptions;
 pub use engine::{BackgroundSync, OpenOptions};
-pub use error::{Error, Result};
+pub use error::{BoxError, Error, Result};
 pub use models::*;
 pub use policy::{Clock, SystemClock};
 pub use tokio_util::sync::CancellationToken;

@@ -110,7 +110,7 @@ impl Transport {
             .pool_idle_timeout(Duration::from_secs(30))
             .user_agent(USER_AGENT)
             .build()
-            .map_err(|e| Error::Network(format!("cannot build HTTP client: {e}")))?;
+            .map_err(|e| Error::network(format!("cannot build HTTP client: {e}"), e))?;
         Ok(Self {
             client,
             policy,
@@ -194,14 +194,17 @@ impl Transport {
         auth: &AuthConfig,
         sent: ByteCounter,
     ) -> Result<Sent> {
-        let file = tokio::fs::File::open(&u.file_path)
-            .await
-            .map_err(|e| Error::Storage(format!("cannot read the file to upload ({}): {e}", u.file_path)))?;
+        let file = tokio::fs::File::open(&u.file_path).await.map_err(|e| {
+            Error::storage(
+                format!("cannot read the file to upload ({}): {e}", u.file_path),
+                e,
+            )
+        })?;
         // The length on disk now: a file edited after enqueue is sent as it is.
         let len = file
             .metadata()
             .await
-            .map_err(|e| Error::Storage(format!("cannot stat {}: {e}", u.file_path)))?
+            .map_err(|e| Error::storage(format!("cannot stat {}: {e}", u.file_path), e))?
             .len();
         let counted = sent.clone();
         let stream = tokio_util::io::ReaderStream::with_capacity(file, 64 * 1024).map(move |chunk| {
@@ -329,7 +332,7 @@ impl Transport {
         let resp = req
             .send()
             .await
-            .map_err(|e| Error::Network(format!("token refresh failed: {}", describe(&e))))?;
+            .map_err(|e| Error::network(format!("token refresh failed: {}", describe(&e)), e))?;
         let status = resp.status();
         let v: Option<Value> = resp.json().await.ok();
         if !status.is_success() {
