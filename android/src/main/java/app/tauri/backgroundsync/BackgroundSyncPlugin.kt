@@ -120,7 +120,7 @@ class BackgroundSyncPlugin(private val activity: Activity) : Plugin(activity) {
         .build()
 
     private fun watchConnectivity() {
-        val started = networkCallback.start {
+        val failed = networkCallback.start {
             val networks = NetworkSet()
             object : ConnectivityManager.NetworkCallback() {
                 override fun onAvailable(network: Network) {
@@ -131,7 +131,7 @@ class BackgroundSyncPlugin(private val activity: Activity) : Plugin(activity) {
                 }
             }
         }
-        if (!started) Log.e(TAG, "cannot watch connectivity; reconnect runs rely on the periodic work")
+        if (failed != null) Log.e(TAG, "cannot watch connectivity; reconnect runs rely on the periodic work", failed)
     }
 
     override fun onDestroy() {

@@ -102,16 +102,16 @@ class Registration<C : Any>(
 ) {
     private var current: C? = null
 
-    /** Register [make]'s callback unless one is registered; false if registering threw. */
-    @Synchronized fun start(make: () -> C): Boolean {
-        if (current != null) return true
+    /** Register [make]'s callback unless one is registered; what registering threw, if it did. */
+    @Synchronized fun start(make: () -> C): Exception? {
+        if (current != null) return null
         val cb = make()
         return try {
             register(cb)
             current = cb
-            true
+            null
         } catch (e: Exception) {
-            false
+            e
         }
     }
 
