@@ -31,6 +31,11 @@ want default-jdk-headless
 want maven
 # OpenSSL headers for the SQLCipher build (`--features sqlcipher`).
 want libssl-dev
+# The Swift checks of the iOS shim build a Debian trixie root with its Swift toolchain
+# (tests/native/swift_env.sh); iproute2 for the scheduler's reconnect test (a veth in a
+# private network namespace).
+want debootstrap
+want iproute2
 fi
 
 if [ ${#need_apt[@]} -gt 0 ]; then
