@@ -15,6 +15,7 @@
 #ifndef BGSYNC_H
 #define BGSYNC_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #ifdef __cplusplus
@@ -58,6 +59,13 @@ char *bgsync_diagnostics(const char *db_path, const char *facts_json);
  * {"ok":true,"events":[{"type":"delivered",...},{"type":"dead",...},{"type":"settled",...},
  * {"type":"uploaded",...},{"type":"uploadDead",...}]}; call again until "events" is empty. */
 char *bgsync_take_outcomes(const char *db_path);
+
+/* The key that seals the stored credentials (README "Credentials at rest"): exactly 32 bytes
+ * the host keeps in the platform's secure store (the iOS Keychain), handed over once per process
+ * before any other call; key NULL or len 0 forgets it. Without it, credentials sealed by the app
+ * cannot be read (a drain reports an "auth" error and sends nothing). {"ok":true}, or
+ * {"ok":false,"error":{"kind":"invalidInput",...}} for another length. Since 0.4. */
+char *bgsync_set_secret_key(const uint8_t *key, size_t len);
 
 /* Release a string returned by any bgsync_* function. NULL is ignored. */
 void bgsync_free(char *s);

@@ -15,7 +15,7 @@ import tempfile
 LAYERS = [
     ["error", "time"],
     ["models", "idmap"],
-    ["policy", "validate", "coalesce", "diagnose"],
+    ["policy", "validate", "coalesce", "diagnose", "secret"],
     ["sim"],
     ["store", "files"],
     ["transport", "lease"],
@@ -35,6 +35,8 @@ ROOT_ITEMS = {
     "OpenOptions": "engine",
     "Clock": "policy",
     "SystemClock": "policy",
+    "CredentialStorage": "secret",
+    "SecretKey": "secret",
 }
 # Inside drain/: the parent joins the passes; the passes and their shared parts never import it.
 DRAIN_CHILDREN = {

@@ -13,6 +13,7 @@ use crate::models::{
     SyncStatus, Upload, UploadDestination, UploadState,
 };
 use crate::policy::{Clock, SystemClock};
+use crate::secret::CredentialStorage;
 use crate::store::{Prepared, PreparedUpload, Store};
 use crate::validate::{self, OriginPolicy};
 use rand::rngs::StdRng;
@@ -38,6 +39,7 @@ pub struct OpenOptions {
     seed: Option<u64>,
     durability: Option<Durability>,
     key: Option<String>,
+    credentials: CredentialStorage,
 }
 
 impl Default for OpenOptions {
@@ -47,6 +49,7 @@ impl Default for OpenOptions {
             seed: None,
             durability: None,
             key: None,
+            credentials: CredentialStorage::Plaintext,
         }
     }
 }
@@ -73,6 +76,12 @@ impl OpenOptions {
     /// (including background entries) must use the same key.
     pub fn encryption_key(mut self, key: impl Into<String>) -> Self {
         self.key = Some(key.into());
+        self
+    }
+    /// Where `set_auth`'s credentials are kept (plaintext in the file unless told otherwise;
+    /// the plugin passes a key from the platform's secure store). See [`CredentialStorage`].
+    pub fn credentials(mut self, storage: CredentialStorage) -> Self {
+        self.credentials = storage;
         self
     }
 }
@@ -106,7 +115,7 @@ impl BackgroundSync {
             std::fs::create_dir_all(parent)
                 .map_err(|e| Error::storage(format!("cannot create {}: {e}", parent.display()), e))?;
         }
-        let store = Store::open(path, opts.durability, opts.key.as_deref()).await?;
+        let store = Store::open(path, opts.durability, opts.key.as_deref(), opts.credentials).await?;
         let rng = match opts.seed {
             Some(s) => StdRng::seed_from_u64(s),
             None => StdRng::from_entropy(),

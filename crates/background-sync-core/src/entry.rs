@@ -5,9 +5,10 @@
 
 use crate::diagnose::{Diagnostics, PlatformFacts};
 use crate::drain::DrainOptions;
-use crate::engine::BackgroundSync;
+use crate::engine::{BackgroundSync, OpenOptions};
 use crate::error::{Error, Result};
 use crate::models::{DrainReport, Enqueued, NewMutation, StatusEvent, SyncConfig, SyncStatus};
+use crate::secret::{CredentialStorage, SecretKey};
 use serde_json::{json, Value};
 use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -43,6 +44,32 @@ where
     }
 }
 
+/// The key the native shim read from the platform's secure store (Android Keystore, iOS
+/// Keychain), for every database this process opens through the entries.
+static SECRET_KEY: std::sync::RwLock<Option<SecretKey>> = std::sync::RwLock::new(None);
+
+/// Hand over the key that seals the stored credentials (see [`CredentialStorage::Sealed`]);
+/// `None` forgets it. The shims call this once per process, before any other entry: the plugin's
+/// constructor in the foreground, the worker / BGTask handler in a background process. Without
+/// a key, sealed credentials cannot be read (a drain then reports an `auth` error and sends
+/// nothing) and credentials written through the entries would be plaintext.
+pub fn set_secret_key(key: Option<SecretKey>) {
+    *SECRET_KEY.write().unwrap_or_else(|p| p.into_inner()) = key;
+}
+
+/// The credential storage for databases opened in this process: sealed with the shim's key
+/// if it gave one.
+pub fn credential_storage() -> CredentialStorage {
+    match &*SECRET_KEY.read().unwrap_or_else(|p| p.into_inner()) {
+        Some(k) => CredentialStorage::Sealed(k.clone()),
+        None => CredentialStorage::Plaintext,
+    }
+}
+
+async fn open(path: &Path) -> Result<BackgroundSync> {
+    BackgroundSync::open_with(path, OpenOptions::default().credentials(credential_storage())).await
+}
+
 fn check_path(db_path: &str) -> Result<&Path> {
     if db_path.is_empty() {
         return Err(Error::invalid("database path is empty"));
@@ -54,7 +81,7 @@ fn check_path(db_path: &str) -> Result<&Path> {
 pub fn configure(db_path: &str, config: Value) -> Result<()> {
     let path = check_path(db_path)?;
     block_on(async {
-        let bs = BackgroundSync::open(path).await?;
+        let bs = open(path).await?;
         let merged = crate::models::merge_config(bs.config().await?, config)?;
         bs.configure(merged).await
     })?
@@ -62,12 +89,12 @@ pub fn configure(db_path: &str, config: Value) -> Result<()> {
 
 pub fn enqueue(db_path: &str, mutation: NewMutation) -> Result<Enqueued> {
     let path = check_path(db_path)?;
-    block_on(async { BackgroundSync::open(path).await?.enqueue(mutation).await })?
+    block_on(async { open(path).await?.enqueue(mutation).await })?
 }
 
 pub fn status(db_path: &str) -> Result<SyncStatus> {
     let path = check_path(db_path)?;
-    block_on(async { BackgroundSync::open(path).await?.status().await })?
+    block_on(async { open(path).await?.status().await })?
 }
 
 /// What will run and why not (see `BackgroundSync::diagnostics`), with the platform facts a
@@ -76,7 +103,7 @@ pub fn status(db_path: &str) -> Result<SyncStatus> {
 pub fn diagnostics(db_path: &str, facts: Option<PlatformFacts>) -> Result<Diagnostics> {
     let path = check_path(db_path)?;
     let facts = facts.unwrap_or(PlatformFacts::Headless);
-    block_on(async { BackgroundSync::open(path).await?.diagnostics(facts).await })?
+    block_on(async { open(path).await?.diagnostics(facts).await })?
 }
 
 /// Outcomes no listener heard (see `BackgroundSync::catch_up`), one page: up to 500 delivered,
@@ -87,7 +114,7 @@ pub fn take_outcomes(db_path: &str) -> Result<Vec<StatusEvent>> {
     let path = check_path(db_path)?;
     block_on(async {
         let mut events = Vec::new();
-        BackgroundSync::open(path)
+        open(path)
             .await?
             .replay(1, |e| {
                 events.push(e);
@@ -100,7 +127,7 @@ pub fn take_outcomes(db_path: &str) -> Result<Vec<StatusEvent>> {
 
 pub fn set_enabled(db_path: &str, enabled: bool) -> Result<()> {
     let path = check_path(db_path)?;
-    block_on(async { BackgroundSync::open(path).await?.set_enabled(enabled).await })?
+    block_on(async { open(path).await?.set_enabled(enabled).await })?
 }
 
 /// Drain within `budget_ms`. A trigger other than `foreground` is a background run: it does
@@ -116,7 +143,7 @@ pub fn drain(db_path: &str, budget_ms: u64, trigger: &str, cancel: CancellationT
         network_available: None,
     };
     block_on(async {
-        let bs = BackgroundSync::open(path).await?;
+        let bs = open(path).await?;
         let r = bs.drain(opts).await;
         bs.close().await;
         r
@@ -185,6 +212,19 @@ pub fn diagnostics_json(db_path: &str, facts_json: Option<&str>) -> String {
     })
 }
 
+/// `key`: exactly 32 bytes, or empty to forget the key.
+pub fn set_secret_key_json(key: &[u8]) -> String {
+    envelope(|| {
+        let key = if key.is_empty() {
+            None
+        } else {
+            Some(SecretKey::from_slice(key)?)
+        };
+        set_secret_key(key);
+        Ok(json!({}))
+    })
+}
+
 pub fn take_outcomes_json(db_path: &str) -> String {
     envelope(|| Ok(json!({ "events": take_outcomes(db_path)? })))
 }
@@ -199,7 +239,7 @@ pub fn set_enabled_json(db_path: &str, enabled: bool) -> String {
 /// The configuration a cold process would use, for diagnostics.
 pub fn config(db_path: &str) -> Result<Option<SyncConfig>> {
     let path = check_path(db_path)?;
-    block_on(async { BackgroundSync::open(path).await?.config().await })?
+    block_on(async { open(path).await?.config().await })?
 }
 
 #[cfg(test)]

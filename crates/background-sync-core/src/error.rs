@@ -205,7 +205,9 @@ mod tests {
     fn storage_and_network_errors_keep_what_is_underneath() {
         let e: Error = sqlx::Error::PoolTimedOut.into();
         assert_eq!(e.kind(), "storage");
-        assert!(e.to_string().starts_with("storage error: timed out waiting for the database"));
+        assert!(e
+            .to_string()
+            .starts_with("storage error: timed out waiting for the database"));
         let under = std::error::Error::source(&e).expect("the sqlx error is kept");
         assert!(under.to_string().contains("pool timed out"), "{under}");
         let io = std::io::Error::new(std::io::ErrorKind::PermissionDenied, "denied");

@@ -165,6 +165,19 @@ pub unsafe fn take_outcomes(db_path: *const c_char) -> *mut c_char {
 }
 
 /// # Safety
+/// `key` must be NULL or point to `len` readable bytes for the duration of the call.
+pub unsafe fn set_secret_key(key: *const u8, len: usize) -> *mut c_char {
+    guarded(|| {
+        let bytes: &[u8] = if key.is_null() || len == 0 {
+            &[]
+        } else {
+            std::slice::from_raw_parts(key, len)
+        };
+        crate::entry::set_secret_key_json(bytes)
+    })
+}
+
+/// # Safety
 /// `s` must be NULL or a string returned by a `bgsync_*` function, freed once.
 pub unsafe fn free(s: *mut c_char) {
     if !s.is_null() {
@@ -246,6 +259,14 @@ macro_rules! export_native_entries {
             db_path: *const ::std::ffi::c_char,
         ) -> *mut ::std::ffi::c_char {
             $crate::ffi::take_outcomes(db_path)
+        }
+        /// See include/bgsync.h.
+        #[no_mangle]
+        pub unsafe extern "C" fn bgsync_set_secret_key(
+            key: *const u8,
+            len: usize,
+        ) -> *mut ::std::ffi::c_char {
+            $crate::ffi::set_secret_key(key, len)
         }
         /// See include/bgsync.h.
         #[no_mangle]

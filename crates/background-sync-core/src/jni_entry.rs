@@ -6,7 +6,7 @@
 //! [`export_native_entries!`](crate::export_native_entries) (see `ffi.rs` for why).
 
 pub use jni;
-use jni::objects::JString;
+use jni::objects::{JByteArray, JString};
 use jni::sys::{jboolean, jlong, jstring};
 use jni::JNIEnv;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -96,6 +96,23 @@ pub fn set_enabled(env: &mut JNIEnv, db: JString, enabled: jboolean) -> jstring 
     })
 }
 
+/// `key`: the 32 bytes the shim unwrapped with its Android Keystore key, or null to forget it.
+pub fn set_secret_key(env: &mut JNIEnv, key: JByteArray) -> jstring {
+    guarded(env, |env| {
+        if key.is_null() {
+            return crate::entry::set_secret_key_json(&[]);
+        }
+        match env.convert_byte_array(&key) {
+            Ok(mut bytes) => {
+                let out = crate::entry::set_secret_key_json(&bytes);
+                bytes.iter_mut().for_each(|b| *b = 0);
+                out
+            }
+            Err(e) => error_json(Error::invalid(format!("key: {e}"))),
+        }
+    })
+}
+
 pub fn new_cancel_handle() -> jlong {
     Box::into_raw(Box::new(CancellationToken::new())) as jlong
 }
@@ -181,6 +198,14 @@ macro_rules! __bgsync_jni_exports {
             enabled: $crate::jni_entry::jni::sys::jboolean,
         ) -> $crate::jni_entry::jni::sys::jstring {
             $crate::jni_entry::set_enabled(&mut env, db, enabled)
+        }
+        #[no_mangle]
+        pub extern "system" fn Java_app_tauri_backgroundsync_NativeBridge_setSecretKey<'l>(
+            mut env: $crate::jni_entry::jni::JNIEnv<'l>,
+            _class: $crate::jni_entry::jni::objects::JClass<'l>,
+            key: $crate::jni_entry::jni::objects::JByteArray<'l>,
+        ) -> $crate::jni_entry::jni::sys::jstring {
+            $crate::jni_entry::set_secret_key(&mut env, key)
         }
         #[no_mangle]
         pub extern "system" fn Java_app_tauri_backgroundsync_NativeBridge_newCancelHandle<'l>(

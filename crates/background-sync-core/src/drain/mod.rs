@@ -7,7 +7,7 @@
 //! mutations; `uploads`, the files) and finishes the report.
 
 use crate::context::Inner;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::lease::Lease;
 use crate::models::{DrainReport, StopReason, SyncState};
 use crate::transport::Transport;
@@ -60,33 +60,49 @@ pub(crate) async fn run(inner: &Inner, opts: DrainOptions) -> Result<DrainReport
     if opts.network_available == Some(false) {
         return inner.finish(report, StopReason::NoNetwork).await;
     }
+    // Credentials that cannot be read (sealed, and this process has no key or another one)
+    // stop the run before any request: sending without the app's token only earns 401s.
+    let stored_auth = match inner.store.load_auth().await {
+        Ok(a) => a,
+        Err(e @ Error::Auth(_)) => {
+            let mut report = report;
+            report.last_error = Some(e.to_string());
+            return inner.finish(report, StopReason::AuthFailed).await;
+        }
+        Err(e) => return Err(e),
+    };
     let Ok(_local) = inner.drain_lock.clone().try_lock_owned() else {
         return inner.finish(report, StopReason::AlreadyRunning).await;
     };
     let Some(lease) = Lease::acquire(&inner.store, &run_id, &cfg).await? else {
         return inner.finish(report, StopReason::AlreadyRunning).await;
     };
-    let rebased = inner.store.rebase_backoff(now).await?;
-    if rebased > 0 {
-        tracing::info!(rebased, "the wall clock went back: backoffs restart from now");
+    // From here on the lease is ours: a failure must give it back, or every drain of the next
+    // minutes (another process's included) would stop with `AlreadyRunning`.
+    let prepared = async {
+        let rebased = inner.store.rebase_backoff(now).await?;
+        if rebased > 0 {
+            tracing::info!(rebased, "the wall clock went back: backoffs restart from now");
+        }
+        let recovered = inner.store.recover_in_flight().await?;
+        if recovered > 0 {
+            tracing::info!(
+                recovered,
+                "re-queued mutations left in flight by an interrupted drain"
+            );
+        }
+        Ok::<_, Error>(())
     }
-    let recovered = inner.store.recover_in_flight().await?;
-    if recovered > 0 {
-        tracing::info!(
-            recovered,
-            "re-queued mutations left in flight by an interrupted drain"
-        );
+    .await;
+    if let Err(e) = prepared {
+        let _ = inner.store.release_lease(&run_id).await;
+        return Err(e);
     }
     inner.set_state(SyncState::Running).await;
 
     // The passes stop on the caller's cancellation or when the lease is lost.
     let pass_cancel = opts.cancel.child_token();
-    let auth = AuthCell::new(
-        inner.store.load_auth().await?,
-        inner.auth_epoch(),
-        deadline,
-        pass_cancel.clone(),
-    );
+    let auth = AuthCell::new(stored_auth, inner.auth_epoch(), deadline, pass_cancel.clone());
     let transport = match Transport::new(&cfg) {
         Ok(t) => std::sync::Arc::new(t),
         Err(e) => {

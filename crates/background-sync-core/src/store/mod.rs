@@ -10,6 +10,7 @@
 
 use crate::error::{Error, Result};
 use crate::models::{Delivered, Durability, EntityRef, StatusEvent, SyncConfig};
+use crate::secret::CredentialStorage;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::SqlitePool;
 use std::path::{Path, PathBuf};
@@ -61,6 +62,7 @@ pub(crate) struct Store {
     /// (FULL by default): an acknowledged write must survive power loss.
     drain: SqlitePool,
     path: PathBuf,
+    credentials: settings::Credentials,
 }
 
 /// Whether an outcome was written (this drainer still owned the row), and what the app is told.
@@ -93,7 +95,12 @@ impl Applied {
 
 impl Store {
     /// Open (creating if needed) and migrate. `durability` overrides the persisted setting.
-    pub(crate) async fn open(path: &Path, durability: Option<Durability>, key: Option<&str>) -> Result<Self> {
+    pub(crate) async fn open(
+        path: &Path,
+        durability: Option<Durability>,
+        key: Option<&str>,
+        credentials: CredentialStorage,
+    ) -> Result<Self> {
         if path.as_os_str().is_empty() {
             return Err(Error::invalid("database path is empty"));
         }
@@ -171,11 +178,14 @@ impl Store {
             .test_before_acquire(false)
             .connect_with(base.synchronous(SqliteSynchronous::Normal))
             .await?;
-        Ok(Self {
+        let store = Self {
             pool,
             drain,
             path: path.to_path_buf(),
-        })
+            credentials: settings::Credentials::new(credentials),
+        };
+        store.secure_credentials_at_rest().await?;
+        Ok(store)
     }
 
     pub(crate) fn path(&self) -> &Path {

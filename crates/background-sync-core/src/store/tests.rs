@@ -89,7 +89,9 @@ impl Store {
 
 async fn store() -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().unwrap();
-    let s = Store::open(&dir.path().join("t.db"), None, None).await.unwrap();
+    let s = Store::open(&dir.path().join("t.db"), None, None, Default::default())
+        .await
+        .unwrap();
     (dir, s)
 }
 
