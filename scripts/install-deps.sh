@@ -36,6 +36,11 @@ want libssl-dev
 # private network namespace).
 want debootstrap
 want iproute2
+# The desktop credentials key in a real Secret Service (tests/keyring.sh): gnome-keyring on a
+# private D-Bus session bus, secret-tool to look at what it holds.
+want gnome-keyring
+want libsecret-tools
+want dbus
 fi
 
 if [ ${#need_apt[@]} -gt 0 ]; then

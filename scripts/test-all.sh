@@ -21,6 +21,9 @@ cargo test --workspace --exclude bgsync-example-app 2>&1
 step "at-rest encryption (SQLCipher build of the engine)"
 cargo test -p background-sync-core --features sqlcipher --test encryption 2>&1
 
+step "credentials key in a real Secret Service (gnome-keyring on a private D-Bus session)"
+tests/keyring.sh 2>&1
+
 step "guest-js (vitest + @tauri-apps/api/mocks)"
 if [ -f package-lock.json ]; then npm ci --no-audit --no-fund; else npm install --no-audit --no-fund; fi
 npm run build

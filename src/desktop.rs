@@ -5,7 +5,7 @@
 
 use crate::scheduler::{ConnectivityFactory, Scheduler};
 use crate::Result;
-use crate::{BackgroundSync, PlatformFacts};
+use crate::{BackgroundSync, CredentialStorage, PlatformFacts};
 use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
 use tauri::{plugin::PluginApi, AppHandle, Runtime};
@@ -25,6 +25,15 @@ impl<R: Runtime> Platform<R> {
     /// Nothing to register with the OS on desktop; the scheduler is the background worker.
     pub(crate) async fn register(&self, _engine: &BackgroundSync, _run_now: bool) -> Result<()> {
         Ok(())
+    }
+
+    /// The credentials key from the OS keyring, or memory only (logged) when it cannot be used.
+    pub(crate) async fn credential_storage(&self, db: &std::path::Path) -> CredentialStorage {
+        let (storage, problem) = crate::keystore::desktop_credentials(db).await;
+        if let Some(p) = problem {
+            tracing::warn!(problem = %p, "credentials are kept in memory only (set them again at every start)");
+        }
+        storage
     }
 
     /// The desktop's facts are the scheduler's own (never unavailable).

@@ -22,6 +22,8 @@ mod scheduler;
 
 #[cfg(desktop)]
 mod desktop;
+#[cfg(desktop)]
+mod keystore;
 #[cfg(mobile)]
 mod mobile;
 
@@ -32,7 +34,7 @@ pub use scheduler::Scheduler;
 /// Plugin configuration from `tauri.conf.json` > `plugins` > `background-sync`. Every
 /// [`SyncConfig`] field may appear here (camelCase); they are merged over the stored
 /// configuration at startup.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PluginConfig {
     /// Database file name inside the app data directory (default `background-sync.db`).
@@ -275,6 +277,7 @@ pub fn init<R: Runtime>() -> TauriPlugin<R, Option<PluginConfig>> {
 pub struct Builder {
     database: Option<PathBuf>,
     config: Option<SyncConfig>,
+    credentials: Option<CredentialStorage>,
 }
 
 impl Builder {
@@ -298,8 +301,23 @@ impl Builder {
         self
     }
 
+    /// Where `setAuth`'s credentials are kept (README "Credentials at rest"). The default is
+    /// the platform's secure store: sealed with a key kept in the OS keyring on desktop, in the
+    /// Android Keystore or the iOS Keychain on mobile (the shims hand it to the background
+    /// runs), and in memory only when that store cannot be reached. Override it on desktop
+    /// only, e.g. with [`CredentialStorage::Sealed`] and a key from your own secret store:
+    /// Android's and iOS's background runs always use the shim's key.
+    pub fn credentials(mut self, storage: CredentialStorage) -> Self {
+        self.credentials = Some(storage);
+        self
+    }
+
     pub fn build<R: Runtime>(self) -> TauriPlugin<R, Option<PluginConfig>> {
-        let Builder { database, config } = self;
+        let Builder {
+            database,
+            config,
+            credentials,
+        } = self;
         PluginBuilder::<R, Option<PluginConfig>>::new("background-sync")
             .invoke_handler(tauri::generate_handler![
                 commands::enable,
@@ -329,7 +347,8 @@ impl Builder {
                 commands::diagnostics,
             ])
             .setup(move |app, api| {
-                let conf = api.config().as_ref();
+                let conf_owned = api.config().clone();
+                let conf = conf_owned.as_ref();
                 let file = database
                     .clone()
                     .or_else(|| conf.and_then(|c| c.database.clone()).map(PathBuf::from))
@@ -338,8 +357,20 @@ impl Builder {
                 // An absolute `file` replaces `dir`.
                 let path = dir.join(file);
                 let code_config = config.clone();
+                // The platform first: on Android/iOS its shim hands over the credentials key
+                // while the plugin is registered.
+                #[cfg(desktop)]
+                let platform = desktop::init(app, api)?;
+                #[cfg(mobile)]
+                let platform = mobile::init(app, api)?;
+                let chosen = credentials.clone();
                 let (engine, pending_conf) = tauri::async_runtime::block_on(async {
-                    let engine = BackgroundSync::open(&path).await?;
+                    let storage = match chosen {
+                        Some(s) => s,
+                        None => platform.credential_storage(&path).await,
+                    };
+                    let engine =
+                        BackgroundSync::open_with(&path, OpenOptions::default().credentials(storage)).await?;
                     let mut pending = None;
                     let patch = conf
                         .filter(|c| !c.sync.is_empty())
@@ -372,10 +403,6 @@ impl Builder {
                     }
                     Ok::<_, Error>((engine, pending))
                 })?;
-                #[cfg(desktop)]
-                let platform = desktop::init(app, api)?;
-                #[cfg(mobile)]
-                let platform = mobile::init(app, api)?;
                 let scheduler = Scheduler::start(engine.clone(), platform.connectivity());
                 let paths = app.path();
                 let upload_roots = [

@@ -4,7 +4,7 @@
 
 use crate::scheduler::{ConnectivityFactory, Scheduler};
 use crate::Result;
-use crate::{BackgroundSync, PlatformFacts};
+use crate::{BackgroundSync, CredentialStorage, PlatformFacts};
 use serde::{de::DeserializeOwned, Serialize};
 use tauri::{
     plugin::{PluginApi, PluginHandle},
@@ -93,6 +93,21 @@ impl<R: Runtime> Platform<R> {
                 .await?;
         }
         Ok(())
+    }
+
+    /// The key the shim read from the Android Keystore / iOS Keychain and handed over while
+    /// it was constructed (`NativeBridge.setSecretKey` / `bgsync_set_secret_key`); memory only
+    /// when it could not (the shim logs why).
+    pub(crate) async fn credential_storage(&self, _db: &std::path::Path) -> CredentialStorage {
+        match crate::entry::credential_storage() {
+            CredentialStorage::Plaintext => {
+                tracing::warn!(
+                    "the native shim gave no credentials key: credentials are kept in memory only"
+                );
+                CredentialStorage::MemoryOnly
+            }
+            sealed => sealed,
+        }
     }
 
     /// What the shim reads from the OS (`diagnostics` in BackgroundSyncPlugin.kt / .swift); when

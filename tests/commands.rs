@@ -17,6 +17,22 @@ fn all_commands() -> Vec<String> {
     list.split('"').skip(1).step_by(2).map(str::to_string).collect()
 }
 
+/// The plugin as `init()` builds it, with a fixed credentials key instead of the OS keyring's:
+/// the suite must not add an entry to a developer's own keyring per test database (the keyring
+/// path is tested by `desktop_credentials_key_lives_in_the_os_keyring`).
+fn test_builder() -> tauri_plugin_background_sync::Builder {
+    tauri_plugin_background_sync::Builder::new().credentials(
+        tauri_plugin_background_sync::CredentialStorage::Sealed(
+            tauri_plugin_background_sync::SecretKey::from_bytes([9; 32]),
+        ),
+    )
+}
+
+fn test_plugin<R: tauri::Runtime>(
+) -> tauri::plugin::TauriPlugin<R, Option<tauri_plugin_background_sync::PluginConfig>> {
+    test_builder().build()
+}
+
 fn app<S: AsRef<str>>(
     dir: &tempfile::TempDir,
     base_url: &str,
@@ -34,7 +50,7 @@ fn app<S: AsRef<str>>(
         );
     }
     mock_builder()
-        .plugin(tauri_plugin_background_sync::init())
+        .plugin(test_plugin())
         .build(ctx)
         .expect("app builds")
 }
@@ -152,6 +168,13 @@ fn tokens_go_in_and_never_come_out() {
     ] {
         let out = invoke(&w, cmd, args).unwrap().to_string();
         assert!(!out.contains("SECRET"), "{cmd} leaked a token: {out}");
+    }
+    // Nor are they readable at rest: sealed in the database, not in its files as text.
+    for t in ["SECRET-ACCESS", "SECRET-REFRESH"] {
+        assert!(
+            !files_contain(dir.path(), t),
+            "{t} is readable in the database files"
+        );
     }
 }
 
@@ -343,7 +366,7 @@ fn webview_uploads_only_from_allowed_directories() {
             .__allow_command(format!("plugin:background-sync|{c}"), ExecutionContext::Local);
     }
     let app = mock_builder()
-        .plugin(tauri_plugin_background_sync::init())
+        .plugin(test_plugin())
         .build(ctx)
         .expect("app builds");
     let w = WebviewWindowBuilder::new(&app, "main", Default::default())
@@ -390,7 +413,7 @@ fn conf_settings_without_base_url_wait_for_the_first_configure() {
     ctx.runtime_authority_mut()
         .__allow_command("plugin:background-sync|status".into(), ExecutionContext::Local);
     let app = mock_builder()
-        .plugin(tauri_plugin_background_sync::init())
+        .plugin(test_plugin())
         .build(ctx)
         .expect("starts without a baseUrl");
     let w = WebviewWindowBuilder::new(&app, "main", Default::default())
@@ -430,7 +453,7 @@ fn webview_cannot_upload_the_database_or_the_plugins_copies() {
             .__allow_command(format!("plugin:background-sync|{c}"), ExecutionContext::Local);
     }
     let app = mock_builder()
-        .plugin(tauri_plugin_background_sync::init())
+        .plugin(test_plugin())
         .build(ctx)
         .expect("app builds");
     let w = WebviewWindowBuilder::new(&app, "main", Default::default())
@@ -518,7 +541,7 @@ fn builder_app(
 /// changes only what the closure touches.
 #[test]
 fn typed_builder_database_and_config_and_typed_update() {
-    use tauri_plugin_background_sync::{BackgroundSyncExt, Builder, SyncConfig};
+    use tauri_plugin_background_sync::{BackgroundSyncExt, SyncConfig};
     let dir = tempfile::tempdir().unwrap();
     let typed_db = dir.path().join("typed.db");
     let conf_db = dir.path().join("from-conf.db");
@@ -530,7 +553,7 @@ fn typed_builder_database_and_config_and_typed_update() {
     let start = || {
         builder_app(
             json!({ "database": conf_db, "requestTimeoutMs": 1234 }),
-            Builder::new().database(&typed_db).config(code.clone()).build(),
+            test_builder().database(&typed_db).config(code.clone()).build(),
         )
         .expect("app builds")
     };
@@ -592,11 +615,11 @@ fn typed_builder_database_and_config_and_typed_update() {
 
 #[test]
 fn typed_builder_without_a_base_url_fails_setup_and_update_config_keeps_conf_settings() {
-    use tauri_plugin_background_sync::{BackgroundSyncExt, Builder, SyncConfig};
+    use tauri_plugin_background_sync::{BackgroundSyncExt, SyncConfig};
     let dir = tempfile::tempdir().unwrap();
     let Err(e) = builder_app(
         json!({ "database": dir.path().join("a.db") }),
-        Builder::new().config(SyncConfig::default()).build(),
+        test_builder().config(SyncConfig::default()).build(),
     ) else {
         panic!("a typed config without base_url must fail the setup")
     };
@@ -606,7 +629,7 @@ fn typed_builder_without_a_base_url_fails_setup_and_update_config_keeps_conf_set
     // typed update starts from them too.
     let app = builder_app(
         json!({ "database": dir.path().join("b.db"), "requestTimeoutMs": 4321 }),
-        Builder::new().build(),
+        test_builder().build(),
     )
     .expect("starts without a baseUrl");
     tauri::async_runtime::block_on(
@@ -883,4 +906,180 @@ fn reconnect_child() {
         took.as_millis()
     );
     rt.block_on(server.shutdown());
+}
+
+const KEYRING_STEP_ENV: &str = "BGSYNC_KEYRING_STEP";
+const KEYRING_ACCESS: &str = "at-keyring-7d2f0b";
+
+/// Runs this test binary again as a new process for one step of the keyring test.
+fn keyring_step(step: &str, dir: &std::path::Path, api: &str, dbus: Option<&str>) -> String {
+    let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
+    cmd.args(["--exact", "keyring_child", "--nocapture", "--test-threads=1"])
+        .env(KEYRING_STEP_ENV, step)
+        .env("BGSYNC_KEYRING_DIR", dir)
+        .env("BGSYNC_KEYRING_API", api);
+    if let Some(bus) = dbus {
+        cmd.env("DBUS_SESSION_BUS_ADDRESS", bus);
+    }
+    let out = cmd.output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(
+        out.status.success() && text.contains(&format!("KEYRING-CHILD {step} ok")),
+        "step {step} failed:\n{text}\n{err}"
+    );
+    text
+}
+
+fn files_contain(dir: &std::path::Path, needle: &str) -> bool {
+    walk(dir).iter().any(|f| {
+        std::fs::read(f)
+            .map(|b| b.windows(needle.len()).any(|w| w == needle.as_bytes()))
+            .unwrap_or(false)
+    })
+}
+
+/// Issue 15 item 6, desktop: the key that seals the credentials is made once in a real Secret
+/// Service (gnome-keyring on a private D-Bus session bus, started by tests/keyring.sh), found
+/// again by the next process, and the token never reaches the database file. Without a keyring
+/// the plugin falls back to memory only within its timeout. Skipped unless tests/keyring.sh
+/// runs it.
+#[test]
+fn desktop_credentials_key_lives_in_the_os_keyring() {
+    if std::env::var("BGSYNC_KEYRING_TEST").is_err() {
+        println!("SKIPPED: run tests/keyring.sh (a private Secret Service)");
+        return;
+    }
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let server = rt.block_on(common::server_with_auth(
+        common::FaultConfig::default(),
+        common::AuthSetup {
+            access_tokens: vec![KEYRING_ACCESS.into()],
+            refresh_token: "rt-keyring".into(),
+            ..Default::default()
+        },
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("ipc.db");
+
+    // 1. First start: a key is made in the keyring; the credentials are sealed in the file.
+    println!(
+        "{}",
+        keyring_step("first", dir.path(), &server.base_url, None).trim()
+    );
+    let row: String = rt.block_on(async {
+        use sqlx::Connection;
+        let mut c = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display()))
+            .await
+            .unwrap();
+        // language=SQLite
+        sqlx::query_scalar("SELECT value FROM settings WHERE key = 'auth'")
+            .fetch_one(&mut c)
+            .await
+            .unwrap()
+    });
+    assert!(row.starts_with("sealed:v1:"), "credentials row: {row}");
+    assert!(
+        !files_contain(dir.path(), KEYRING_ACCESS),
+        "the token is readable in the files"
+    );
+    let items = std::process::Command::new("secret-tool")
+        .args(["search", "--all", "service", "tauri-plugin-background-sync"])
+        .output()
+        .unwrap();
+    let listed = String::from_utf8_lossy(&items.stdout).to_string() + &String::from_utf8_lossy(&items.stderr);
+    assert!(
+        listed.contains(&std::path::absolute(&db).unwrap().display().to_string()),
+        "the keyring holds no key for this database: {listed}"
+    );
+    println!(
+        "keyring item: {}",
+        listed
+            .lines()
+            .filter(|l| l.contains("attribute"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    );
+
+    // 2. A new process finds the same key and sends with the sealed token: no 401.
+    println!(
+        "{}",
+        keyring_step("second", dir.path(), &server.base_url, None).trim()
+    );
+    let stats = server.stats();
+    assert_eq!((stats.applied, stats.unauthorized), (2, 0), "{stats:?}");
+
+    // 3. No keyring (a bus nobody listens on): setup still finishes, credentials in memory.
+    let out = keyring_step(
+        "nokeyring",
+        dir.path(),
+        &server.base_url,
+        Some("unix:path=/nonexistent/bus"),
+    );
+    println!("{}", out.trim());
+    assert!(
+        !files_contain(dir.path(), KEYRING_ACCESS),
+        "memory only wrote the token: {out}"
+    );
+    assert_eq!(server.stats().applied, 3);
+}
+
+/// One process of the keyring test above.
+#[test]
+fn keyring_child() {
+    let Ok(step) = std::env::var(KEYRING_STEP_ENV) else {
+        return;
+    };
+    let dir = std::path::PathBuf::from(std::env::var("BGSYNC_KEYRING_DIR").unwrap());
+    let api = std::env::var("BGSYNC_KEYRING_API").unwrap();
+    let t = std::time::Instant::now();
+    let mut ctx = mock_context(noop_assets());
+    ctx.config_mut().plugins.0.insert(
+        "background-sync".into(),
+        json!({ "database": dir.join("ipc.db"), "baseUrl": api }),
+    );
+    for c in all_commands() {
+        ctx.runtime_authority_mut()
+            .__allow_command(format!("plugin:background-sync|{c}"), ExecutionContext::Local);
+    }
+    let app = mock_builder()
+        .plugin(tauri_plugin_background_sync::init())
+        .build(ctx)
+        .expect("app builds");
+    let setup = t.elapsed();
+    assert!(setup < std::time::Duration::from_secs(8), "setup took {setup:?}");
+    let w = WebviewWindowBuilder::new(&app, "main", Default::default())
+        .build()
+        .unwrap();
+    let visit = |id: &str| {
+        json!({ "mutation": { "method": "PUT", "path": format!("/visits/{id}"), "body": {"v": 1},
+                              "entity": {"kind": "visit", "id": id} } })
+    };
+    let auth = json!({ "auth": { "accessToken": KEYRING_ACCESS } });
+    match step.as_str() {
+        "first" => {
+            invoke(&w, "set_auth", auth).unwrap();
+            invoke(&w, "enqueue", visit("k1")).unwrap();
+        }
+        "second" => {
+            invoke(&w, "enqueue", visit("k2")).unwrap();
+        }
+        _ => {
+            // The sealed row of the earlier steps cannot be opened without the keyring; the
+            // app signs in again, in memory only.
+            invoke(&w, "set_auth", auth).unwrap();
+            invoke(&w, "enqueue", visit("k3")).unwrap();
+        }
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let r = invoke(&w, "sync_now", json!({})).unwrap();
+        let s = invoke(&w, "status", json!({})).unwrap();
+        if s["pending"] == 0 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "not delivered: {r} {s}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    println!("KEYRING-CHILD {step} ok (setup {setup:?})");
 }
