@@ -52,7 +52,7 @@ sources+=("${shim[@]}")
 
 echo "kotlinc (K2, language 2.1): ${#sources[@]} files (AndroidX stubs, Tauri $(basename "$tauri_dir") plugin API, ${#shim[@]} shim files) against android-all API 36"
 kotlinc -cp "$compile_cp" -d "$out/classes" "${sources[@]}" >"$out/kotlinc-k2.log" 2>&1 || fail "$out/kotlinc-k2.log" "K2"
-for c in BackgroundSyncPlugin SyncWorker Prefs Notifications NativeBridge WorkPlanner; do
+for c in BackgroundSyncPlugin SyncWorker Prefs Notifications NativeBridge WorkPlanner CredentialsKey; do
   [ -f "$out/classes/app/tauri/backgroundsync/$c.class" ] || { echo "missing $c.class"; exit 1; }
 done
 
@@ -69,6 +69,20 @@ mkdir -p "$out/rules"
 kotlinc -cp "$out/classes:$compile_cp" -d "$out/rules" tests/native/android-rules/WorkRulesCheck.kt \
   >"$out/kotlinc-rules.log" 2>&1 || fail "$out/kotlinc-rules.log" "rule check"
 java -cp "$out/rules:$out/classes:$compile_cp" WorkRulesCheckKt || { echo "WorkManager rule check FAILED"; exit 1; }
+
+# The credentials key (android/.../CredentialsKey.kt) against the rule-enforcing Android Keystore
+# stand-in (tests/native/android-keystore), on the host JVM.
+mkdir -p "$out/keystore"
+kotlinc -cp "$out/classes:$compile_cp" -d "$out/keystore" tests/native/android-keystore/*.kt \
+  >"$out/kotlinc-keystore.log" 2>&1 || fail "$out/kotlinc-keystore.log" "keystore check"
+# android-all 36's classes are Java 21 bytecode: run them on the newest JDK here (the machine's
+# second JDK, Temurin; the default is 17).
+java21=$(for j in /usr/lib/jvm/*/bin/java; do
+  v=$("$j" -XshowSettings:properties -version 2>&1 | sed -n 's/.*java.specification.version = //p')
+  [ "${v%%.*}" -ge 21 ] 2>/dev/null && echo "$v $j"
+done | sort -n | tail -1 | cut -d' ' -f2)
+[ -n "$java21" ] || { echo "Android Keystore rule check needs a JDK >= 21 (android-all 36); none in /usr/lib/jvm"; exit 1; }
+"$java21" -cp "$out/keystore:$out/classes:$compile_cp" CredentialsKeyCheckKt || { echo "Android Keystore rule check FAILED"; exit 1; }
 
 # The merged manifest must give WorkManager's foreground service the type SyncWorker asks for.
 python3 - android/src/main/AndroidManifest.xml <<'PY'

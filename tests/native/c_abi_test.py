@@ -24,6 +24,8 @@ lib.bgsync_diagnostics.argtypes = [ctypes.c_char_p, ctypes.c_char_p]
 lib.bgsync_diagnostics.restype = ctypes.c_void_p
 lib.bgsync_take_outcomes.argtypes = [ctypes.c_char_p]
 lib.bgsync_take_outcomes.restype = ctypes.c_void_p
+lib.bgsync_set_secret_key.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
+lib.bgsync_set_secret_key.restype = ctypes.c_void_p
 lib.bgsync_free.argtypes = [ctypes.c_void_p]
 
 def call(fn, *args):
@@ -123,6 +125,15 @@ try:
     check("diagnostics with iOS facts name their problems", codes == ["backgroundRefreshOff", "nothingScheduled"], r)
     r = call(lib.bgsync_diagnostics, db, b"{not json")
     check("diagnostics: bad facts -> invalidInput", r["ok"] is False and r["error"]["kind"] == "invalidInput", r)
+    # The credentials key: exactly 32 bytes; NULL forgets it.
+    r = call(lib.bgsync_set_secret_key, b"short", 5)
+    check("set_secret_key: 5 bytes -> invalidInput", r["ok"] is False and r["error"]["kind"] == "invalidInput", r)
+    r = call(lib.bgsync_set_secret_key, os.urandom(32), 32)
+    check("set_secret_key: 32 bytes", r["ok"] is True, r)
+    r = call(lib.bgsync_status, db)
+    check("status with the key set", r["ok"] is True, r)
+    r = call(lib.bgsync_set_secret_key, None, 0)
+    check("set_secret_key: NULL forgets", r["ok"] is True, r)
     # Bad input: typed errors, no crash.
     r = call(lib.bgsync_enqueue, db, b"{not json")
     check("garbage JSON -> invalidInput", r["ok"] is False and r["error"]["kind"] == "invalidInput", r)

@@ -17,4 +17,5 @@ run "whole Android shim vs android-all + Tauri's Kotlin API + AndroidX stubs" ba
 run "iOS shim Swift syntax (swiftc -parse, Debian trixie's swiftlang)" bash tests/native/swift_parse.sh
 run "iOS shim type-check (Tauri's Swift plugin API + Apple stand-ins)" bash tests/native/swift_typecheck.sh
 run "iOS shim's DrainRun under AddressSanitizer, with the real C ABI" bash tests/native/swift_drain_asan.sh
+run "iOS credentials key vs the Keychain's accessibility rules, with the real C ABI" bash tests/native/swift_keychain.sh
 [ "$total_fail" = 0 ]

@@ -4,7 +4,7 @@
 #   - Tauri's real Swift plugin API from the `tauri` crate (mobile/ios-api: Plugin, Invoke,
 #     Channel, JSTypes, JsonValue); its IPC glue (Tauri.swift, Logger.swift, UiUtils.swift)
 #     needs the Objective-C runtime and is left out, PluginManager stubbed;
-#   - compile-only stand-ins for BackgroundTasks, Network, UIKit, WebKit and os.log written from
+#   - compile-only stand-ins for BackgroundTasks, Network, Security, UIKit, WebKit and os.log written from
 #     Apple's reference pages (tests/native/swift-stubs, each member citing its page);
 #   - the Clang import of bgsync.h through a module map like SwiftPM's for BackgroundSyncFFI.
 # Three textual changes are made to copies before checking, because Linux has no Objective-C
@@ -51,6 +51,7 @@ module UIKit stubs/UIKit.swift
 module WebKit stubs/WebKit.swift
 module BackgroundTasks stubs/BackgroundTasks.swift
 module Network stubs/Network.swift
+module Security stubs/Security.swift
 module Tauri $(cd "$work" && ls tauri/*.swift) stubs/TauriPluginManager.swift
 out=$work/typecheck.out
 if ! in_swift_root swiftc -swift-version 5 -typecheck -I mods -I ffi $(cd "$work" && ls shim/*.swift) >"$out" 2>&1; then

@@ -31,6 +31,11 @@ class BackgroundSyncPlugin: Plugin {
         refreshId = "\(bundle).background-sync.refresh"
         processingId = "\(bundle).background-sync.processing"
         super.init()
+        // Tauri creates the plugin while Rust's setup waits (register_ios_plugin), and Rust opens
+        // the database right after; BGTask handlers run in this same process later.
+        if !CredentialsKey.handOver(SystemKeychain(), random: SystemKeychain.random) {
+            os_log("no credentials key from the Keychain: credentials stay in memory this run", log: log, type: .error)
+        }
         registerHandlers()
         watchNetwork()
     }

@@ -44,6 +44,18 @@ public class JniHostTest {
         r = NativeBridge.enqueue(db, "{oops");
         check("bad JSON is a typed error", r.contains("\"kind\":\"invalidInput\""), r);
 
+        // The credentials key, as CredentialsKey.handOver gives it: 32 bytes, or null to forget.
+        r = NativeBridge.setSecretKey(new byte[31]);
+        check("setSecretKey: 31 bytes is a typed error", r.contains("\"kind\":\"invalidInput\""), r);
+        byte[] key = new byte[32];
+        new java.security.SecureRandom().nextBytes(key);
+        r = NativeBridge.setSecretKey(key);
+        check("setSecretKey: 32 bytes", r.contains("\"ok\":true"), r);
+        r = NativeBridge.status(db);
+        check("status with a key set", r.contains("\"pending\":0"), r);
+        r = NativeBridge.setSecretKey(null);
+        check("setSecretKey: null forgets", r.contains("\"ok\":true"), r);
+
         // Cancellation through a handle, as SyncWorker.onStopped does.
         String db2 = dir.resolve("cancel.db").toString();
         NativeBridge.configure(db2, "{\"baseUrl\":\"" + slow + "\",\"concurrency\":2}");

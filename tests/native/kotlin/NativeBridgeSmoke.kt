@@ -7,9 +7,15 @@ fun main(args: Array<String>) {
     val h = NativeBridge.newCancelHandle()
     NativeBridge.cancel(h)
     NativeBridge.freeCancelHandle(h)
+    val keyed = NativeBridge.setSecretKey(ByteArray(32) { it.toByte() })
+    val forgotten = NativeBridge.setSecretKey(null)
+    if (!keyed.contains("\"ok\":true") || !forgotten.contains("\"ok\":true")) {
+        println("FAIL NativeBridge.kt setSecretKey: $keyed $forgotten")
+        System.exit(1)
+    }
     if (!r.contains("\"ok\":true")) {
         println("FAIL NativeBridge.kt status: $r")
         System.exit(1)
     }
-    println("ok   NativeBridge.kt loads the library and calls status/cancel handles")
+    println("ok   NativeBridge.kt loads the library and calls status/cancel handles/setSecretKey")
 }

@@ -12,6 +12,7 @@ public final class NativeBridge {
     public static native String drain(String dbPath, long budgetMs, String trigger, long cancelHandle);
     public static native String status(String dbPath);
     public static native String setEnabled(String dbPath, boolean enabled);
+    public static native String setSecretKey(byte[] key);
     public static native long newCancelHandle();
     public static native void cancel(long handle);
     public static native void freeCancelHandle(long handle);

@@ -43,6 +43,12 @@ class BackgroundSyncPlugin(private val activity: Activity) : Plugin(activity) {
         unregister = { cb -> connectivity().unregisterNetworkCallback(cb) },
     )
 
+    init {
+        // Tauri constructs the plugin while Rust's setup waits (register_android_plugin), and
+        // Rust opens the database right after: the credentials key must be there by then.
+        CredentialsKey.handOver(activity.applicationContext)
+    }
+
     override fun load(webView: WebView) {
         watchConnectivity()
     }

@@ -21,6 +21,8 @@ object NativeBridge {
     @JvmStatic external fun drain(dbPath: String, budgetMs: Long, trigger: String, cancelHandle: Long): String
     @JvmStatic external fun status(dbPath: String): String
     @JvmStatic external fun setEnabled(dbPath: String, enabled: Boolean): String
+    /** The credentials key (32 bytes; null forgets it), once per process before other calls. */
+    @JvmStatic external fun setSecretKey(key: ByteArray?): String
     @JvmStatic external fun newCancelHandle(): Long
     @JvmStatic external fun cancel(handle: Long)
     @JvmStatic external fun freeCancelHandle(handle: Long)

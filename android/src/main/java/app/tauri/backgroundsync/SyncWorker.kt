@@ -39,6 +39,8 @@ class SyncWorker(context: Context, params: WorkerParameters) : CoroutineWorker(c
             return Result.failure()
         }
         Prefs.clearFailure(applicationContext)
+        // Before the drain opens the database: the sealed credentials need the Keystore's key.
+        CredentialsKey.handOver(applicationContext)
         val plan = WorkPlanner.plan(args)
         val trigger = inputData.getString(KEY_TRIGGER) ?: "android-worker"
         val handle = NativeBridge.newCancelHandle()
