@@ -43,6 +43,11 @@ if [ -x scripts/test-e2e.sh ]; then
   scripts/test-e2e.sh
 fi
 
+if [ -x scripts/test-fresh-app.sh ]; then
+  step "a fresh app made with create-tauri-app, the plugin added as the README says, driven under Xvfb"
+  scripts/test-fresh-app.sh
+fi
+
 if [ -x scripts/bench-smoke.sh ]; then
   step "benchmark smoke run"
   scripts/bench-smoke.sh
