@@ -18,5 +18,6 @@ exec dbus-run-session -- bash -c '
   # --unlock reads the login keyring password from stdin (and creates the keyring).
   eval "$(printf "throwaway\n" | gnome-keyring-daemon --unlock --components=secrets)"
   export GNOME_KEYRING_CONTROL
-  BGSYNC_KEYRING_TEST=1 cargo test --test commands -- --exact desktop_credentials_key_lives_in_the_os_keyring --nocapture
+  # The same cargo invocation as the Rust step of make test: nothing is rebuilt with other features.
+  BGSYNC_KEYRING_TEST=1 cargo test -q --workspace --exclude bgsync-example-app --tests -- --exact desktop_credentials_key_lives_in_the_os_keyring --nocapture
 '
