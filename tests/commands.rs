@@ -908,6 +908,42 @@ fn reconnect_child() {
     rt.block_on(server.shutdown());
 }
 
+/// `Builder::encrypt_database` never falls back to plaintext: without SQLCipher in the build, or
+/// without a platform key, the setup fails and no database file is written.
+#[test]
+fn encrypt_database_refuses_to_write_plaintext() {
+    use tauri_plugin_background_sync::CredentialStorage;
+    let dir = tempfile::tempdir().unwrap();
+    let conf = |name: &str| json!({ "database": dir.path().join(name), "baseUrl": "http://127.0.0.1:9" });
+    let Err(e) = builder_app(conf("a.db"), test_builder().encrypt_database().build()) else {
+        panic!("this build has no SQLCipher: encrypt_database must fail the setup")
+    };
+    assert!(e.to_string().contains("sqlcipher"), "{e}");
+    let Err(e) = builder_app(
+        conf("b.db"),
+        test_builder()
+            .credentials(CredentialStorage::MemoryOnly)
+            .encrypt_database()
+            .build(),
+    ) else {
+        panic!("no platform key: encrypt_database must fail the setup")
+    };
+    assert!(e.to_string().contains("gave no key"), "{e}");
+    let Err(e) = builder_app(
+        conf("c.db"),
+        test_builder().encryption_key("app passphrase").build(),
+    ) else {
+        panic!("this build has no SQLCipher: encryption_key must fail the setup")
+    };
+    assert!(
+        !e.to_string().contains("app passphrase"),
+        "the key in an error: {e}"
+    );
+    for f in ["a.db", "b.db", "c.db"] {
+        assert!(!dir.path().join(f).exists(), "{f} written");
+    }
+}
+
 const KEYRING_STEP_ENV: &str = "BGSYNC_KEYRING_STEP";
 const KEYRING_ACCESS: &str = "at-keyring-7d2f0b";
 

@@ -67,7 +67,18 @@ pub fn credential_storage() -> CredentialStorage {
 }
 
 async fn open(path: &Path) -> Result<BackgroundSync> {
-    BackgroundSync::open_with(path, OpenOptions::default().credentials(credential_storage())).await
+    let storage = credential_storage();
+    let mut opts = OpenOptions::default();
+    // A database the app encrypted (the plugin's `Builder::encrypt_database`) opens with the key
+    // derived from the same platform key.
+    if let CredentialStorage::Sealed(k) = &storage {
+        if cfg!(any(feature = "sqlcipher", feature = "sqlcipher-vendored"))
+            && crate::store::looks_encrypted(path)
+        {
+            opts = opts.encryption_key(k.database_key());
+        }
+    }
+    BackgroundSync::open_with(path, opts.credentials(storage)).await
 }
 
 fn check_path(db_path: &str) -> Result<&Path> {

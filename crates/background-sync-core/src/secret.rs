@@ -53,6 +53,28 @@ impl SecretKey {
         &self.0
     }
 
+    /// The SQLCipher key derived from this key (HKDF-SHA256, its own label, so the database key
+    /// and the credentials key are never the same bytes), as the raw-key form
+    /// `OpenOptions::encryption_key` takes: `x'<64 hex digits>'`. What the plugin's
+    /// `Builder::encrypt_database` and the headless entries use, so every process of the app
+    /// derives the same one from the platform's key.
+    pub fn database_key(&self) -> String {
+        struct Len32;
+        impl ring::hkdf::KeyType for Len32 {
+            fn len(&self) -> usize {
+                32
+            }
+        }
+        let prk = ring::hkdf::Salt::new(ring::hkdf::HKDF_SHA256, b"background-sync").extract(&self.0);
+        let mut out = [0u8; 32];
+        prk.expand(&[b"sqlcipher database key v1"], Len32)
+            .and_then(|okm| okm.fill(&mut out))
+            .expect("32 bytes is a valid HKDF-SHA256 output length");
+        let hex: String = out.iter().map(|b| format!("{b:02x}")).collect();
+        zeroize::Zeroize::zeroize(&mut out);
+        format!("x'{hex}'")
+    }
+
     fn aead(&self) -> LessSafeKey {
         LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &self.0).expect("a 32-byte AES-256 key"))
     }
@@ -152,6 +174,16 @@ mod tests {
         assert!(open(&k, &String::from_utf8(b).unwrap()).is_none());
         assert!(open(&k, &s[..20]).is_none());
         assert!(open(&k, "plain").is_none());
+    }
+
+    #[test]
+    fn the_database_key_is_derived_stable_and_not_the_key_itself() {
+        let k = SecretKey::from_bytes([7; 32]);
+        let d = k.database_key();
+        assert_eq!(d, SecretKey::from_bytes([7; 32]).database_key());
+        assert_ne!(d, SecretKey::from_bytes([8; 32]).database_key());
+        assert!(d.len() == 67 && d.starts_with("x'") && d.ends_with('\''), "{d}");
+        assert!(!d.contains(&"07".repeat(32)), "the key itself");
     }
 
     #[test]

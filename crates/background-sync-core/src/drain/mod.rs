@@ -62,6 +62,9 @@ pub(crate) async fn run(inner: &Inner, opts: DrainOptions) -> Result<DrainReport
     }
     // Credentials that cannot be read (sealed, and this process has no key or another one)
     // stop the run before any request: sending without the app's token only earns 401s.
+    // The epoch first: a `setAuth` after this read (even during the load below) makes the cell
+    // reload before the next request, instead of sending stale (or no) credentials.
+    let auth_epoch = inner.auth_epoch();
     let stored_auth = match inner.store.load_auth().await {
         Ok(a) => a,
         Err(e @ Error::Auth(_)) => {
@@ -102,7 +105,7 @@ pub(crate) async fn run(inner: &Inner, opts: DrainOptions) -> Result<DrainReport
 
     // The passes stop on the caller's cancellation or when the lease is lost.
     let pass_cancel = opts.cancel.child_token();
-    let auth = AuthCell::new(stored_auth, inner.auth_epoch(), deadline, pass_cancel.clone());
+    let auth = AuthCell::new(stored_auth, auth_epoch, deadline, pass_cancel.clone());
     let transport = match Transport::new(&cfg) {
         Ok(t) => std::sync::Arc::new(t),
         Err(e) => {

@@ -128,6 +128,9 @@ impl Store {
             };
             base = base.pragma("key", value);
         }
+        if let Some(k) = key {
+            encrypt_plaintext_file(path, k).await?;
+        }
         let base = base
             .filename(path)
             .create_if_missing(true)
@@ -196,6 +199,83 @@ impl Store {
         self.drain.close().await;
         self.pool.close().await;
     }
+}
+
+/// The header every plaintext SQLite file starts with (SQLCipher files start with random salt).
+const PLAINTEXT_HEADER: &[u8; 16] = b"SQLite format 3\0";
+
+/// Whether `path` is an existing SQLite file that is not plaintext (encrypted, as far as a host
+/// can tell without the key).
+pub(crate) fn looks_encrypted(path: &Path) -> bool {
+    use std::io::Read;
+    let mut head = [0u8; 16];
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut head))
+        .map(|_| &head != PLAINTEXT_HEADER)
+        .unwrap_or(false)
+}
+
+/// A plaintext database opened with a key (an app that turned encryption on in an update) is
+/// encrypted in place first: exported into a new encrypted file with SQLCipher's
+/// `sqlcipher_export`, which then replaces it by an atomic rename. A crash before the rename
+/// leaves the plaintext file as it was (the next open starts over); after it, the encrypted one.
+async fn encrypt_plaintext_file(path: &Path, key: &str) -> Result<()> {
+    use std::io::Read;
+    let mut head = [0u8; 16];
+    let plaintext = std::fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut head))
+        .map(|_| &head == PLAINTEXT_HEADER)
+        .unwrap_or(false);
+    if !plaintext {
+        return Ok(());
+    }
+    let io = |what: &str, e: std::io::Error| {
+        Error::storage(format!("encrypting {}: {what}: {e}", path.display()), e)
+    };
+    let tmp = path.with_extension("encrypting");
+    match std::fs::remove_file(&tmp) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io("removing a stale copy", e)),
+        _ => {}
+    }
+    // create_if_missing: ATTACH opens with the main connection's flags, and must create the copy.
+    let opts = SqliteConnectOptions::new()
+        .filename(path)
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal);
+    let pool = SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(opts)
+        .await?;
+    let exported = async {
+        // language=SQLite
+        sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+            .execute(&pool)
+            .await?;
+        // language=SQLite
+        sqlx::query("ATTACH DATABASE ? AS encrypted KEY ?")
+            .bind(tmp.to_string_lossy().into_owned())
+            .bind(key)
+            .execute(&pool)
+            .await?;
+        // language=SQLite
+        sqlx::query("SELECT sqlcipher_export('encrypted')")
+            .execute(&pool)
+            .await?;
+        // language=SQLite
+        sqlx::query("DETACH DATABASE encrypted").execute(&pool).await?;
+        Ok::<_, Error>(())
+    }
+    .await;
+    pool.close().await;
+    exported?;
+    std::fs::rename(&tmp, path).map_err(|e| io("replacing the plaintext file", e))?;
+    if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| io("syncing the directory", e))?;
+    }
+    tracing::info!(path = %path.display(), "encrypted the existing plaintext database");
+    Ok(())
 }
 
 #[cfg(test)]
