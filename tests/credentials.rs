@@ -125,14 +125,28 @@ async fn sealed_tokens_are_not_in_the_file_and_rotated_ones_neither() {
     bs.close().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn without_the_key_or_with_another_nothing_is_sent() {
+/// A server that accepts `ACCESS`, and a database opened with `storage`, configured for it, holding
+/// `ACCESS` set through `set_auth`.
+async fn signed_in(
+    storage: CredentialStorage,
+) -> (
+    RunningServer,
+    tempfile::TempDir,
+    std::path::PathBuf,
+    BackgroundSync,
+) {
     let server = auth_server(&[ACCESS], false).await;
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("outbox.db");
-    let bs = open(&db, CredentialStorage::Sealed(SecretKey::generate().unwrap())).await;
+    let bs = open(&db, storage).await;
     bs.configure(config(&server.base_url)).await.unwrap();
     bs.set_auth(auth(ACCESS)).await.unwrap();
+    (server, dir, db, bs)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_key_or_with_another_nothing_is_sent() {
+    let (server, _dir, db, bs) = signed_in(CredentialStorage::Sealed(SecretKey::generate().unwrap())).await;
     enqueue_visits(&bs, 0..2).await;
     bs.close().await;
 
@@ -169,12 +183,7 @@ async fn without_the_key_or_with_another_nothing_is_sent() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plaintext_left_by_an_earlier_version_is_sealed_and_scrubbed_when_opened_with_a_key() {
-    let server = auth_server(&[ACCESS], false).await;
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("outbox.db");
-    let bs = open(&db, CredentialStorage::Plaintext).await;
-    bs.configure(config(&server.base_url)).await.unwrap();
-    bs.set_auth(auth(ACCESS)).await.unwrap();
+    let (server, dir, db, bs) = signed_in(CredentialStorage::Plaintext).await;
     enqueue_visits(&bs, 0..2).await;
     bs.close().await;
     assert_in_files(dir.path(), ACCESS);
@@ -188,13 +197,8 @@ async fn plaintext_left_by_an_earlier_version_is_sealed_and_scrubbed_when_opened
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_only_keeps_nothing_in_the_file_and_forgets_at_exit() {
-    let server = auth_server(&[ACCESS], false).await;
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("outbox.db");
     // A plaintext row from before: moved into memory and scrubbed from the file.
-    let bs = open(&db, CredentialStorage::Plaintext).await;
-    bs.configure(config(&server.base_url)).await.unwrap();
-    bs.set_auth(auth(ACCESS)).await.unwrap();
+    let (server, dir, db, bs) = signed_in(CredentialStorage::Plaintext).await;
     bs.close().await;
 
     let bs = open(&db, CredentialStorage::MemoryOnly).await;
