@@ -68,8 +68,13 @@ fun main() {
     val reRegistered = registered.toList()
     val failing = Registration<String>(register = { throw SecurityException("no ACCESS_NETWORK_STATE") }, unregister = {})
     val threw = failing.start { "x" } != null
-    if (once != listOf("cb1") || afterStop.isNotEmpty() || reRegistered != listOf("cb2") || !threw || failing.isRegistered()) {
-        failures += "callback registration: first=$once afterStop=$afterStop again=$reRegistered throwing register reported=$threw kept=${failing.isRegistered()}"
+    val failingStop = Registration<String>(register = {}, unregister = { throw IllegalArgumentException("not registered") })
+    failingStop.start { "y" }
+    val stopReported = failingStop.stop() != null
+    if (once != listOf("cb1") || afterStop.isNotEmpty() || reRegistered != listOf("cb2") || !threw || failing.isRegistered() ||
+        !stopReported || failingStop.isRegistered()) {
+        failures += "callback registration: first=$once afterStop=$afterStop again=$reRegistered throwing register reported=$threw " +
+            "kept=${failing.isRegistered()} throwing unregister reported=$stopReported kept=${failingStop.isRegistered()}"
     }
     if (failures.isNotEmpty()) {
         failures.forEach { println("FAIL: $it") }

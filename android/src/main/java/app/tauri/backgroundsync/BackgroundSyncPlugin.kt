@@ -141,7 +141,7 @@ class BackgroundSyncPlugin(private val activity: Activity) : Plugin(activity) {
     }
 
     override fun onDestroy() {
-        networkCallback.stop()
+        networkCallback.stop()?.let { Log.w(TAG, "unregistering the network callback failed", it) }
         super.onDestroy()
     }
 

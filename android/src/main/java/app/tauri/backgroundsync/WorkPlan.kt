@@ -115,11 +115,17 @@ class Registration<C : Any>(
         }
     }
 
-    /** Unregister what is registered (an error there is swallowed: the process is going). */
-    @Synchronized fun stop() {
-        val cb = current ?: return
+    /** Unregister what is registered; what unregistering threw, if it did (nothing is held
+     *  afterwards either way: the callback is not retried). */
+    @Synchronized fun stop(): Exception? {
+        val cb = current ?: return null
         current = null
-        try { unregister(cb) } catch (e: Exception) {}
+        return try {
+            unregister(cb)
+            null
+        } catch (e: Exception) {
+            e
+        }
     }
 
     @Synchronized fun isRegistered(): Boolean = current != null
