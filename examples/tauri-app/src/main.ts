@@ -137,7 +137,9 @@ function renderSummary(s: SyncStatus) {
     (!navigator.onLine || s.lastReport?.stopReason === 'noNetwork')
   $('offline-banner').hidden = !offline
   const parts: string[] = []
-  if (s.state === 'running' && waiting > 0) parts.push('Sending your changes…')
+  // While offline a run only finds the network still down: keep saying the changes are safe
+  // here instead of flashing "Sending" at every doomed attempt.
+  if (s.state === 'running' && waiting > 0 && !offline) parts.push('Sending your changes…')
   else if (waiting > 0)
     parts.push(
       `${waiting} change${waiting === 1 ? '' : 's'} saved on this device, not sent yet.`
