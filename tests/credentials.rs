@@ -183,7 +183,7 @@ async fn without_the_key_or_with_another_nothing_is_sent() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plaintext_left_by_an_earlier_version_is_sealed_and_scrubbed_when_opened_with_a_key() {
-    let (server, dir, db, bs) = signed_in(CredentialStorage::Plaintext).await;
+    let (_server, dir, db, bs) = signed_in(CredentialStorage::Plaintext).await;
     enqueue_visits(&bs, 0..2).await;
     bs.close().await;
     assert_in_files(dir.path(), ACCESS);

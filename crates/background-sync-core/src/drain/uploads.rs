@@ -249,9 +249,21 @@ impl<'a> Pass<'a> {
         self.throughput = self.inner.store.upload_throughput().await?;
         match self.inner.store.owned_copies().await {
             Ok(owned) => {
-                match files::sweep_copies(&self.inner.store.uploads_dir(), &owned, ORPHAN_COPY_AGE) {
-                    0 => {}
-                    n => tracing::info!(removed = n, "deleted copies of finished or never-queued uploads"),
+                // Housekeeping on a blocking thread, waited for at most a second (and never past
+                // the deadline): a slow or hung file system must not hold the drain's budget.
+                let dir = self.inner.store.uploads_dir();
+                let sweep =
+                    tokio::task::spawn_blocking(move || files::sweep_copies(&dir, &owned, ORPHAN_COPY_AGE));
+                let wait = deadline
+                    .saturating_duration_since(Instant::now())
+                    .min(Duration::from_secs(1));
+                match tokio::time::timeout(wait, sweep).await {
+                    Ok(Ok(0)) => {}
+                    Ok(Ok(n)) => {
+                        tracing::info!(removed = n, "deleted copies of finished or never-queued uploads")
+                    }
+                    Ok(Err(e)) => tracing::warn!(error = %e, "the upload copy sweep failed"),
+                    Err(_) => tracing::warn!("the upload copy sweep is slow; it goes on without the drain"),
                 }
             }
             Err(e) => tracing::warn!(error = %e, "could not sweep upload copies"),
