@@ -64,7 +64,7 @@ char *bgsync_take_outcomes(const char *db_path);
  * the host keeps in the platform's secure store (the iOS Keychain), handed over once per process
  * before any other call; key NULL or len 0 forgets it. Without it, credentials sealed by the app
  * cannot be read (a drain reports an "auth" error and sends nothing). {"ok":true}, or
- * {"ok":false,"error":{"kind":"invalidInput",...}} for another length. Since 0.4. */
+ * {"ok":false,"error":{"kind":"invalidInput",...}} for another length. Since: unreleased. */
 char *bgsync_set_secret_key(const uint8_t *key, size_t len);
 
 /* Release a string returned by any bgsync_* function. NULL is ignored. */

@@ -326,7 +326,7 @@ impl Builder {
     /// Android Keystore or the iOS Keychain on mobile (the shims hand it to the background
     /// runs), and in memory only when that store cannot be reached. Override it on desktop
     /// only, e.g. with [`CredentialStorage::Sealed`] and a key from your own secret store:
-    /// Android's and iOS's background runs always use the shim's key.
+    /// Android's and iOS's background runs always use the shim's key. Since: unreleased.
     pub fn credentials(mut self, storage: CredentialStorage) -> Self {
         self.credentials = Some(storage);
         self
@@ -337,7 +337,7 @@ impl Builder {
     /// keyring), so the background runs open it too. Needs the `sqlcipher-vendored` (mobile) or
     /// `sqlcipher` cargo feature; without it, or without a platform key, the plugin's setup
     /// fails rather than writing plaintext. An existing plaintext database is encrypted in place
-    /// at the first start. README "At-rest encryption".
+    /// at the first start. README "At-rest encryption". Since: unreleased.
     pub fn encrypt_database(mut self) -> Self {
         self.encryption = Some(DatabaseEncryption::PlatformKey);
         self
@@ -345,7 +345,7 @@ impl Builder {
 
     /// Encrypt the whole database with SQLCipher under the app's own key (a passphrase, or
     /// `x'…'` hex for a raw 256-bit key). Desktop only: Android's worker and iOS's BGTask open
-    /// the file without the app's code, so there use [`Builder::encrypt_database`].
+    /// the file without the app's code, so there use [`Builder::encrypt_database`]. Since: unreleased.
     pub fn encryption_key(mut self, key: impl Into<String>) -> Self {
         self.encryption = Some(DatabaseEncryption::Key(key.into()));
         self

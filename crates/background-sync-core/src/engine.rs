@@ -80,6 +80,7 @@ impl OpenOptions {
     }
     /// Where `set_auth`'s credentials are kept (plaintext in the file unless told otherwise;
     /// the plugin passes a key from the platform's secure store). See [`CredentialStorage`].
+    /// Since: unreleased.
     pub fn credentials(mut self, storage: CredentialStorage) -> Self {
         self.credentials = storage;
         self

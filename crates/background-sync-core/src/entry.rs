@@ -51,8 +51,8 @@ static SECRET_KEY: std::sync::RwLock<Option<SecretKey>> = std::sync::RwLock::new
 /// Hand over the key that seals the stored credentials (see [`CredentialStorage::Sealed`]);
 /// `None` forgets it. The shims call this once per process, before any other entry: the plugin's
 /// constructor in the foreground, the worker / BGTask handler in a background process. Without
-/// a key, sealed credentials cannot be read (a drain then reports an `auth` error and sends
-/// nothing) and credentials written through the entries would be plaintext.
+/// a key, sealed credentials cannot be read (a drain then stops `authFailed` and sends
+/// nothing) and credentials written through the entries would be plaintext. Since: unreleased.
 pub fn set_secret_key(key: Option<SecretKey>) {
     *SECRET_KEY.write().unwrap_or_else(|p| p.into_inner()) = key;
 }

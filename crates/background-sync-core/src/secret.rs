@@ -18,6 +18,7 @@ const SEALED_PREFIX: &str = "sealed:v1:";
 const AAD: &[u8] = b"background-sync credentials v1";
 
 /// A 256-bit key that seals the stored credentials. Not printed by `Debug`; zeroed on drop.
+/// Since: unreleased.
 #[derive(Clone)]
 pub struct SecretKey([u8; 32]);
 
@@ -92,10 +93,10 @@ impl Drop for SecretKey {
     }
 }
 
-/// Where the engine keeps the credentials `set_auth` stores.
+/// Where the engine keeps the credentials `set_auth` stores. Since: unreleased.
 #[derive(Debug, Clone, Default)]
 pub enum CredentialStorage {
-    /// In the database file as JSON (what versions before 0.4 did; still readable by the
+    /// In the database file as JSON (what the engine did before sealing existed; still readable by the
     /// other modes). The engine's default for hosts that give it no key.
     #[default]
     Plaintext,
