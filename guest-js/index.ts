@@ -367,7 +367,12 @@ export type SyncConfigInput = {
     | null
 }
 
-/** Credentials. Stored in the outbox database, never logged, never returned to JS. */
+/**
+ * Credentials. Stored sealed (AES-256-GCM, key in the Android Keystore / iOS Keychain / desktop
+ * keyring; in memory only where none is reachable: README "Credentials at rest"), never logged,
+ * never returned to JS.
+ * @since Unreleased: sealed at rest (before: plaintext in the outbox database)
+ */
 export interface AuthConfig {
   /** Sent as `Authorization: Bearer <token>`. */
   accessToken?: string | null
