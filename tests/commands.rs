@@ -38,10 +38,23 @@ fn app<S: AsRef<str>>(
     base_url: &str,
     allowed: &[S],
 ) -> tauri::App<tauri::test::MockRuntime> {
+    app_with(dir.path(), base_url, allowed, test_plugin())
+}
+
+/// `app` with the plugin built by the caller (the keyring test needs `init()` as shipped).
+fn app_with<S: AsRef<str>>(
+    dir: &std::path::Path,
+    base_url: &str,
+    allowed: &[S],
+    plugin: tauri::plugin::TauriPlugin<
+        tauri::test::MockRuntime,
+        Option<tauri_plugin_background_sync::PluginConfig>,
+    >,
+) -> tauri::App<tauri::test::MockRuntime> {
     let mut ctx = mock_context(noop_assets());
     ctx.config_mut().plugins.0.insert(
         "background-sync".into(),
-        json!({ "database": dir.path().join("ipc.db"), "baseUrl": base_url }),
+        json!({ "database": dir.join("ipc.db"), "baseUrl": base_url }),
     );
     for c in allowed {
         ctx.runtime_authority_mut().__allow_command(
@@ -49,10 +62,7 @@ fn app<S: AsRef<str>>(
             ExecutionContext::Local,
         );
     }
-    mock_builder()
-        .plugin(test_plugin())
-        .build(ctx)
-        .expect("app builds")
+    mock_builder().plugin(plugin).build(ctx).expect("app builds")
 }
 
 fn invoke(
@@ -1069,19 +1079,7 @@ fn keyring_child() {
     let dir = std::path::PathBuf::from(std::env::var("BGSYNC_KEYRING_DIR").unwrap());
     let api = std::env::var("BGSYNC_KEYRING_API").unwrap();
     let t = std::time::Instant::now();
-    let mut ctx = mock_context(noop_assets());
-    ctx.config_mut().plugins.0.insert(
-        "background-sync".into(),
-        json!({ "database": dir.join("ipc.db"), "baseUrl": api }),
-    );
-    for c in all_commands() {
-        ctx.runtime_authority_mut()
-            .__allow_command(format!("plugin:background-sync|{c}"), ExecutionContext::Local);
-    }
-    let app = mock_builder()
-        .plugin(tauri_plugin_background_sync::init())
-        .build(ctx)
-        .expect("app builds");
+    let app = app_with(&dir, &api, &all_commands(), tauri_plugin_background_sync::init());
     let setup = t.elapsed();
     assert!(setup < std::time::Duration::from_secs(8), "setup took {setup:?}");
     let w = WebviewWindowBuilder::new(&app, "main", Default::default())

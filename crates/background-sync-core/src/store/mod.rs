@@ -204,15 +204,20 @@ impl Store {
 /// The header every plaintext SQLite file starts with (SQLCipher files start with random salt).
 const PLAINTEXT_HEADER: &[u8; 16] = b"SQLite format 3\0";
 
-/// Whether `path` is an existing SQLite file that is not plaintext (encrypted, as far as a host
-/// can tell without the key).
-pub(crate) fn looks_encrypted(path: &Path) -> bool {
+/// The first 16 bytes of the file at `path`, if it exists and has them.
+fn file_header(path: &Path) -> Option<[u8; 16]> {
     use std::io::Read;
     let mut head = [0u8; 16];
     std::fs::File::open(path)
         .and_then(|mut f| f.read_exact(&mut head))
-        .map(|_| &head != PLAINTEXT_HEADER)
-        .unwrap_or(false)
+        .ok()
+        .map(|_| head)
+}
+
+/// Whether `path` is an existing SQLite file that is not plaintext (encrypted, as far as a host
+/// can tell without the key).
+pub(crate) fn looks_encrypted(path: &Path) -> bool {
+    file_header(path).is_some_and(|h| &h != PLAINTEXT_HEADER)
 }
 
 /// A plaintext database opened with a key (an app that turned encryption on in an update) is
@@ -220,13 +225,7 @@ pub(crate) fn looks_encrypted(path: &Path) -> bool {
 /// `sqlcipher_export`, which then replaces it by an atomic rename. A crash before the rename
 /// leaves the plaintext file as it was (the next open starts over); after it, the encrypted one.
 async fn encrypt_plaintext_file(path: &Path, key: &str) -> Result<()> {
-    use std::io::Read;
-    let mut head = [0u8; 16];
-    let plaintext = std::fs::File::open(path)
-        .and_then(|mut f| f.read_exact(&mut head))
-        .map(|_| &head == PLAINTEXT_HEADER)
-        .unwrap_or(false);
-    if !plaintext {
+    if file_header(path).is_none_or(|h| &h != PLAINTEXT_HEADER) {
         return Ok(());
     }
     let io = |what: &str, e: std::io::Error| {
