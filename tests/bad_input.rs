@@ -315,3 +315,33 @@ async fn damaged_stored_credentials_and_configuration_are_corrupt_errors() {
     bs.status().await.unwrap();
     still_has_the_row(&bs).await;
 }
+
+/// An enqueue is checked against the configuration stored when it is written, not against one
+/// this handle parsed earlier: another handle (or process) may have reconfigured the file.
+#[tokio::test]
+async fn enqueue_obeys_a_configuration_changed_by_another_handle() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config("http://127.0.0.1:9");
+    cfg.allowed_origins = vec!["https://files.example".into()];
+    let a = engine(&dir, cfg.clone()).await;
+    // `a` has now parsed a configuration that allows the second origin and 1,000 rows.
+    a.enqueue(mutation("PUT", "https://files.example/f/1", None, "f", "1"))
+        .await
+        .unwrap();
+    let b = BackgroundSync::open(dir.path().join("outbox.db")).await.unwrap();
+    cfg.allowed_origins.clear();
+    b.configure(cfg.clone()).await.unwrap();
+    let e = a
+        .enqueue(mutation("PUT", "https://files.example/f/2", None, "f", "2"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), "originNotAllowed", "{e}");
+    cfg.max_queue_len = 1;
+    b.configure(cfg).await.unwrap();
+    let e = a
+        .enqueue(mutation("PUT", "/v/1", None, "v", "1"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), "limitExceeded", "{e}");
+    assert_eq!(a.status().await.unwrap().pending, 1);
+}
