@@ -102,6 +102,66 @@ async fn database_locked_by_another_process() {
     server.shutdown().await;
 }
 
+/// The budget bounds a drain whatever it waits for, SQLite's busy wait included: a lock taken
+/// by another process while requests are in flight (their outcomes cannot be written) does not
+/// keep the drain past its budget + 1 s; nothing acknowledged is lost and the next drains
+/// deliver every row once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lock_mid_drain_does_not_stretch_the_budget() {
+    let server = server(FaultConfig {
+        delay_ms: 1_000,
+        ..Default::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("outbox.db");
+    let bs = engine(&dir, config(&server.base_url)).await;
+    for i in 0..3 {
+        bs.enqueue(mutation(
+            "PUT",
+            &format!("/v/{i}"),
+            Some(json!({"v": i})),
+            "v",
+            &i.to_string(),
+        ))
+        .await
+        .unwrap();
+    }
+    let bs2 = bs.clone();
+    let t = Instant::now();
+    let drain = tokio::spawn(async move { bs2.drain(opts(Duration::from_secs(2))).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut child = lock_from_another_process(&db, 6.0);
+    let outcome = drain.await.unwrap();
+    let took = t.elapsed();
+    assert!(
+        took < Duration::from_millis(3_000),
+        "a 2 s drain returned after {took:?}: {outcome:?}"
+    );
+    match &outcome {
+        Ok(r) => assert!(
+            r.stop_reason == StopReason::Error
+                && r.last_error.as_deref().unwrap_or_default().contains("locked"),
+            "{r:?}"
+        ),
+        Err(e) => assert!(e.kind() == "storage" && e.to_string().contains("locked"), "{e}"),
+    }
+    child.wait().unwrap();
+    // The cut drain's lease is given back once the lock is gone (or expires): bounded retries.
+    let until = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = bs.drain(opts(Duration::from_secs(10))).await.unwrap();
+        if r.stop_reason == StopReason::Empty {
+            break;
+        }
+        assert!(Instant::now() < until, "never drained: {r:?}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_applied_once(&server, 3).await;
+    println!("a 6 s lock taken mid-drain: a 2 s drain returned after {took:?}; the next drains delivered 3, applied once");
+    server.shutdown().await;
+}
+
 /// The drain side of a lock held by another process: a drain that starts under a long lock
 /// fails typed (nothing sent); a lock taken while requests are in flight (the server has
 /// applied them, the engine cannot record it) stops the drain with a visible storage error,
@@ -131,8 +191,8 @@ async fn drain_while_another_process_holds_the_lock() {
         );
     }
 
-    // (a) The drain starts under a 7 s lock: a typed storage error after the 5 s busy timeout
-    // (longer than its 3 s budget: the budget cannot interrupt a SQLite wait), nothing sent.
+    // (a) The drain starts under a 7 s lock: a typed storage error within its 3 s budget + 1 s
+    // (the contract's bound holds for SQLite's busy wait too), nothing sent.
     let mut child = lock_from_another_process(&db, 7.0);
     let t = Instant::now();
     let e = bs.drain(opts(Duration::from_secs(3))).await.unwrap_err();
@@ -140,8 +200,8 @@ async fn drain_while_another_process_holds_the_lock() {
     assert_eq!(e.kind(), "storage", "{e}");
     assert!(e.to_string().contains("locked"), "{e}");
     assert!(
-        under_lock >= Duration::from_millis(4_500) && under_lock < Duration::from_millis(6_900),
-        "failed after the busy timeout, before the lock was gone: {under_lock:?}"
+        under_lock < Duration::from_millis(4_000),
+        "returned within budget + 1 s, while the lock was held: {under_lock:?}"
     );
     assert_eq!(server.stats().mutating_requests, 0, "nothing sent");
     child.wait().unwrap();

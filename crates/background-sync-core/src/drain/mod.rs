@@ -11,7 +11,7 @@ use crate::error::{Error, Result};
 use crate::lease::Lease;
 use crate::models::{DrainReport, StopReason, SyncState};
 use crate::transport::Transport;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 mod options;
@@ -24,11 +24,54 @@ pub use options::DrainOptions;
 pub(crate) use outcomes::outcome_events;
 use shared::{AuthCell, UploadSignal};
 
+/// How far past its budget a drain may return (the contract's bound is 1 s): the run is cut
+/// here, whatever it is waiting for, with time left to answer.
+const OVERRUN: Duration = Duration::from_millis(800);
+
+/// One drain, bounded by its budget whatever it waits for. Requests, DNS, TLS and token
+/// refreshes are clamped inside the run; what cannot be clamped (SQLite waiting up to its busy
+/// timeout for a lock another process holds) is cut here. A cut run's claimed rows stay in
+/// flight and the next run re-queues them; its lease is given back when the database frees up
+/// (or expires); its outcomes not yet written are sent again under the same keys.
 pub(crate) async fn run(inner: &Inner, opts: DrainOptions) -> Result<DrainReport> {
     let started = Instant::now();
+    let run_id = uuid::Uuid::now_v7().to_string();
+    let Some(hard_stop) = started.checked_add(opts.budget + OVERRUN) else {
+        return run_within(inner, opts, started, run_id).await;
+    };
+    let bounded = tokio::time::timeout_at(hard_stop.into(), run_within(inner, opts, started, run_id.clone()));
+    match bounded.await {
+        Ok(r) => r,
+        Err(_) => {
+            tracing::warn!(run = %run_id, "drain cut at its budget: the database stayed locked");
+            let store = inner.store.clone();
+            // Detached: it waits for the lock the run could not get, never for the caller.
+            tokio::spawn(async move {
+                let _ = store.release_lease(&run_id).await;
+            });
+            // The state changes at once; the status event that follows reads the database
+            // (reads are not blocked by a writer in WAL mode) and gets what is left of the bound.
+            let _ =
+                tokio::time::timeout(Duration::from_millis(150), inner.set_state(SyncState::Failed)).await;
+            Err(Error::Storage {
+                message:
+                    "the outbox database stayed locked by another connection or process until the drain's \
+                          budget ran out; nothing queued was lost, the next drain carries on"
+                        .into(),
+                source: None,
+            })
+        }
+    }
+}
+
+async fn run_within(
+    inner: &Inner,
+    opts: DrainOptions,
+    started: Instant,
+    run_id: String,
+) -> Result<DrainReport> {
     let deadline = started + opts.budget;
     let now = inner.now();
-    let run_id = uuid::Uuid::now_v7().to_string();
     let report = DrainReport {
         run_id: run_id.clone(),
         trigger: opts.trigger.clone(),
