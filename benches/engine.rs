@@ -283,6 +283,124 @@ async fn peer_apalis(dir: &std::path::Path, n: usize) -> f64 {
     n as f64 / t.elapsed().as_secs_f64()
 }
 
+/// `writers` tasks each enqueue `n / writers` mutations through one handle at once (what an
+/// app's `Promise.all` of enqueues becomes): mutations per second.
+async fn engine_concurrent(bs: &BackgroundSync, n: usize, writers: usize, offset: usize) -> f64 {
+    let per = n / writers;
+    let t = Instant::now();
+    let tasks: Vec<_> = (0..writers)
+        .map(|w| {
+            let bs = bs.clone();
+            tokio::spawn(async move {
+                for i in 0..per {
+                    bs.enqueue(m(offset + w * per + i, 50)).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    (per * writers) as f64 / t.elapsed().as_secs_f64()
+}
+
+/// The same concurrent writers on bare SQLite (same pragmas, same row as `bare_sqlite`), pool
+/// of 4 connections like the engine's: with `group`, one writer task commits whatever rows are
+/// waiting in one transaction and answers each caller after that commit (a group commit at
+/// equal durability); without, every insert is its own commit and the writers contend for
+/// SQLite's write lock.
+async fn bare_concurrent(dir: &std::path::Path, n: usize, writers: usize, group: bool) -> f64 {
+    let opts = SqliteConnectOptions::from_str("sqlite://")
+        .unwrap()
+        .filename(dir.join(format!("bare-conc-{n}-{group}.db")))
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Full)
+        .busy_timeout(Duration::from_secs(5));
+    let pool = SqlitePoolOptions::new()
+        .max_connections(4)
+        .connect_with(opts)
+        .await
+        .unwrap();
+    sqlx::query(
+        "CREATE TABLE q (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT UNIQUE, key TEXT UNIQUE, prio INTEGER, \
+         entity TEXT, method TEXT, path TEXT, body TEXT, created INTEGER)",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let body = json!({ "n": 0, "text": "field note with a little realistic payload text" }).to_string();
+    let insert = "INSERT INTO q (id, key, prio, entity, method, path, body, created) VALUES (?, ?, 1, ?, 'PUT', ?, ?, 0)";
+    let per = n / writers;
+    type Ack = tokio::sync::oneshot::Sender<()>;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(usize, Ack)>();
+    let committer = group.then(|| {
+        let pool = pool.clone();
+        let body = body.clone();
+        tokio::spawn(async move {
+            while let Some(first) = rx.recv().await {
+                let mut waiting = vec![first];
+                while let Ok(more) = rx.try_recv() {
+                    waiting.push(more);
+                }
+                let mut t = pool.begin().await.unwrap();
+                for (i, _) in &waiting {
+                    sqlx::query(insert)
+                        .bind(uuid::Uuid::now_v7().to_string())
+                        .bind(uuid::Uuid::new_v4().to_string())
+                        .bind(format!("item\u{1f}{}", i % 50))
+                        .bind(format!("/items/{}", i % 50))
+                        .bind(&body)
+                        .execute(&mut *t)
+                        .await
+                        .unwrap();
+                }
+                t.commit().await.unwrap();
+                for (_, ack) in waiting {
+                    let _ = ack.send(());
+                }
+            }
+        })
+    });
+    let t = Instant::now();
+    let tasks: Vec<_> = (0..writers)
+        .map(|w| {
+            let pool = pool.clone();
+            let body = body.clone();
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                for j in 0..per {
+                    let i = w * per + j;
+                    if group {
+                        let (ack, done) = tokio::sync::oneshot::channel();
+                        tx.send((i, ack)).unwrap();
+                        done.await.unwrap();
+                    } else {
+                        sqlx::query(insert)
+                            .bind(uuid::Uuid::now_v7().to_string())
+                            .bind(uuid::Uuid::new_v4().to_string())
+                            .bind(format!("item\u{1f}{}", i % 50))
+                            .bind(format!("/items/{}", i % 50))
+                            .bind(&body)
+                            .execute(&pool)
+                            .await
+                            .unwrap();
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let rate = (per * writers) as f64 / t.elapsed().as_secs_f64();
+    drop(tx);
+    if let Some(c) = committer {
+        c.await.unwrap();
+    }
+    rate
+}
+
 /// Drain rate of the engine with `lanes` lanes and of the bare loop with as many workers,
 /// alternating in rounds.
 async fn interleaved(dir: &std::path::Path, base: &str, n: usize, lanes: u32) -> (f64, f64) {
@@ -472,6 +590,38 @@ async fn main() {
             limit: Some(bareb),
             unit: "mutations/s",
             note: "bare: 100 INSERTs per commit".into(),
+        });
+    }
+    // 1b. Concurrent enqueues (an app's `Promise.all`): one commit each vs a group commit.
+    if want("enqueue-concurrent") {
+        const WRITERS: usize = 8;
+        let n = 80 * k;
+        let bs = engine_at(dir.path(), "enqc.db", &base, |_| {}).await;
+        let (mut eng_s, mut each_s, mut group_s) = (0.0, 0.0, 0.0);
+        for round in 0..3 {
+            eng_s += n as f64 / engine_concurrent(&bs, n, WRITERS, round * n).await;
+            let d = dir.path().join(format!("enqc-round-{round}"));
+            std::fs::create_dir_all(&d).unwrap();
+            each_s += n as f64 / bare_concurrent(&d, n, WRITERS, false).await;
+            group_s += n as f64 / bare_concurrent(&d, n, WRITERS, true).await;
+        }
+        let total = (n * 3) as f64;
+        let (eng, each, group) = (total / eng_s, total / each_s, total / group_s);
+        rows.push(Row {
+            section: "enqueue-concurrent",
+            case: format!("{WRITERS} concurrent enqueuers vs bare, one commit each"),
+            engine: eng,
+            limit: Some(each),
+            unit: "mutations/s",
+            note: "one handle, 8 tasks; bare: 8 tasks, autocommit INSERTs on a pool of 4, FULL; 3 alternating rounds".into(),
+        });
+        rows.push(Row {
+            section: "enqueue-concurrent",
+            case: format!("{WRITERS} concurrent enqueuers vs bare group commit"),
+            engine: eng,
+            limit: Some(group),
+            unit: "mutations/s",
+            note: "bare: one writer commits every waiting row in one transaction, each caller answered after it (same durability)".into(),
         });
     }
     // 2. Drain on loopback.

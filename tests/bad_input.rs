@@ -345,3 +345,118 @@ async fn enqueue_obeys_a_configuration_changed_by_another_handle() {
     assert_eq!(e.kind(), "limitExceeded", "{e}");
     assert_eq!(a.status().await.unwrap().pending, 1);
 }
+
+/// Concurrent calls on one handle (an app's `Promise.all`) may share a commit; each call is
+/// still all or none and acknowledged only with its rows. Seeded: tasks enqueue batches of 1–4,
+/// some holding a create whose temp id another task also uses (only one such create can
+/// exist), under a queue limit smaller than everything attempted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_calls_are_each_all_or_nothing() {
+    use rand::{Rng, SeedableRng};
+    let cases: u64 = std::env::var("CONCURRENT_ENQUEUE_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(6);
+    for seed in 0..cases {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = config("http://127.0.0.1:9");
+        cfg.max_queue_len = 60;
+        let bs = engine(&dir, cfg).await;
+        // Its own connections: it sees only what was committed.
+        let observer = BackgroundSync::open(dir.path().join("outbox.db")).await.unwrap();
+        let tasks: Vec<_> = (0..8u64)
+            .map(|task| {
+                let bs = bs.clone();
+                let observer = observer.clone();
+                tokio::spawn(async move {
+                    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed * 100 + task);
+                    let mut calls = Vec::new();
+                    for call in 0..6 {
+                        let size = rng.gen_range(1..=4);
+                        let batch: Vec<_> = (0..size)
+                            .map(|i| {
+                                let id = format!("t{task}c{call}m{i}");
+                                let mut m = mutation("POST", "/v", Some(json!({ "id": id })), "v", &id);
+                                if rng.gen_bool(0.2) {
+                                    // Eight tasks draw from five shared temp ids.
+                                    m.temp_id = Some(format!("shared-{}", rng.gen_range(0..5)));
+                                    m.entity.id =
+                                        format!("{}-{task}-{call}-{i}", m.temp_id.as_ref().unwrap());
+                                }
+                                m
+                            })
+                            .collect();
+                        let keys: Vec<String> = batch
+                            .iter()
+                            .map(|m| m.body.as_ref().unwrap()["id"].as_str().unwrap().to_string())
+                            .collect();
+                        let temps: Vec<String> = batch.iter().filter_map(|m| m.temp_id.clone()).collect();
+                        let r = bs.enqueue_many(batch).await;
+                        if let Ok(enqueued) = &r {
+                            // Acknowledged means committed: visible to another connection now.
+                            for e in enqueued {
+                                assert!(
+                                    observer.get(&e.id).await.is_ok(),
+                                    "seed {seed}: acknowledged {} not committed",
+                                    e.id
+                                );
+                            }
+                        }
+                        calls.push((keys, temps, r.map(|e| e.len())));
+                    }
+                    calls
+                })
+            })
+            .collect();
+        let mut calls = Vec::new();
+        for t in tasks {
+            calls.extend(t.await.unwrap());
+        }
+        let queued = bs.pending(1_000, 0).await.unwrap();
+        let stored: std::collections::HashSet<String> = queued
+            .iter()
+            .map(|m| m.body.as_ref().unwrap()["id"].as_str().unwrap().to_string())
+            .collect();
+        let mut acked = 0;
+        let mut creates: std::collections::HashMap<String, usize> = Default::default();
+        for (keys, temps, r) in &calls {
+            match r {
+                Ok(n) => {
+                    assert_eq!(*n, keys.len(), "seed {seed}");
+                    assert!(
+                        keys.iter().all(|k| stored.contains(k)),
+                        "seed {seed}: acknowledged call {keys:?} not all stored"
+                    );
+                    acked += keys.len();
+                    for t in temps {
+                        *creates.entry(t.clone()).or_default() += 1;
+                    }
+                }
+                Err(e) => {
+                    assert!(
+                        matches!(e.kind(), "conflict" | "limitExceeded"),
+                        "seed {seed}: {e}"
+                    );
+                    assert!(
+                        keys.iter().all(|k| !stored.contains(k)),
+                        "seed {seed}: failed call {keys:?} left rows ({e})"
+                    );
+                }
+            }
+        }
+        assert_eq!(
+            stored.len(),
+            acked,
+            "seed {seed}: stored rows are exactly the acknowledged ones"
+        );
+        assert!(acked <= 60, "seed {seed}: {acked} rows under a limit of 60");
+        assert!(
+            creates.values().all(|n| *n <= 1),
+            "seed {seed}: a temp id created twice: {creates:?}"
+        );
+        assert!(
+            calls.iter().any(|c| c.2.is_err()),
+            "seed {seed}: no call failed, the case proves nothing"
+        );
+    }
+}

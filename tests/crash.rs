@@ -33,6 +33,33 @@ fn crash_child() {
         let out = std::io::stdout();
         let note_tmp = format!("tmp-note-{cycle}");
         let mut created_note = false;
+        // Two more writers on the same handle at once (an app's `Promise.all`): their calls
+        // share commits with each other and with the loop's (group commit); each is
+        // acknowledged only after the commit that holds it.
+        for task in 0..2u64 {
+            let bs = bs.clone();
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(cycle * 10 + task + 1);
+            tokio::spawn(async move {
+                for n in 0..25u64 {
+                    let e = format!("c{task}x{}", n % 3);
+                    let m = mutation(
+                        "PUT",
+                        &format!("/items/{e}"),
+                        Some(json!({"cycle": cycle, "i": n})),
+                        "item",
+                        &e,
+                    );
+                    let enq = bs.enqueue(m).await.unwrap();
+                    {
+                        let out = std::io::stdout();
+                        let mut o = out.lock();
+                        writeln!(o, "ACK {}", enq.idempotency_key).unwrap();
+                        o.flush().unwrap();
+                    }
+                    tokio::time::sleep(Duration::from_millis(rng.gen_range(0..8))).await;
+                }
+            });
+        }
         for i in 0u64.. {
             let mut batch = Vec::new();
             for j in 0..rng.gen_range(1..4u64) {

@@ -238,7 +238,7 @@ impl BackgroundSync {
         let out = self
             .inner
             .store
-            .enqueue(&prepared, self.inner.now(), cfg.max_queue_len)
+            .enqueue(prepared, self.inner.now(), cfg.max_queue_len)
             .await?;
         for e in out.cancelled {
             self.inner.emit(e);

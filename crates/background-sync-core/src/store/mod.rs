@@ -63,6 +63,8 @@ pub(crate) struct Store {
     drain: SqlitePool,
     path: PathBuf,
     credentials: settings::Credentials,
+    /// Enqueue calls waiting for the next commit (shared by clones of this handle's store).
+    writes: std::sync::Arc<outbox::WriteQueue>,
 }
 
 /// Whether an outcome was written (this drainer still owned the row), and what the app is told.
@@ -186,6 +188,7 @@ impl Store {
             drain,
             path: path.to_path_buf(),
             credentials: settings::Credentials::new(credentials),
+            writes: Default::default(),
         };
         store.secure_credentials_at_rest().await?;
         Ok(store)

@@ -295,48 +295,187 @@ pub(crate) async fn bury_dependents(
 }
 
 impl Store {
-    /// Write mutations in one transaction: all or none.
+    /// Write one call's mutations: all or none, acknowledged only once committed. Calls that
+    /// arrive while another is committing share the next commit (a group commit: one fsync for
+    /// all of them, each still all or none through its own savepoint).
     pub(crate) async fn enqueue(
         &self,
-        items: &[Prepared],
+        items: Vec<Prepared>,
         now: i64,
         max_queue_len: u64,
     ) -> Result<EnqueueOutcome> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        // One statement for the queue size and for which of the strings these mutations
-        // contain are known temp ids or placeholders (JSON {temp id: discarded}).
-        let all: std::collections::BTreeSet<&String> = items.iter().flat_map(|p| &p.candidates).collect();
-        let (open, known): (i64, String) = sqlx::query_as(
-            // language=SQLite
-            "SELECT (SELECT open_count FROM queue_stats WHERE id = 1), \
+        let (answer, mut answered) = tokio::sync::oneshot::channel();
+        self.writes.push(WriteCall {
+            items,
+            now,
+            max_queue_len,
+            answer,
+        });
+        loop {
+            tokio::select! {
+                biased;
+                // Written by another call's commit.
+                r = &mut answered => return r.unwrap_or_else(|_| Err(interrupted())),
+                leader = self.writes.writer.clone().lock_owned() => {
+                    if let Ok(r) = answered.try_recv() {
+                        return r;
+                    }
+                    let calls = self.writes.take();
+                    if calls.is_empty() {
+                        continue;
+                    }
+                    if calls.len() == 1 {
+                        // This call alone (a leader's own call is always in what it takes): no
+                        // savepoint and no task, nobody else waits on this commit.
+                        let call = calls.into_iter().next().expect("one call");
+                        let r = enqueue_alone(&self.pool, &call.items, call.now, call.max_queue_len).await;
+                        drop(leader);
+                        let _ = call.answer.send(r);
+                        continue;
+                    }
+                    // Others wait on this commit: it runs to the end even if this caller goes away.
+                    let pool = self.pool.clone();
+                    let _ = tokio::spawn(async move {
+                        enqueue_group(&pool, calls).await;
+                        drop(leader);
+                    })
+                    .await;
+                }
+            }
+        }
+    }
+}
+
+/// A call waiting for its mutations to be written.
+#[derive(Debug)]
+pub(crate) struct WriteCall {
+    items: Vec<Prepared>,
+    now: i64,
+    max_queue_len: u64,
+    answer: tokio::sync::oneshot::Sender<Result<EnqueueOutcome>>,
+}
+
+/// Calls waiting for the next commit, and the right to make it.
+#[derive(Debug, Default)]
+pub(crate) struct WriteQueue {
+    waiting: std::sync::Mutex<Vec<WriteCall>>,
+    writer: std::sync::Arc<tokio::sync::Mutex<()>>,
+}
+
+impl WriteQueue {
+    fn push(&self, call: WriteCall) {
+        self.waiting.lock().unwrap_or_else(|p| p.into_inner()).push(call);
+    }
+
+    fn take(&self) -> Vec<WriteCall> {
+        std::mem::take(&mut *self.waiting.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+}
+
+fn interrupted() -> Error {
+    Error::Storage {
+        message: "the write was interrupted before its commit was confirmed".into(),
+        source: None,
+    }
+}
+
+async fn enqueue_alone(
+    pool: &sqlx::SqlitePool,
+    items: &[Prepared],
+    now: i64,
+    max_queue_len: u64,
+) -> Result<EnqueueOutcome> {
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    let out = enqueue_in(&mut tx, items, now, max_queue_len).await?;
+    tx.commit().await?;
+    Ok(out)
+}
+
+/// Several calls in one transaction, each in its own savepoint (a call that fails leaves
+/// nothing), answered after the commit.
+async fn enqueue_group(pool: &sqlx::SqlitePool, calls: Vec<WriteCall>) {
+    let mut results: Vec<Result<EnqueueOutcome>> = Vec::with_capacity(calls.len());
+    let written = async {
+        let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+        for call in &calls {
+            let mut savepoint = sqlx::Connection::begin(&mut *tx).await?;
+            match enqueue_in(&mut savepoint, &call.items, call.now, call.max_queue_len).await {
+                Ok(out) => {
+                    savepoint.commit().await?;
+                    results.push(Ok(out));
+                }
+                Err(e) => {
+                    savepoint.rollback().await?;
+                    results.push(Err(e));
+                }
+            }
+        }
+        tx.commit().await?;
+        Ok::<_, Error>(())
+    }
+    .await;
+    match written {
+        Ok(()) => {
+            for (call, r) in calls.into_iter().zip(results) {
+                let _ = call.answer.send(r);
+            }
+        }
+        // Nothing of the group was committed: every call fails with the reason.
+        Err(e) => {
+            let message = e.to_string();
+            let mut first = Some(e);
+            for call in calls {
+                let e = first.take().unwrap_or_else(|| Error::Storage {
+                    message: message.clone(),
+                    source: None,
+                });
+                let _ = call.answer.send(Err(e));
+            }
+        }
+    }
+}
+
+/// One call's mutations inside the caller's transaction.
+async fn enqueue_in(
+    tx: &mut sqlx::SqliteConnection,
+    items: &[Prepared],
+    now: i64,
+    max_queue_len: u64,
+) -> Result<EnqueueOutcome> {
+    // One statement for the queue size and for which of the strings these mutations
+    // contain are known temp ids or placeholders (JSON {temp id: discarded}).
+    let all: std::collections::BTreeSet<&String> = items.iter().flat_map(|p| &p.candidates).collect();
+    let (open, known): (i64, String) = sqlx::query_as(
+        // language=SQLite
+        "SELECT (SELECT open_count FROM queue_stats WHERE id = 1), \
                     (SELECT json_group_object(temp_id, discarded) FROM id_map \
                      WHERE temp_id IN (SELECT value FROM json_each(?)))",
-        )
-        .bind(serde_json::to_string(&all)?)
-        .fetch_one(&mut *tx)
-        .await?;
-        if open as u64 + items.len() as u64 > max_queue_len {
-            return Err(Error::LimitExceeded(format!(
-                "the outbox holds {open} open mutations; adding {} would exceed maxQueueLen ({max_queue_len})",
-                items.len()
-            )));
-        }
-        let mut known: HashMap<String, bool> = serde_json::from_str::<HashMap<String, i64>>(&known)?
-            .into_iter()
-            .map(|(k, d)| (k, d != 0))
-            .collect();
-        // Temp ids created by this call, by position: a mutation may reference a create that
-        // comes later in the same call (across entities it then waits for it).
-        let created_here: HashMap<&String, (usize, &EntityRef)> = items
-            .iter()
-            .enumerate()
-            .filter_map(|(i, p)| p.temp_id.as_ref().map(|t| (t, (i, &p.entity))))
-            .collect();
-        let mut out = Vec::with_capacity(items.len());
-        let mut cancelled = Vec::new();
-        for (index, p) in items.iter().enumerate() {
-            if p.caller_key {
-                let existing: Option<(String, i64, Option<String>)> = sqlx::query_as(
+    )
+    .bind(serde_json::to_string(&all)?)
+    .fetch_one(&mut *tx)
+    .await?;
+    if open as u64 + items.len() as u64 > max_queue_len {
+        return Err(Error::LimitExceeded(format!(
+            "the outbox holds {open} open mutations; adding {} would exceed maxQueueLen ({max_queue_len})",
+            items.len()
+        )));
+    }
+    let mut known: HashMap<String, bool> = serde_json::from_str::<HashMap<String, i64>>(&known)?
+        .into_iter()
+        .map(|(k, d)| (k, d != 0))
+        .collect();
+    // Temp ids created by this call, by position: a mutation may reference a create that
+    // comes later in the same call (across entities it then waits for it).
+    let created_here: HashMap<&String, (usize, &EntityRef)> = items
+        .iter()
+        .enumerate()
+        .filter_map(|(i, p)| p.temp_id.as_ref().map(|t| (t, (i, &p.entity))))
+        .collect();
+    let mut out = Vec::with_capacity(items.len());
+    let mut cancelled = Vec::new();
+    for (index, p) in items.iter().enumerate() {
+        if p.caller_key {
+            let existing: Option<(String, i64, Option<String>)> = sqlx::query_as(
                     // language=SQLite
                     "SELECT id, seq, NULL FROM outbox WHERE idempotency_key = ?1 \
                      UNION ALL SELECT c.id, c.into_seq, o.id FROM coalesced c JOIN outbox o ON o.seq = c.into_seq \
@@ -346,76 +485,76 @@ impl Store {
                 .bind(&p.idempotency_key)
                 .fetch_optional(&mut *tx)
                 .await?;
-                if let Some((id, seq, coalesced_into)) = existing {
-                    out.push(Enqueued {
-                        id,
-                        seq,
-                        idempotency_key: p.idempotency_key.clone(),
-                        coalesced_into,
-                        cancelled: false,
-                    });
+            if let Some((id, seq, coalesced_into)) = existing {
+                out.push(Enqueued {
+                    id,
+                    seq,
+                    idempotency_key: p.idempotency_key.clone(),
+                    coalesced_into,
+                    cancelled: false,
+                });
+                continue;
+            }
+        }
+        let entity_key = format!("{}\u{1f}{}", p.entity.kind, p.entity.id);
+        let headers = if p.headers.is_empty() {
+            None
+        } else {
+            Some(serde_json::to_string(&p.headers)?)
+        };
+        // A later mutation of higher priority lifts the earlier ones of its entity (they
+        // must be delivered first anyway): the INSERT's trigger `outbox_lift_lane` does it,
+        // and a fold below does it itself.
+        // References to temp ids of earlier creates (and upload placeholders) become
+        // dependencies.
+        let mut deps: Vec<&String> = Vec::new();
+        for c in p.candidates.iter().filter(|c| Some(*c) != p.temp_id.as_ref()) {
+            let depends = match known.get(c) {
+                Some(true) => {
+                    return Err(Error::Conflict(format!(
+                        "references temp id '{c}' whose create was discarded"
+                    )))
+                }
+                Some(false) => true,
+                // A create later in this call: across entities the mutation waits for it.
+                None => match created_here.get(c) {
+                    Some((at, entity)) if *at > index => {
+                        if entity.kind == p.entity.kind && entity.id == p.entity.id {
+                            // It would wait for a create queued behind it in its own lane.
+                            return Err(Error::invalid(format!(
+                                "mutation {index} references temp id '{c}', whose create comes later in \
+                                     the same entity: put the create first"
+                            )));
+                        }
+                        true
+                    }
+                    _ => false,
+                },
+            };
+            if depends {
+                deps.push(c);
+            }
+        }
+        if let Some(mode) = p.coalesce {
+            match coalesce_with_lane(&mut *tx, p, mode, &entity_key, &deps, now).await? {
+                Folded::No => {}
+                Folded::Into(e) => {
+                    out.push(e);
+                    continue;
+                }
+                Folded::Cancelled {
+                    enqueued,
+                    temp_id,
+                    event,
+                } => {
+                    known.insert(temp_id, true);
+                    out.push(enqueued);
+                    cancelled.push(*event);
                     continue;
                 }
             }
-            let entity_key = format!("{}\u{1f}{}", p.entity.kind, p.entity.id);
-            let headers = if p.headers.is_empty() {
-                None
-            } else {
-                Some(serde_json::to_string(&p.headers)?)
-            };
-            // A later mutation of higher priority lifts the earlier ones of its entity (they
-            // must be delivered first anyway): the INSERT's trigger `outbox_lift_lane` does it,
-            // and a fold below does it itself.
-            // References to temp ids of earlier creates (and upload placeholders) become
-            // dependencies.
-            let mut deps: Vec<&String> = Vec::new();
-            for c in p.candidates.iter().filter(|c| Some(*c) != p.temp_id.as_ref()) {
-                let depends = match known.get(c) {
-                    Some(true) => {
-                        return Err(Error::Conflict(format!(
-                            "references temp id '{c}' whose create was discarded"
-                        )))
-                    }
-                    Some(false) => true,
-                    // A create later in this call: across entities the mutation waits for it.
-                    None => match created_here.get(c) {
-                        Some((at, entity)) if *at > index => {
-                            if entity.kind == p.entity.kind && entity.id == p.entity.id {
-                                // It would wait for a create queued behind it in its own lane.
-                                return Err(Error::invalid(format!(
-                                    "mutation {index} references temp id '{c}', whose create comes later in \
-                                     the same entity: put the create first"
-                                )));
-                            }
-                            true
-                        }
-                        _ => false,
-                    },
-                };
-                if depends {
-                    deps.push(c);
-                }
-            }
-            if let Some(mode) = p.coalesce {
-                match coalesce_with_lane(&mut tx, p, mode, &entity_key, &deps, now).await? {
-                    Folded::No => {}
-                    Folded::Into(e) => {
-                        out.push(e);
-                        continue;
-                    }
-                    Folded::Cancelled {
-                        enqueued,
-                        temp_id,
-                        event,
-                    } => {
-                        known.insert(temp_id, true);
-                        out.push(enqueued);
-                        cancelled.push(*event);
-                        continue;
-                    }
-                }
-            }
-            let seq: i64 = sqlx::query_scalar(
+        }
+        let seq: i64 = sqlx::query_scalar(
                 // language=SQLite
                 "INSERT INTO outbox (id, idempotency_key, priority, entity_kind, entity_id, entity_key, method, path, \
                  headers, body, temp_id, created_at, next_attempt_at, coalesce, is_head) \
@@ -438,16 +577,16 @@ impl Store {
             .bind(p.coalesce.is_some())
             .fetch_one(&mut *tx)
             .await?;
-            for c in deps {
-                // language=SQLite
-                sqlx::query("INSERT OR IGNORE INTO mutation_deps (mutation_seq, temp_id) VALUES (?, ?)")
-                    .bind(seq)
-                    .bind(c)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            if let Some(t) = &p.temp_id {
-                let inserted = sqlx::query(
+        for c in deps {
+            // language=SQLite
+            sqlx::query("INSERT OR IGNORE INTO mutation_deps (mutation_seq, temp_id) VALUES (?, ?)")
+                .bind(seq)
+                .bind(c)
+                .execute(&mut *tx)
+                .await?;
+        }
+        if let Some(t) = &p.temp_id {
+            let inserted = sqlx::query(
                     // language=SQLite
                     "INSERT INTO id_map (temp_id, entity_kind, created_by) VALUES (?, ?, ?) ON CONFLICT(temp_id) DO NOTHING",
                 )
@@ -457,28 +596,28 @@ impl Store {
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();
-                if inserted == 0 {
-                    return Err(Error::Conflict(format!(
-                        "temp id '{t}' is already used by another create"
-                    )));
-                }
-                known.insert(t.clone(), false);
+            if inserted == 0 {
+                return Err(Error::Conflict(format!(
+                    "temp id '{t}' is already used by another create"
+                )));
             }
-            out.push(Enqueued {
-                id: p.id.clone(),
-                seq,
-                idempotency_key: p.idempotency_key.clone(),
-                coalesced_into: None,
-                cancelled: false,
-            });
+            known.insert(t.clone(), false);
         }
-        tx.commit().await?;
-        Ok(EnqueueOutcome {
-            enqueued: out,
-            cancelled,
-        })
+        out.push(Enqueued {
+            id: p.id.clone(),
+            seq,
+            idempotency_key: p.idempotency_key.clone(),
+            coalesced_into: None,
+            cancelled: false,
+        });
     }
+    Ok(EnqueueOutcome {
+        enqueued: out,
+        cancelled,
+    })
+}
 
+impl Store {
     pub(crate) async fn counts(&self) -> Result<Counts> {
         let r = sqlx::query(
             // language=SQLite

@@ -136,7 +136,7 @@ async fn claim_takes_heads_by_priority_then_fifo() {
         p("c", Priority::High, None, None),
         p("d", Priority::Normal, None, None),
     ];
-    let e = s.enqueue(&items, T0, 100).await.unwrap().enqueued;
+    let e = s.enqueue(items.to_vec(), T0, 100).await.unwrap().enqueued;
     let got = s.claim("me", T0, 10, MAX_WAIT).await.unwrap();
     let seqs: Vec<i64> = got.iter().map(|c| c.seq).collect();
     // c (high), b, d (normal, FIFO), a's head (low); a's second row waits for its head.
@@ -156,7 +156,7 @@ async fn later_high_priority_lifts_its_entity() {
     let (_d, s) = store().await;
     let e = s
         .enqueue(
-            &[
+            vec![
                 p("a", Priority::Low, None, None),
                 p("b", Priority::Normal, None, None),
                 p("a", Priority::Critical, None, None),
@@ -176,7 +176,7 @@ async fn backoff_dead_letters_and_clock_jumps() {
     let (_d, s) = store().await;
     let e = s
         .enqueue(
-            &[
+            vec![
                 p("a", Priority::Normal, None, None),
                 p("a", Priority::Normal, None, None),
                 p("b", Priority::Normal, None, None),
@@ -218,7 +218,7 @@ async fn unresolved_temp_ids_wait_and_resolve() {
     let (_d, s) = store().await;
     let e = s
         .enqueue(
-            &[
+            vec![
                 p("v1", Priority::Low, Some(r#"{"a":1}"#), Some("tmp-1")),
                 p("n1", Priority::Critical, Some(r#"{"v":"tmp-1"}"#), None),
             ],
@@ -242,7 +242,7 @@ async fn unresolved_temp_ids_wait_and_resolve() {
 async fn crash_recovery_and_lease() {
     let (_d, s) = store().await;
     s.enqueue(
-        &[
+        vec![
             p("a", Priority::Normal, None, None),
             p("b", Priority::Normal, None, None),
         ],
@@ -283,7 +283,7 @@ async fn prune_drops_old_delivered_rows_only() {
     let (_d, s) = store().await;
     let e = s
         .enqueue(
-            &[
+            vec![
                 p("a", Priority::Normal, None, None),
                 p("b", Priority::Normal, None, None),
             ],
@@ -311,7 +311,7 @@ async fn discarding_an_unresolved_create_surfaces_its_dependents() {
     let c = p("v1", Priority::Normal, None, Some("tmp-1"));
     let id = c.id.clone();
     s.enqueue(
-        &[c, p("n1", Priority::Normal, Some(r#"{"v":"tmp-1"}"#), None)],
+        vec![c, p("n1", Priority::Normal, Some(r#"{"v":"tmp-1"}"#), None)],
         T0,
         100,
     )
@@ -323,7 +323,7 @@ async fn discarding_an_unresolved_create_surfaces_its_dependents() {
     // A new reference to the discarded temp id is refused.
     let e = s
         .enqueue(
-            &[p("n2", Priority::Normal, Some(r#"{"v":"tmp-1"}"#), None)],
+            vec![p("n2", Priority::Normal, Some(r#"{"v":"tmp-1"}"#), None)],
             T0,
             100,
         )
@@ -350,10 +350,10 @@ proptest::proptest! {
                 .map(|(e, pr)| p(&format!("e{e}"), Priority::from_rank(*pr), None, None))
                 .collect();
             if batch {
-                s.enqueue(&items, T0, 1_000).await.unwrap();
+                s.enqueue(items.clone(), T0, 1_000).await.unwrap();
             } else {
                 for it in &items {
-                    s.enqueue(std::slice::from_ref(it), T0, 1_000).await.unwrap();
+                    s.enqueue(vec![it.clone()], T0, 1_000).await.unwrap();
                 }
             }
             let mut last_seq: HashMap<String, i64> = HashMap::new();
