@@ -26,7 +26,7 @@ use shared::{AuthCell, UploadSignal};
 
 /// How far past its budget a drain may return (the contract's bound is 1 s): the run is cut
 /// here, whatever it is waiting for, with time left to answer.
-const OVERRUN: Duration = Duration::from_millis(800);
+const OVERRUN: Duration = Duration::from_millis(700);
 
 /// One drain, bounded by its budget whatever it waits for. Requests, DNS, TLS and token
 /// refreshes are clamped inside the run; what cannot be clamped (SQLite waiting up to its busy
@@ -52,7 +52,7 @@ pub(crate) async fn run(inner: &Inner, opts: DrainOptions) -> Result<DrainReport
             // The state changes at once; the status event that follows reads the database
             // (reads are not blocked by a writer in WAL mode) and gets what is left of the bound.
             let _ =
-                tokio::time::timeout(Duration::from_millis(150), inner.set_state(SyncState::Failed)).await;
+                tokio::time::timeout(Duration::from_millis(100), inner.set_state(SyncState::Failed)).await;
             Err(Error::Storage {
                 message:
                     "the outbox database stayed locked by another connection or process until the drain's \
