@@ -207,16 +207,18 @@ async fn engine_at(
     bs
 }
 
-/// The physical limit for enqueue: the same durability, a plain row insert per commit.
-async fn bare_sqlite(dir: &std::path::Path, n: usize, per_tx: usize) -> f64 {
+/// A fresh file with the engine's pragmas (WAL, `synchronous=FULL`, 5 s busy timeout) and a
+/// plain table of the outbox's row shape: what the bare limits write to.
+async fn bare_table(file: &std::path::Path, connections: u32) -> sqlx::SqlitePool {
     let opts = SqliteConnectOptions::from_str("sqlite://")
         .unwrap()
-        .filename(dir.join(format!("bare-{n}-{per_tx}.db")))
+        .filename(file)
         .create_if_missing(true)
         .journal_mode(SqliteJournalMode::Wal)
-        .synchronous(SqliteSynchronous::Full);
+        .synchronous(SqliteSynchronous::Full)
+        .busy_timeout(Duration::from_secs(5));
     let pool = SqlitePoolOptions::new()
-        .max_connections(1)
+        .max_connections(connections)
         .connect_with(opts)
         .await
         .unwrap();
@@ -227,6 +229,12 @@ async fn bare_sqlite(dir: &std::path::Path, n: usize, per_tx: usize) -> f64 {
     .execute(&pool)
     .await
     .unwrap();
+    pool
+}
+
+/// The physical limit for enqueue: the same durability, a plain row insert per commit.
+async fn bare_sqlite(dir: &std::path::Path, n: usize, per_tx: usize) -> f64 {
+    let pool = bare_table(&dir.join(format!("bare-{n}-{per_tx}.db")), 1).await;
     let body = json!({ "n": 0, "text": "field note with a little realistic payload text" }).to_string();
     let t = Instant::now();
     for chunk in 0..n / per_tx {
@@ -310,25 +318,7 @@ async fn engine_concurrent(bs: &BackgroundSync, n: usize, writers: usize, offset
 /// equal durability); without, every insert is its own commit and the writers contend for
 /// SQLite's write lock.
 async fn bare_concurrent(dir: &std::path::Path, n: usize, writers: usize, group: bool) -> f64 {
-    let opts = SqliteConnectOptions::from_str("sqlite://")
-        .unwrap()
-        .filename(dir.join(format!("bare-conc-{n}-{group}.db")))
-        .create_if_missing(true)
-        .journal_mode(SqliteJournalMode::Wal)
-        .synchronous(SqliteSynchronous::Full)
-        .busy_timeout(Duration::from_secs(5));
-    let pool = SqlitePoolOptions::new()
-        .max_connections(4)
-        .connect_with(opts)
-        .await
-        .unwrap();
-    sqlx::query(
-        "CREATE TABLE q (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT UNIQUE, key TEXT UNIQUE, prio INTEGER, \
-         entity TEXT, method TEXT, path TEXT, body TEXT, created INTEGER)",
-    )
-    .execute(&pool)
-    .await
-    .unwrap();
+    let pool = bare_table(&dir.join(format!("bare-conc-{n}-{group}.db")), 4).await;
     let body = json!({ "n": 0, "text": "field note with a little realistic payload text" }).to_string();
     let insert = "INSERT INTO q (id, key, prio, entity, method, path, body, created) VALUES (?, ?, 1, ?, 'PUT', ?, ?, 0)";
     let per = n / writers;

@@ -116,17 +116,7 @@ async fn a_lock_mid_drain_does_not_stretch_the_budget() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("outbox.db");
     let bs = engine(&dir, config(&server.base_url)).await;
-    for i in 0..3 {
-        bs.enqueue(mutation(
-            "PUT",
-            &format!("/v/{i}"),
-            Some(json!({"v": i})),
-            "v",
-            &i.to_string(),
-        ))
-        .await
-        .unwrap();
-    }
+    enqueue_visits(&bs, 0..3).await;
     let bs2 = bs.clone();
     let t = Instant::now();
     let drain = tokio::spawn(async move { bs2.drain(opts(Duration::from_secs(2))).await });
