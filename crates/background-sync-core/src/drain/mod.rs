@@ -43,7 +43,7 @@ pub(crate) async fn run(inner: &Inner, opts: DrainOptions) -> Result<DrainReport
     match bounded.await {
         Ok(r) => r,
         Err(_) => {
-            tracing::warn!(run = %run_id, "drain cut at its budget: the database stayed locked");
+            tracing::warn!(run = %run_id, "drain cut at its budget while still waiting (most likely for a database lock)");
             let store = inner.store.clone();
             // Detached: it waits for the lock the run could not get, never for the caller.
             tokio::spawn(async move {
@@ -54,10 +54,10 @@ pub(crate) async fn run(inner: &Inner, opts: DrainOptions) -> Result<DrainReport
             let _ =
                 tokio::time::timeout(Duration::from_millis(100), inner.set_state(SyncState::Failed)).await;
             Err(Error::Storage {
-                message:
-                    "the outbox database stayed locked by another connection or process until the drain's \
-                          budget ran out; nothing queued was lost, the next drain carries on"
-                        .into(),
+                message: "the drain's budget ran out while it was still waiting, most likely for the outbox \
+                          database (locked by another connection or process); nothing queued was lost, the \
+                          next drain carries on"
+                    .into(),
                 source: None,
             })
         }
