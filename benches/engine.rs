@@ -232,6 +232,19 @@ async fn bare_table(file: &std::path::Path, connections: u32) -> sqlx::SqlitePoo
     pool
 }
 
+/// Row `i` of the bare limits: the outbox's row shape, 50 entities.
+async fn bare_insert<'e, E: sqlx::Executor<'e, Database = sqlx::Sqlite>>(ex: E, i: usize, body: &str) {
+    sqlx::query("INSERT INTO q (id, key, prio, entity, method, path, body, created) VALUES (?, ?, 1, ?, 'PUT', ?, ?, 0)")
+        .bind(uuid::Uuid::now_v7().to_string())
+        .bind(uuid::Uuid::new_v4().to_string())
+        .bind(format!("item\u{1f}{}", i % 50))
+        .bind(format!("/items/{}", i % 50))
+        .bind(body)
+        .execute(ex)
+        .await
+        .unwrap();
+}
+
 /// The physical limit for enqueue: the same durability, a plain row insert per commit.
 async fn bare_sqlite(dir: &std::path::Path, n: usize, per_tx: usize) -> f64 {
     let pool = bare_table(&dir.join(format!("bare-{n}-{per_tx}.db")), 1).await;
@@ -241,15 +254,7 @@ async fn bare_sqlite(dir: &std::path::Path, n: usize, per_tx: usize) -> f64 {
         let mut tx = pool.begin().await.unwrap();
         for j in 0..per_tx {
             let i = chunk * per_tx + j;
-            sqlx::query("INSERT INTO q (id, key, prio, entity, method, path, body, created) VALUES (?, ?, 1, ?, 'PUT', ?, ?, 0)")
-                .bind(uuid::Uuid::now_v7().to_string())
-                .bind(uuid::Uuid::new_v4().to_string())
-                .bind(format!("item\u{1f}{}", i % 50))
-                .bind(format!("/items/{}", i % 50))
-                .bind(&body)
-                .execute(&mut *tx)
-                .await
-                .unwrap();
+            bare_insert(&mut *tx, i, &body).await;
         }
         tx.commit().await.unwrap();
     }
@@ -320,7 +325,6 @@ async fn engine_concurrent(bs: &BackgroundSync, n: usize, writers: usize, offset
 async fn bare_concurrent(dir: &std::path::Path, n: usize, writers: usize, group: bool) -> f64 {
     let pool = bare_table(&dir.join(format!("bare-conc-{n}-{group}.db")), 4).await;
     let body = json!({ "n": 0, "text": "field note with a little realistic payload text" }).to_string();
-    let insert = "INSERT INTO q (id, key, prio, entity, method, path, body, created) VALUES (?, ?, 1, ?, 'PUT', ?, ?, 0)";
     let per = n / writers;
     type Ack = tokio::sync::oneshot::Sender<()>;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(usize, Ack)>();
@@ -335,15 +339,7 @@ async fn bare_concurrent(dir: &std::path::Path, n: usize, writers: usize, group:
                 }
                 let mut t = pool.begin().await.unwrap();
                 for (i, _) in &waiting {
-                    sqlx::query(insert)
-                        .bind(uuid::Uuid::now_v7().to_string())
-                        .bind(uuid::Uuid::new_v4().to_string())
-                        .bind(format!("item\u{1f}{}", i % 50))
-                        .bind(format!("/items/{}", i % 50))
-                        .bind(&body)
-                        .execute(&mut *t)
-                        .await
-                        .unwrap();
+                    bare_insert(&mut *t, *i, &body).await;
                 }
                 t.commit().await.unwrap();
                 for (_, ack) in waiting {
@@ -366,15 +362,7 @@ async fn bare_concurrent(dir: &std::path::Path, n: usize, writers: usize, group:
                         tx.send((i, ack)).unwrap();
                         done.await.unwrap();
                     } else {
-                        sqlx::query(insert)
-                            .bind(uuid::Uuid::now_v7().to_string())
-                            .bind(uuid::Uuid::new_v4().to_string())
-                            .bind(format!("item\u{1f}{}", i % 50))
-                            .bind(format!("/items/{}", i % 50))
-                            .bind(&body)
-                            .execute(&pool)
-                            .await
-                            .unwrap();
+                        bare_insert(&pool, i, &body).await;
                     }
                 }
             })
