@@ -5,8 +5,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export RUST_BACKTRACE=0
 export CARGO_TERM_COLOR=never
+# A clean run gains nothing from incremental caches (3.5 GB in target/ when they were on);
+# CARGO_INCREMENTAL=1 make test keeps them for repeated local runs.
+export CARGO_INCREMENTAL=${CARGO_INCREMENTAL:-0}
 
-step() { echo; echo "=== $* ==="; }
+# Each step names the disk left, so a run that fills the disk says where it grew.
+step() { echo; echo "=== $* === ($(df -h --output=avail . | tail -1 | tr -d ' ') free)"; }
 
 step "layers: the engine crate imports downward only and depends on no Tauri, GTK or WebKit"
 scripts/check-layers.py --self-test

@@ -30,6 +30,9 @@ step 300 npx --yes create-tauri-app@4.7.4 fresh --template vanilla-ts --manager 
 app=$work/fresh
 cd "$app"
 cp "$root/Cargo.lock" src-tauri/Cargo.lock
+# The workspace's dev profile (debug info, SQLite optimized), so the shared target dir holds one
+# copy of each dependency, not two. Not a README step: it changes what is compiled, not how.
+sed -n '/^\[profile\.dev/,$p' "$root/Cargo.toml" >>src-tauri/Cargo.toml
 
 # 2. README "Install in your app", by hand (the registries replaced as said above).
 #    Step 1: the crate.
@@ -86,3 +89,6 @@ export SELENIUM_FROM=$root/examples/tauri-app/package.json
 e2e_start_driver
 step 180 node "$root/scripts/fresh-app/drive.mjs"
 echo "fresh app test passed in $((SECONDS - t0)) s"
+# Its binary and libraries (the staticlib alone is hundreds of MB) serve no later step.
+rm -rf "$root"/target/debug/fresh "$root"/target/debug/deps/*fresh* "$root"/target/debug/.fingerprint/fresh-* \
+  "$root"/target/debug/build/fresh-*
