@@ -152,6 +152,63 @@ async fn a_lock_mid_drain_does_not_stretch_the_budget() {
     server.shutdown().await;
 }
 
+/// A cancellation bounds a drain whatever it waits for (README: "within 0.7 s of a
+/// cancellation"), SQLite's busy wait included: the iOS expiration handler cancels while another
+/// process holds the database, and the drain must answer before the system's grace ends. Nothing
+/// acknowledged is lost; the next drains deliver every row once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancellation_under_a_lock_returns_within_its_bound() {
+    let server = server(FaultConfig {
+        delay_ms: 1_000,
+        ..Default::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("outbox.db");
+    let bs = engine(&dir, config(&server.base_url)).await;
+    enqueue_visits(&bs, 0..3).await;
+    let cancel = background_sync_core::CancellationToken::new();
+    let bs2 = bs.clone();
+    let run_opts = DrainOptions {
+        budget: Duration::from_secs(20),
+        cancel: cancel.clone(),
+        ..Default::default()
+    };
+    let drain = tokio::spawn(async move { bs2.drain(run_opts).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut child = lock_from_another_process(&db, 6.0);
+    // The requests answer at ~1 s; their outcomes then wait for the lock. Cancel after that.
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    let t = Instant::now();
+    cancel.cancel();
+    let outcome = drain.await.unwrap();
+    let took = t.elapsed();
+    assert!(
+        took <= Duration::from_millis(700),
+        "a drain cancelled under a lock returned {took:?} after the cancellation: {outcome:?}"
+    );
+    match &outcome {
+        Ok(r) => assert!(
+            matches!(r.stop_reason, StopReason::Cancelled | StopReason::Error),
+            "{r:?}"
+        ),
+        Err(e) => assert!(e.kind() == "storage" && e.to_string().contains("locked"), "{e}"),
+    }
+    child.wait().unwrap();
+    let until = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = bs.drain(opts(Duration::from_secs(10))).await.unwrap();
+        if r.stop_reason == StopReason::Empty {
+            break;
+        }
+        assert!(Instant::now() < until, "never drained: {r:?}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_applied_once(&server, 3).await;
+    println!("a drain cancelled under a 6 s lock returned {took:?} after the cancellation; the next drains delivered 3, applied once");
+    server.shutdown().await;
+}
+
 /// The drain side of a lock held by another process: a drain that starts under a long lock
 /// fails typed (nothing sent); a lock taken while requests are in flight (the server has
 /// applied them, the engine cannot record it) stops the drain with a visible storage error,

@@ -464,6 +464,10 @@ impl World {
         let took = start.elapsed();
         match r {
             Err(_) => self.fail(format!("drain of {budget_ms} ms has not returned after {took:?}")),
+            // The documented cut (README "Deadlines"): a run still waiting for SQLite (the other
+            // drainer process holds the lock) at its bound answers with this error; the time
+            // bound below and the end state still hold it to the contract.
+            Ok(Err(e)) if e.kind() == "storage" && e.to_string().contains("while it was still waiting") => {}
             Ok(Err(e)) => self.fail(format!("drain failed: {e}")),
             Ok(Ok(_)) => {}
         }

@@ -27,41 +27,52 @@ use shared::{AuthCell, UploadSignal};
 /// How far past its budget a drain may return (the contract's bound is 1 s): the run is cut
 /// here, whatever it is waiting for, with time left to answer.
 const OVERRUN: Duration = Duration::from_millis(700);
+/// How long a cancelled drain may take to wind down before it is cut (the contract's bound is
+/// 0.7 s; giving rows back and writing the report take milliseconds unless SQLite waits).
+const CANCEL_GRACE: Duration = Duration::from_millis(450);
 
-/// One drain, bounded by its budget whatever it waits for. Requests, DNS, TLS and token
-/// refreshes are clamped inside the run; what cannot be clamped (SQLite waiting up to its busy
-/// timeout for a lock another process holds) is cut here. A cut run's claimed rows stay in
-/// flight and the next run re-queues them; its lease is given back when the database frees up
-/// (or expires); its outcomes not yet written are sent again under the same keys.
+/// One drain, bounded by its budget and by a cancellation whatever it waits for. Requests, DNS,
+/// TLS and token refreshes are clamped inside the run; what cannot be clamped (SQLite waiting up
+/// to its busy timeout for a lock another process holds) is cut here. A cut run's claimed rows
+/// stay in flight and the next run re-queues them; its lease is given back when the database
+/// frees up (or expires); its outcomes not yet written are sent again under the same keys.
 pub(crate) async fn run(inner: &Inner, opts: DrainOptions) -> Result<DrainReport> {
     let started = Instant::now();
     let run_id = uuid::Uuid::now_v7().to_string();
-    let Some(hard_stop) = started.checked_add(opts.budget + OVERRUN) else {
-        return run_within(inner, opts, started, run_id).await;
-    };
-    let bounded = tokio::time::timeout_at(hard_stop.into(), run_within(inner, opts, started, run_id.clone()));
-    match bounded.await {
-        Ok(r) => r,
-        Err(_) => {
-            tracing::warn!(run = %run_id, "drain cut at its budget while still waiting (most likely for a database lock)");
-            let store = inner.store.clone();
-            // Detached: it waits for the lock the run could not get, never for the caller.
-            tokio::spawn(async move {
-                let _ = store.release_lease(&run_id).await;
-            });
-            // The state changes at once; the status event that follows reads the database
-            // (reads are not blocked by a writer in WAL mode) and gets what is left of the bound.
-            let _ =
-                tokio::time::timeout(Duration::from_millis(100), inner.set_state(SyncState::Failed)).await;
-            Err(Error::Storage {
-                message: "the drain's budget ran out while it was still waiting, most likely for the outbox \
-                          database (locked by another connection or process); nothing queued was lost, the \
-                          next drain carries on"
-                    .into(),
-                source: None,
-            })
+    let cancel = opts.cancel.clone();
+    let hard_stop = started.checked_add(opts.budget + OVERRUN);
+    let budget_out = async {
+        match hard_stop {
+            Some(at) => tokio::time::sleep_until(at.into()).await,
+            None => std::future::pending().await,
         }
-    }
+    };
+    let cancel_out = async {
+        cancel.cancelled().await;
+        tokio::time::sleep(CANCEL_GRACE).await
+    };
+    let why = tokio::select! {
+        biased;
+        r = run_within(inner, opts, started, run_id.clone()) => return r,
+        _ = budget_out => "the drain's budget ran out",
+        _ = cancel_out => "the drain was cancelled",
+    };
+    tracing::warn!(run = %run_id, "{why} while the run was still waiting (most likely for a database lock): cut");
+    let store = inner.store.clone();
+    // Detached: it waits for the lock the run could not get, never for the caller.
+    tokio::spawn(async move {
+        let _ = store.release_lease(&run_id).await;
+    });
+    // The state changes at once; the status event that follows reads the database (reads are
+    // not blocked by a writer in WAL mode) and gets what is left of the bound.
+    let _ = tokio::time::timeout(Duration::from_millis(100), inner.set_state(SyncState::Failed)).await;
+    Err(Error::Storage {
+        message: format!(
+            "{why} while it was still waiting, most likely for the outbox database (locked by another \
+             connection or process); nothing queued was lost, the next drain carries on"
+        ),
+        source: None,
+    })
 }
 
 async fn run_within(
