@@ -490,7 +490,9 @@ fn d15_a_nested_null_resets_to_the_nested_default() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn d16_a_409_in_progress_is_retried_with_the_same_key_and_applied_once() {
     // The first request outlives the client's timeout; the retry meets "in progress" (409).
-    let oracle = Oracle::start(Box::new(|_| Fate::Slow(1_500))).await;
+    // 3 s of "in progress" against a 0.5 s timeout: a retry lands inside it even on a starved
+    // machine (at 1.5 s, under `nice -n 19` beside a build, none did).
+    let oracle = Oracle::start(Box::new(|_| Fate::Slow(3_000))).await;
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = config(&oracle.base_url);
     cfg.request_timeout_ms = 500;
