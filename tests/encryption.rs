@@ -167,3 +167,203 @@ async fn the_headless_entries_open_a_database_encrypted_with_the_platform_key() 
     assert_eq!(report.done, 1, "{report:?}");
     assert_applied_once(&server, 1).await;
 }
+
+const WRITER_ENV: &str = "BGSYNC_ENCRYPTION_WRITER_DB";
+
+/// The other process of `a_process_writing_during_the_encryption_loses_nothing`: a plaintext
+/// handle (an instance started without the key) that enqueues every 10 ms for 4 s and prints
+/// each acknowledged id. Does nothing when run as a test of its own.
+#[tokio::test]
+async fn plaintext_writer_child() {
+    let Ok(db) = std::env::var(WRITER_ENV) else {
+        return;
+    };
+    let bs = BackgroundSync::open(&db).await.unwrap();
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(4);
+    let mut i = 0;
+    while std::time::Instant::now() < until {
+        i += 1;
+        match bs
+            .enqueue(mutation(
+                "POST",
+                "/notes",
+                Some(json!({"i": i})),
+                "w",
+                &i.to_string(),
+            ))
+            .await
+        {
+            Ok(e) => println!("acked {}", e.id),
+            Err(e) => println!("refused {e}"),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
+/// Every id the child printed as acknowledged.
+fn acked_ids(out: &str) -> Vec<String> {
+    out.lines()
+        .filter_map(|l| l.strip_prefix("acked "))
+        .map(str::to_string)
+        .collect()
+}
+
+/// An app turns encryption on while another process still has the plaintext outbox open and
+/// writes to it. Whatever the open with a key answers, no acknowledged enqueue (the other
+/// process's or this one's) is lost and the encrypted file is sound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_writing_during_the_encryption_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("outbox.db");
+    let bs = BackgroundSync::open(&db).await.unwrap();
+    bs.configure(config("http://127.0.0.1:9")).await.unwrap();
+    bs.close().await;
+    let child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "plaintext_writer_child",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(WRITER_ENV, &db)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+
+    let key = SecretKey::from_bytes([3; 32]).database_key();
+    let mut acked = Vec::new();
+    let opened = tokio::time::timeout(std::time::Duration::from_secs(20), open(&db, &key))
+        .await
+        .expect("the open with a key answers");
+    if let Ok(bs) = &opened {
+        for i in 0..5 {
+            acked.push(
+                bs.enqueue(mutation(
+                    "POST",
+                    "/notes",
+                    Some(json!({"p": i})),
+                    "p",
+                    &i.to_string(),
+                ))
+                .await
+                .unwrap()
+                .id,
+            );
+        }
+        bs.close().await;
+    }
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    let out = String::from_utf8_lossy(&out.stdout).into_owned();
+    let from_child = acked_ids(&out);
+    assert!(from_child.len() > 50, "the writer barely ran:\n{out}");
+    let refused = out.lines().filter(|l| l.starts_with("refused")).count();
+    acked.extend(from_child);
+
+    // Once the other process is gone the key opens the outbox (encrypting it now if it had to
+    // wait), and every acknowledged row is there.
+    let bs = open(&db, &key).await.unwrap_or_else(|e| {
+        panic!(
+            "reopen with the key: {e} (first open: {:?})",
+            opened.as_ref().err()
+        )
+    });
+    let mut missing = Vec::new();
+    for id in &acked {
+        if bs.get(id).await.is_err() {
+            missing.push(id.clone());
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "{} of {} acknowledged enqueues lost (first open: {:?}): {:?}",
+        missing.len(),
+        acked.len(),
+        opened.as_ref().err(),
+        &missing[..missing.len().min(5)]
+    );
+    assert!(
+        !std::fs::read(&db).unwrap().starts_with(b"SQLite format 3"),
+        "still plaintext"
+    );
+    println!(
+        "{} acknowledged enqueues kept ({refused} of the other process's refused meanwhile); the first open \
+         with a key answered {:?}",
+        acked.len(),
+        opened.as_ref().map(|_| "ok").map_err(|e| e.to_string())
+    );
+    bs.close().await;
+}
+
+/// Two handles of one process open a plaintext outbox with the key at once (Android: the
+/// worker and the plugin at the first start after an update): both open, nothing is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_handles_encrypting_at_once_both_open() {
+    for round in 0..5 {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("outbox.db");
+        let bs = BackgroundSync::open(&db).await.unwrap();
+        bs.configure(config("http://127.0.0.1:9")).await.unwrap();
+        enqueue_visits(&bs, 0..20).await;
+        bs.close().await;
+        let key = SecretKey::from_bytes([4; 32]).database_key();
+        let (a, b) = tokio::join!(open(&db, &key), open(&db, &key));
+        let (a, b) = (
+            a.unwrap_or_else(|e| panic!("round {round}: first handle: {e:?}")),
+            b.unwrap_or_else(|e| panic!("round {round}: second handle: {e:?}")),
+        );
+        assert_eq!(a.status().await.unwrap().pending, 20, "round {round}");
+        assert_eq!(b.status().await.unwrap().pending, 20, "round {round}");
+        a.close().await;
+        b.close().await;
+    }
+}
+
+/// While another process keeps the plaintext outbox open past the wait, the open with a key
+/// fails typed and touches nothing; once it has gone, the next open encrypts it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outbox_held_open_elsewhere_is_left_as_it_is() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("outbox.db");
+    let bs = BackgroundSync::open(&db).await.unwrap();
+    bs.configure(config("http://127.0.0.1:9")).await.unwrap();
+    enqueue_visits(&bs, 0..4).await;
+    bs.close().await;
+    let script = format!(
+        "import sqlite3,time\nc=sqlite3.connect({:?})\nc.execute('SELECT count(*) FROM outbox').fetchall()\n\
+         print('open', flush=True)\ntime.sleep(8)\n",
+        db.to_str().unwrap()
+    );
+    let mut holder = std::process::Command::new("python3")
+        .args(["-c", &script])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 runs");
+    let mut line = String::new();
+    std::io::BufReader::new(holder.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let key = SecretKey::from_bytes([6; 32]).database_key();
+    let t = std::time::Instant::now();
+    let e = open(&db, &key).await.err().expect("refused while held open");
+    let waited = t.elapsed();
+    assert_eq!(e.kind(), "storage", "{e}");
+    assert!(e.to_string().contains("still open elsewhere"), "{e}");
+    assert!(waited < std::time::Duration::from_secs(7), "waited {waited:?}");
+    assert!(
+        std::fs::read(&db).unwrap().starts_with(b"SQLite format 3"),
+        "changed"
+    );
+    holder.wait().unwrap();
+    let bs = open(&db, &key).await.unwrap();
+    assert_eq!(bs.status().await.unwrap().pending, 4);
+    bs.close().await;
+    assert!(
+        !std::fs::read(&db).unwrap().starts_with(b"SQLite format 3"),
+        "still plaintext"
+    );
+    println!("held open elsewhere: refused after {waited:?}; encrypted at the next open, 4 rows kept");
+}

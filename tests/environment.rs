@@ -152,6 +152,48 @@ async fn a_lock_mid_drain_does_not_stretch_the_budget() {
     server.shutdown().await;
 }
 
+/// The journal mode a new connection gets when it asks to leave WAL mode: "delete" only if no
+/// other connection has the file open, "wal" (or a busy error) otherwise.
+async fn alone_on(db: &std::path::Path) -> String {
+    use sqlx::Connection;
+    let opts = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(db)
+        .busy_timeout(Duration::ZERO);
+    let mut conn = sqlx::SqliteConnection::connect_with(&opts).await.unwrap();
+    let mode = sqlx::query_scalar::<_, String>("PRAGMA journal_mode = DELETE")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap_or_else(|e| e.to_string());
+    conn.close().await.unwrap();
+    mode
+}
+
+/// `close` lets go of the file: when it returns no connection is left, so the app may move,
+/// delete or encrypt the outbox. sqlx's pool close alone could return with a connection still
+/// open (launchbadge/sqlx#3217).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_lets_go_of_the_file() {
+    for round in 0..40 {
+        let dir = tempfile::tempdir().unwrap();
+        let bs = engine(&dir, config("http://127.0.0.1:9")).await;
+        // Several connections busy at once, as an app's concurrent calls make them.
+        let calls = (0..6).map(|i| {
+            let bs = bs.clone();
+            tokio::spawn(async move {
+                enqueue_visits(&bs, i..i + 1).await;
+                bs.status().await.unwrap();
+            })
+        });
+        for c in calls.collect::<Vec<_>>() {
+            c.await.unwrap();
+        }
+        bs.close().await;
+        // SQLite lets a connection leave WAL mode only when it is the last one on the file.
+        let mode = alone_on(&dir.path().join("outbox.db")).await;
+        assert_eq!(mode, "delete", "round {round}: a connection outlived close");
+    }
+}
+
 /// A cancellation bounds a drain whatever it waits for (README: "within 0.7 s of a
 /// cancellation"), SQLite's busy wait included: the iOS expiration handler cancels while another
 /// process holds the database, and the drain must answer before the system's grace ends. Nothing

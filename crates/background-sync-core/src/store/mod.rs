@@ -154,7 +154,7 @@ impl Store {
                     .bind(KEY_CONFIG)
                     .fetch_optional(&probe)
                     .await?;
-                probe.close().await;
+                close_fully(&probe).await;
                 cfg.and_then(|c| serde_json::from_str::<SyncConfig>(&c).ok())
                     .map(|c| c.durability)
                     .unwrap_or_default()
@@ -199,8 +199,23 @@ impl Store {
     }
 
     pub(crate) async fn close(&self) {
-        self.drain.close().await;
-        self.pool.close().await;
+        close_fully(&self.drain).await;
+        close_fully(&self.pool).await;
+    }
+}
+
+/// Close a pool and wait until its last connection is gone. sqlx's `Pool::close` can return
+/// while a connection is still being given back (it then lands in the closed pool's idle queue
+/// and stays open: launchbadge/sqlx#3217); a second call closes such stragglers. Bounded: a
+/// connection held by a caller that never lets go is not waited for past 2 s.
+async fn close_fully(pool: &SqlitePool) {
+    let give_up = std::time::Instant::now() + Duration::from_secs(2);
+    loop {
+        pool.close().await;
+        if pool.size() == 0 || std::time::Instant::now() >= give_up {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 
@@ -223,61 +238,149 @@ pub(crate) fn looks_encrypted(path: &Path) -> bool {
     file_header(path).is_some_and(|h| &h != PLAINTEXT_HEADER)
 }
 
+/// How long the first open with a key waits for other connections to the plaintext file (another
+/// process, or another handle of this one encrypting it right now) to go away.
+const ENCRYPT_ALONE_WAIT: Duration = Duration::from_secs(5);
+
 /// A plaintext database opened with a key (an app that turned encryption on in an update) is
 /// encrypted in place first: exported into a new encrypted file with SQLCipher's
 /// `sqlcipher_export`, which then replaces it by an atomic rename. A crash before the rename
 /// leaves the plaintext file as it was (the next open starts over); after it, the encrypted one.
+///
+/// Only a connection that has the file alone may do it: a connection opened on the old file
+/// before the rename would go on writing there (acknowledged writes lost) and into the `-wal`
+/// file that the new one then shares by name (the new file corrupt). Another handle of this
+/// process opening at the same time waits here and finds the file encrypted.
 async fn encrypt_plaintext_file(path: &Path, key: &str) -> Result<()> {
-    if file_header(path).is_none_or(|h| &h != PLAINTEXT_HEADER) {
+    // One attempt at a time in this process: two handles trying at once would each see the
+    // other's connection and give way forever.
+    static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let plaintext = || file_header(path).is_some_and(|h| &h == PLAINTEXT_HEADER);
+    if !plaintext() {
         return Ok(());
     }
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let give_up = std::time::Instant::now() + ENCRYPT_ALONE_WAIT;
+    loop {
+        if !plaintext() {
+            return Ok(());
+        }
+        let attempt = match encrypt_alone(path, key).await {
+            // Another process replaced the file between the look at its header and the attempt.
+            Err(_) if !plaintext() => return Ok(()),
+            other => other?,
+        };
+        match attempt {
+            Alone::Done => return Ok(()),
+            Alone::NotAlone if std::time::Instant::now() < give_up => {
+                // Jittered, so two processes trying at once do not keep meeting.
+                let pause = 20 + rand::random::<u64>() % 80;
+                tokio::time::sleep(Duration::from_millis(pause)).await
+            }
+            Alone::NotAlone => {
+                return Err(Error::Storage {
+                    message: format!(
+                        "{} is still open elsewhere (another process, or a handle opened without the \
+                         key): a plaintext outbox is encrypted only when nothing else has it open; \
+                         nothing was changed, open it again once the other one has closed it",
+                        path.display()
+                    ),
+                    source: None,
+                })
+            }
+        }
+    }
+}
+
+enum Alone {
+    Done,
+    NotAlone,
+}
+
+/// One attempt of `encrypt_plaintext_file`: leave WAL mode (SQLite allows it only to the last
+/// connection, which then also folds the `-wal` file in and deletes it) and keep an exclusive
+/// lock on the old file until the encrypted copy has replaced it.
+async fn encrypt_alone(path: &Path, key: &str) -> Result<Alone> {
+    use sqlx::sqlite::{SqliteConnection, SqliteLockingMode};
+    use sqlx::{Connection, Executor};
     let io = |what: &str, e: std::io::Error| {
         Error::storage(format!("encrypting {}: {what}: {e}", path.display()), e)
     };
-    let tmp = path.with_extension("encrypting");
-    match std::fs::remove_file(&tmp) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io("removing a stale copy", e)),
-        _ => {}
-    }
+    // No busy wait: a lock held elsewhere is the answer ("not alone"), retried by the caller.
     // create_if_missing: ATTACH opens with the main connection's flags, and must create the copy.
     let opts = SqliteConnectOptions::new()
         .filename(path)
         .create_if_missing(true)
-        .journal_mode(SqliteJournalMode::Wal);
-    let pool = SqlitePoolOptions::new()
-        .max_connections(1)
-        .connect_with(opts)
-        .await?;
-    let exported = async {
+        .locking_mode(SqliteLockingMode::Exclusive)
+        .busy_timeout(Duration::ZERO);
+    let mut conn = match SqliteConnection::connect_with(&opts).await {
+        Ok(c) => c,
+        Err(e) if is_busy(&e) => return Ok(Alone::NotAlone),
+        Err(e) => return Err(e.into()),
+    };
+    let attempt = async {
         // language=SQLite
-        sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
-            .execute(&pool)
-            .await?;
+        let mode: String = match sqlx::query_scalar("PRAGMA journal_mode = DELETE")
+            .fetch_one(&mut conn)
+            .await
+        {
+            Ok(m) => m,
+            Err(e) if is_busy(&e) => return Ok(Alone::NotAlone),
+            Err(e) => return Err(e.into()),
+        };
+        // SQLite answers with the mode it kept when it could not change it.
+        if !mode.eq_ignore_ascii_case("delete") {
+            return Ok(Alone::NotAlone);
+        }
+        // In exclusive locking mode the lock taken here is kept until the connection closes.
+        match conn.execute("BEGIN EXCLUSIVE; COMMIT").await {
+            Ok(_) => {}
+            Err(e) if is_busy(&e) => return Ok(Alone::NotAlone),
+            Err(e) => return Err(e.into()),
+        }
+        // Alone from here on: a copy left by an interrupted attempt can go.
+        let tmp = path.with_extension("encrypting");
+        match std::fs::remove_file(&tmp) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io("removing a stale copy", e)),
+            _ => {}
+        }
         // language=SQLite
         sqlx::query("ATTACH DATABASE ? AS encrypted KEY ?")
             .bind(tmp.to_string_lossy().into_owned())
             .bind(key)
-            .execute(&pool)
+            .execute(&mut conn)
             .await?;
         // language=SQLite
         sqlx::query("SELECT sqlcipher_export('encrypted')")
-            .execute(&pool)
+            .execute(&mut conn)
             .await?;
         // language=SQLite
-        sqlx::query("DETACH DATABASE encrypted").execute(&pool).await?;
-        Ok::<_, Error>(())
+        sqlx::query("DETACH DATABASE encrypted")
+            .execute(&mut conn)
+            .await?;
+        // Still holding the old file's lock: nobody can have written to it since the export.
+        std::fs::rename(&tmp, path).map_err(|e| io("replacing the plaintext file", e))?;
+        if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| io("syncing the directory", e))?;
+        }
+        Ok(Alone::Done)
     }
     .await;
-    pool.close().await;
-    exported?;
-    std::fs::rename(&tmp, path).map_err(|e| io("replacing the plaintext file", e))?;
-    if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| io("syncing the directory", e))?;
+    let _ = conn.close().await;
+    if let Ok(Alone::Done) = attempt {
+        tracing::info!(path = %path.display(), "encrypted the existing plaintext database");
     }
-    tracing::info!(path = %path.display(), "encrypted the existing plaintext database");
-    Ok(())
+    attempt
+}
+
+/// SQLITE_BUSY or SQLITE_LOCKED (and their extended codes): someone else holds the file.
+fn is_busy(e: &sqlx::Error) -> bool {
+    e.as_database_error()
+        .and_then(|d| d.code())
+        .and_then(|c| c.parse::<i32>().ok())
+        .is_some_and(|c| matches!(c & 0xff, 5 | 6))
 }
 
 #[cfg(test)]
