@@ -102,6 +102,20 @@ async fn database_locked_by_another_process() {
     server.shutdown().await;
 }
 
+/// Drains until the queue is empty: a cut drain's lease is given back once the lock is gone (or
+/// expires), so the first drains after it may stop `alreadyRunning`. Bounded: 30 s.
+async fn drain_until_empty(bs: &BackgroundSync) {
+    let until = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = bs.drain(opts(Duration::from_secs(10))).await.unwrap();
+        if r.stop_reason == StopReason::Empty {
+            return;
+        }
+        assert!(Instant::now() < until, "never drained: {r:?}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
 /// The budget bounds a drain whatever it waits for, SQLite's busy wait included: a lock taken
 /// by another process while requests are in flight (their outcomes cannot be written) does not
 /// keep the drain past its budget + 1 s; nothing acknowledged is lost and the next drains
@@ -137,16 +151,7 @@ async fn a_lock_mid_drain_does_not_stretch_the_budget() {
         Err(e) => assert!(e.kind() == "storage" && e.to_string().contains("locked"), "{e}"),
     }
     child.wait().unwrap();
-    // The cut drain's lease is given back once the lock is gone (or expires): bounded retries.
-    let until = Instant::now() + Duration::from_secs(30);
-    loop {
-        let r = bs.drain(opts(Duration::from_secs(10))).await.unwrap();
-        if r.stop_reason == StopReason::Empty {
-            break;
-        }
-        assert!(Instant::now() < until, "never drained: {r:?}");
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    drain_until_empty(&bs).await;
     assert_applied_once(&server, 3).await;
     println!("a 6 s lock taken mid-drain: a 2 s drain returned after {took:?}; the next drains delivered 3, applied once");
     server.shutdown().await;
@@ -237,15 +242,7 @@ async fn a_cancellation_under_a_lock_returns_within_its_bound() {
         Err(e) => assert!(e.kind() == "storage" && e.to_string().contains("locked"), "{e}"),
     }
     child.wait().unwrap();
-    let until = Instant::now() + Duration::from_secs(30);
-    loop {
-        let r = bs.drain(opts(Duration::from_secs(10))).await.unwrap();
-        if r.stop_reason == StopReason::Empty {
-            break;
-        }
-        assert!(Instant::now() < until, "never drained: {r:?}");
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    drain_until_empty(&bs).await;
     assert_applied_once(&server, 3).await;
     println!("a drain cancelled under a 6 s lock returned {took:?} after the cancellation; the next drains delivered 3, applied once");
     server.shutdown().await;
