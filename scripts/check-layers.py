@@ -13,7 +13,7 @@ import sys
 import tempfile
 
 LAYERS = [
-    ["error", "time"],
+    ["error", "time", "per_path"],
     ["models", "idmap"],
     ["policy", "validate", "coalesce", "diagnose", "secret"],
     ["sim"],

@@ -12,15 +12,15 @@ use crate::models::{
     Mutation, MutationState, NewMutation, NewUpload, RefreshMode, StatusEvent, SyncConfig, SyncState,
     SyncStatus, Upload, UploadDestination, UploadState,
 };
+use crate::per_path::PerPath;
 use crate::policy::{Clock, SystemClock};
 use crate::secret::CredentialStorage;
 use crate::store::{Prepared, PreparedUpload, Store};
 use crate::validate::{self, OriginPolicy};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex as StdMutex, OnceLock};
+use std::sync::Arc;
 use tokio::sync::broadcast;
 
 /// How far before the last event a lagging listener heard `forward` re-reads outcomes: an
@@ -88,19 +88,8 @@ impl OpenOptions {
 }
 
 fn per_file(path: &Path) -> Arc<PerFile> {
-    static FILES: OnceLock<StdMutex<HashMap<PathBuf, std::sync::Weak<PerFile>>>> = OnceLock::new();
-    let key = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
-    let mut map = FILES
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap_or_else(|p| p.into_inner());
-    if let Some(f) = map.get(&key).and_then(std::sync::Weak::upgrade) {
-        return f;
-    }
-    map.retain(|_, w| w.strong_count() > 0);
-    let f = Arc::new(PerFile::default());
-    map.insert(key, Arc::downgrade(&f));
-    f
+    static FILES: PerPath<PerFile> = PerPath::new();
+    FILES.get(path)
 }
 
 impl BackgroundSync {

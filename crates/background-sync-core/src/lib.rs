@@ -23,6 +23,7 @@ mod files;
 mod idmap;
 mod lease;
 mod models;
+mod per_path;
 mod policy;
 mod secret;
 mod store;

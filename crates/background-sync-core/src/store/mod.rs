@@ -10,6 +10,7 @@
 
 use crate::error::{Error, Result};
 use crate::models::{Delivered, Durability, EntityRef, StatusEvent, SyncConfig};
+use crate::per_path::PerPath;
 use crate::secret::CredentialStorage;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::SqlitePool;
@@ -252,15 +253,17 @@ const ENCRYPT_ALONE_WAIT: Duration = Duration::from_secs(5);
 /// file that the new one then shares by name (the new file corrupt). Another handle of this
 /// process opening at the same time waits here and finds the file encrypted.
 async fn encrypt_plaintext_file(path: &Path, key: &str) -> Result<()> {
-    // One attempt at a time in this process: two handles trying at once would each see the
-    // other's connection and give way forever.
-    static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
     let plaintext = || file_header(path).is_some_and(|h| &h == PLAINTEXT_HEADER);
     if !plaintext() {
         return Ok(());
     }
-    let _turn = ONE_AT_A_TIME.lock().await;
     let give_up = std::time::Instant::now() + ENCRYPT_ALONE_WAIT;
+    // One attempt per file at a time in this process: two handles trying at once would each
+    // see the other's connection and give way until both gave up.
+    // Waiting for the turn counts against the same bound; past it, the attempt below answers.
+    static TURNS: PerPath<tokio::sync::Mutex<()>> = PerPath::new();
+    let file_turn = TURNS.get(path);
+    let _turn = tokio::time::timeout_at(give_up.into(), file_turn.lock()).await;
     loop {
         if !plaintext() {
             return Ok(());
