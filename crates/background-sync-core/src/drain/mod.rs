@@ -66,6 +66,7 @@ pub(crate) async fn run(inner: &Inner, opts: DrainOptions) -> Result<DrainReport
     // The state changes at once; the status event that follows reads the database (reads are
     // not blocked by a writer in WAL mode) and gets what is left of the bound.
     let _ = tokio::time::timeout(Duration::from_millis(100), inner.set_state(SyncState::Failed)).await;
+    // "locked" in the message: the Android worker retries such storage errors (WorkPlan.kt).
     Err(Error::Storage {
         message: format!(
             "{why} while it was still waiting, most likely for the outbox database (locked by another \

@@ -54,9 +54,12 @@ object WorkPlanner {
     fun outcome(reportJson: String): WorkOutcome {
         val env = try { JSONObject(reportJson) } catch (e: Exception) { return WorkOutcome.RETRY }
         if (!env.optBoolean("ok", false)) {
-            val kind = env.optJSONObject("error")?.optString("kind") ?: ""
-            // A corrupt or missing database will not heal by retrying in 30 s.
-            val lasting = kind == "storage" || kind == "corrupt" || kind == "invalidInput"
+            val error = env.optJSONObject("error")
+            val kind = error?.optString("kind") ?: ""
+            // A corrupt or missing database will not heal by retrying in 30 s; one locked by
+            // another connection will (the engine's storage errors say "locked" then).
+            val locked = kind == "storage" && (error?.optString("message") ?: "").contains("locked")
+            val lasting = !locked && (kind == "storage" || kind == "corrupt" || kind == "invalidInput")
             return if (lasting) WorkOutcome.SUCCESS else WorkOutcome.RETRY
         }
         val report = env.optJSONObject("report") ?: return WorkOutcome.RETRY

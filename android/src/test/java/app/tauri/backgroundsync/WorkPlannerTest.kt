@@ -37,5 +37,12 @@ class WorkPlannerTest {
         assertEquals(WorkOutcome.SUCCESS, WorkPlanner.outcome("""{"ok":false,"error":{"kind":"storage","message":"corrupt"}}"""))
         assertEquals(WorkOutcome.SUCCESS, WorkPlanner.outcome("""{"ok":false,"error":{"kind":"corrupt","message":"stored credentials"}}"""))
         assertEquals(WorkOutcome.RETRY, WorkPlanner.outcome("not json"))
+        // A database locked by another connection heals by itself: the engine's own wording for a
+        // run cut while it waited, and for a statement that gave up waiting (error.rs hint).
+        val cut = "the drain was cancelled while it was still waiting, most likely for the outbox database " +
+            "(locked by another connection or process); nothing queued was lost, the next drain carries on"
+        assertEquals(WorkOutcome.RETRY, WorkPlanner.outcome("""{"ok":false,"error":{"kind":"storage","message":"$cut"}}"""))
+        val busy = "storage error: database is locked (the database is locked by another connection or process)"
+        assertEquals(WorkOutcome.RETRY, WorkPlanner.outcome("""{"ok":false,"error":{"kind":"storage","message":"$busy"}}"""))
     }
 }
