@@ -389,3 +389,49 @@ async fn an_outbox_held_open_elsewhere_is_left_as_it_is() {
     );
     println!("held open elsewhere: refused after {waited:?}; encrypted at the next open, 4 rows kept");
 }
+
+/// A connection opened on the plaintext file before the encryption but not yet used holds no
+/// lock, so it cannot stop it; afterwards it must not write to the replaced file (its writes
+/// would be lost, and a `-wal` would be the new file's by name). The file is left in rollback
+/// mode, where SQLite refuses writes to a file moved since it was opened (SQLITE_READONLY_DBMOVED).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_opened_before_the_encryption_cannot_write_to_the_old_file() {
+    use std::io::{BufRead, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("outbox.db");
+    let bs = BackgroundSync::open(&db).await.unwrap();
+    bs.configure(config("http://127.0.0.1:9")).await.unwrap();
+    enqueue_visits(&bs, 0..2).await;
+    bs.close().await;
+    // sqlite3.connect opens the file and reads nothing until the first statement.
+    let script = format!(
+        "import sqlite3,sys\nc=sqlite3.connect({:?}, isolation_level=None, timeout=10)\n\
+         print('connected', flush=True)\nsys.stdin.readline()\n\
+         try:\n    c.execute(\"INSERT INTO settings(key, value) VALUES('late', 'write')\")\n    print('wrote')\n\
+         except Exception as e:\n    print('refused', e)\n",
+        db.to_str().unwrap()
+    );
+    let mut late = std::process::Command::new("python3")
+        .args(["-c", &script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 runs");
+    let mut stdout = std::io::BufReader::new(late.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "connected");
+    let key = SecretKey::from_bytes([8; 32]).database_key();
+    let bs = open(&db, &key).await.unwrap();
+    writeln!(late.stdin.as_mut().unwrap()).unwrap();
+    let mut answer = String::new();
+    stdout.read_line(&mut answer).unwrap();
+    late.wait().unwrap();
+    assert!(
+        answer.starts_with("refused"),
+        "the connection opened before the encryption wrote to the replaced file: {answer}"
+    );
+    assert_eq!(bs.status().await.unwrap().pending, 2);
+    bs.close().await;
+    println!("a connection opened before the encryption: {}", answer.trim());
+}
