@@ -116,6 +116,52 @@ async fn drain_until_empty(bs: &BackgroundSync) {
     }
 }
 
+/// README: an enqueue waits up to 5 s for a lock another process holds, then fails typed. Calls
+/// that queue behind one already waiting for the same lock get their answer with it, instead of
+/// starting a wait of their own (they used to wait up to 10 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enqueues_queued_behind_a_lock_wait_no_longer_than_the_busy_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("outbox.db");
+    let bs = engine(&dir, config("http://127.0.0.1:9")).await;
+    let mut child = lock_from_another_process(&db, 12.0);
+    let calls: Vec<_> = (0..4u64)
+        .map(|i| {
+            let bs = bs.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(1_000 * i)).await;
+                let t = Instant::now();
+                let r = bs
+                    .enqueue(mutation(
+                        "PUT",
+                        &format!("/visits/{i}"),
+                        Some(json!({"v": i})),
+                        "visit",
+                        &i.to_string(),
+                    ))
+                    .await;
+                (i, t.elapsed(), r)
+            })
+        })
+        .collect();
+    for c in calls {
+        let (i, waited, r) = c.await.unwrap();
+        let e = r.expect_err("the lock outlasts every call's wait");
+        assert!(
+            e.kind() == "storage" && e.to_string().contains("locked"),
+            "call {i}: {e}"
+        );
+        assert!(
+            waited <= Duration::from_millis(6_000),
+            "call {i}, started {i} s into the lock, waited {waited:?}"
+        );
+        println!("call {i}: locked after {waited:?}");
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    enqueue_visits(&bs, 0..1).await;
+}
+
 /// The budget bounds a drain whatever it waits for, SQLite's busy wait included: a lock taken
 /// by another process while requests are in flight (their outcomes cannot be written) does not
 /// keep the drain past its budget + 1 s; nothing acknowledged is lost and the next drains

@@ -329,14 +329,18 @@ impl Store {
                         // savepoint and no task, nobody else waits on this commit.
                         let call = calls.into_iter().next().expect("one call");
                         let r = enqueue_alone(&self.pool, &call.items, call.now, call.max_queue_len).await;
+                        if let Err(e) = &r {
+                            self.writes.fail_if_locked(e);
+                        }
                         drop(leader);
                         let _ = call.answer.send(r);
                         continue;
                     }
                     // Others wait on this commit: it runs to the end even if this caller goes away.
                     let pool = self.pool.clone();
+                    let writes = self.writes.clone();
                     let _ = tokio::spawn(async move {
-                        enqueue_group(&pool, calls).await;
+                        enqueue_group(&pool, calls, &writes).await;
                         drop(leader);
                     })
                     .await;
@@ -370,6 +374,31 @@ impl WriteQueue {
     fn take(&self) -> Vec<WriteCall> {
         std::mem::take(&mut *self.waiting.lock().unwrap_or_else(|p| p.into_inner()))
     }
+
+    /// A write that waited out SQLite's busy timeout for a lock another connection holds
+    /// answers the calls queued behind it with the same error: the lock has been held for the
+    /// whole timeout, and each would otherwise start a wait of its own (up to twice the timeout).
+    fn fail_if_locked(&self, e: &Error) {
+        let gave_up_on_a_lock = matches!(e, Error::Storage { source: Some(s), .. }
+            if s.downcast_ref::<sqlx::Error>().is_some_and(super::is_busy));
+        if gave_up_on_a_lock {
+            for call in self.take() {
+                let _ = call.answer.send(Err(same_failure(e)));
+            }
+        }
+    }
+}
+
+/// The same failure for another caller (an error keeps one source: the copies carry its text).
+fn same_failure(e: &Error) -> Error {
+    let message = match e {
+        Error::Storage { message, .. } => message.clone(),
+        other => other.to_string(),
+    };
+    Error::Storage {
+        message,
+        source: None,
+    }
 }
 
 fn interrupted() -> Error {
@@ -393,7 +422,7 @@ async fn enqueue_alone(
 
 /// Several calls in one transaction, each in its own savepoint (a call that fails leaves
 /// nothing), answered after the commit.
-async fn enqueue_group(pool: &sqlx::SqlitePool, calls: Vec<WriteCall>) {
+async fn enqueue_group(pool: &sqlx::SqlitePool, calls: Vec<WriteCall>, writes: &WriteQueue) {
     let mut results: Vec<Result<EnqueueOutcome>> = Vec::with_capacity(calls.len());
     let written = async {
         let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
@@ -422,14 +451,15 @@ async fn enqueue_group(pool: &sqlx::SqlitePool, calls: Vec<WriteCall>) {
         }
         // Nothing of the group was committed: every call fails with the reason.
         Err(e) => {
-            let message = e.to_string();
-            let mut first = Some(e);
+            writes.fail_if_locked(&e);
+            let mut calls = calls.into_iter();
+            let first = calls.next();
             for call in calls {
-                let e = first.take().unwrap_or_else(|| Error::Storage {
-                    message: message.clone(),
-                    source: None,
-                });
-                let _ = call.answer.send(Err(e));
+                let _ = call.answer.send(Err(same_failure(&e)));
+            }
+            // The first keeps the error's source.
+            if let Some(first) = first {
+                let _ = first.answer.send(Err(e));
             }
         }
     }
