@@ -133,6 +133,22 @@ impl Serialize for Error {
     }
 }
 
+/// SQLITE_BUSY or SQLITE_LOCKED (and their extended codes): someone else holds the file.
+pub(crate) fn is_busy(e: &sqlx::Error) -> bool {
+    e.as_database_error()
+        .and_then(|d| d.code())
+        .and_then(|c| c.parse::<i32>().ok())
+        .is_some_and(|c| matches!(c & 0xff, 5 | 6))
+}
+
+impl Error {
+    /// SQLite gave up waiting for a lock another connection holds (its busy timeout ran out).
+    pub(crate) fn is_lock_timeout(&self) -> bool {
+        matches!(self, Error::Storage { source: Some(s), .. }
+            if s.downcast_ref::<sqlx::Error>().is_some_and(is_busy))
+    }
+}
+
 impl From<sqlx::Error> for Error {
     fn from(e: sqlx::Error) -> Self {
         let message = match &e {

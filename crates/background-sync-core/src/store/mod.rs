@@ -8,7 +8,7 @@
 //! edits), `ledger` (lease, claim, outcomes, recovery), `uploads` (the same for files),
 //! `outcomes` (what the app reads back), `runs` (history, prune), `rows` (row readers).
 
-use crate::error::{Error, Result};
+use crate::error::{is_busy, Error, Result};
 use crate::models::{Delivered, Durability, EntityRef, StatusEvent, SyncConfig};
 use crate::per_path::PerPath;
 use crate::secret::CredentialStorage;
@@ -376,14 +376,6 @@ async fn encrypt_alone(path: &Path, key: &str) -> Result<Alone> {
         tracing::info!(path = %path.display(), "encrypted the existing plaintext database");
     }
     attempt
-}
-
-/// SQLITE_BUSY or SQLITE_LOCKED (and their extended codes): someone else holds the file.
-fn is_busy(e: &sqlx::Error) -> bool {
-    e.as_database_error()
-        .and_then(|d| d.code())
-        .and_then(|c| c.parse::<i32>().ok())
-        .is_some_and(|c| matches!(c & 0xff, 5 | 6))
 }
 
 #[cfg(test)]

@@ -379,9 +379,7 @@ impl WriteQueue {
     /// answers the calls queued behind it with the same error: the lock has been held for the
     /// whole timeout, and each would otherwise start a wait of its own (up to twice the timeout).
     fn fail_if_locked(&self, e: &Error) {
-        let gave_up_on_a_lock = matches!(e, Error::Storage { source: Some(s), .. }
-            if s.downcast_ref::<sqlx::Error>().is_some_and(super::is_busy));
-        if gave_up_on_a_lock {
+        if e.is_lock_timeout() {
             for call in self.take() {
                 let _ = call.answer.send(Err(same_failure(e)));
             }
