@@ -14,6 +14,22 @@ async fn open(path: &std::path::Path, key: &str) -> background_sync_core::Result
     BackgroundSync::open_with(path, OpenOptions::default().encryption_key(key)).await
 }
 
+/// A plaintext outbox at `<dir>/outbox.db` holding `visits` queued visits, closed (an app from
+/// before it turned encryption on).
+async fn plaintext_outbox(dir: &tempfile::TempDir, visits: usize) -> std::path::PathBuf {
+    let db = dir.path().join("outbox.db");
+    let bs = BackgroundSync::open(&db).await.unwrap();
+    bs.configure(config("http://127.0.0.1:9")).await.unwrap();
+    enqueue_visits(&bs, 0..visits).await;
+    bs.close().await;
+    db
+}
+
+/// Whether the file starts with SQLite's plaintext header.
+fn is_plaintext(path: &std::path::Path) -> bool {
+    std::fs::read(path).unwrap().starts_with(b"SQLite format 3")
+}
+
 #[tokio::test]
 async fn encrypted_outbox_round_trip() {
     let server = server(FaultConfig::default()).await;
@@ -90,7 +106,7 @@ async fn a_plaintext_database_is_encrypted_in_place_at_the_first_open_with_a_key
         .unwrap();
     }
     bs.close().await;
-    assert!(std::fs::read(&db).unwrap().starts_with(b"SQLite format 3"));
+    assert!(is_plaintext(&db));
 
     let key = SecretKey::from_bytes([5; 32]).database_key();
     let bs = open(&db, &key).await.unwrap();
@@ -214,10 +230,7 @@ fn acked_ids(out: &str) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_process_writing_during_the_encryption_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("outbox.db");
-    let bs = BackgroundSync::open(&db).await.unwrap();
-    bs.configure(config("http://127.0.0.1:9")).await.unwrap();
-    bs.close().await;
+    let db = plaintext_outbox(&dir, 0).await;
     let mut child = std::process::Command::new(std::env::current_exe().unwrap())
         .args([
             "plaintext_writer_child",
@@ -306,10 +319,7 @@ async fn a_process_writing_during_the_encryption_loses_nothing() {
         opened.as_ref().err(),
         &missing[..missing.len().min(5)]
     );
-    assert!(
-        !std::fs::read(&db).unwrap().starts_with(b"SQLite format 3"),
-        "still plaintext"
-    );
+    assert!(!is_plaintext(&db), "still plaintext");
     println!(
         "{} acknowledged enqueues kept ({refused} of the other process's refused meanwhile); the first open \
          with a key answered {:?}",
@@ -325,11 +335,7 @@ async fn a_process_writing_during_the_encryption_loses_nothing() {
 async fn two_handles_encrypting_at_once_both_open() {
     for round in 0..5 {
         let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("outbox.db");
-        let bs = BackgroundSync::open(&db).await.unwrap();
-        bs.configure(config("http://127.0.0.1:9")).await.unwrap();
-        enqueue_visits(&bs, 0..20).await;
-        bs.close().await;
+        let db = plaintext_outbox(&dir, 20).await;
         let key = SecretKey::from_bytes([4; 32]).database_key();
         let (a, b) = tokio::join!(open(&db, &key), open(&db, &key));
         let (a, b) = (
@@ -349,11 +355,7 @@ async fn two_handles_encrypting_at_once_both_open() {
 async fn an_outbox_held_open_elsewhere_is_left_as_it_is() {
     use std::io::BufRead;
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("outbox.db");
-    let bs = BackgroundSync::open(&db).await.unwrap();
-    bs.configure(config("http://127.0.0.1:9")).await.unwrap();
-    enqueue_visits(&bs, 0..4).await;
-    bs.close().await;
+    let db = plaintext_outbox(&dir, 4).await;
     let script = format!(
         "import sqlite3,time\nc=sqlite3.connect({:?})\nc.execute('SELECT count(*) FROM outbox').fetchall()\n\
          print('open', flush=True)\ntime.sleep(8)\n",
@@ -375,18 +377,12 @@ async fn an_outbox_held_open_elsewhere_is_left_as_it_is() {
     assert_eq!(e.kind(), "storage", "{e}");
     assert!(e.to_string().contains("still open elsewhere"), "{e}");
     assert!(waited < std::time::Duration::from_secs(7), "waited {waited:?}");
-    assert!(
-        std::fs::read(&db).unwrap().starts_with(b"SQLite format 3"),
-        "changed"
-    );
+    assert!(is_plaintext(&db), "changed");
     holder.wait().unwrap();
     let bs = open(&db, &key).await.unwrap();
     assert_eq!(bs.status().await.unwrap().pending, 4);
     bs.close().await;
-    assert!(
-        !std::fs::read(&db).unwrap().starts_with(b"SQLite format 3"),
-        "still plaintext"
-    );
+    assert!(!is_plaintext(&db), "still plaintext");
     println!("held open elsewhere: refused after {waited:?}; encrypted at the next open, 4 rows kept");
 }
 
@@ -398,11 +394,7 @@ async fn an_outbox_held_open_elsewhere_is_left_as_it_is() {
 async fn a_connection_opened_before_the_encryption_cannot_write_to_the_old_file() {
     use std::io::{BufRead, Write};
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("outbox.db");
-    let bs = BackgroundSync::open(&db).await.unwrap();
-    bs.configure(config("http://127.0.0.1:9")).await.unwrap();
-    enqueue_visits(&bs, 0..2).await;
-    bs.close().await;
+    let db = plaintext_outbox(&dir, 2).await;
     // sqlite3.connect opens the file and reads nothing until the first statement.
     let script = format!(
         "import sqlite3,sys\nc=sqlite3.connect({:?}, isolation_level=None, timeout=10)\n\

@@ -102,6 +102,19 @@ async fn database_locked_by_another_process() {
     server.shutdown().await;
 }
 
+/// Three queued visits for a server that answers each request after 1 s: requests are in
+/// flight long enough for another process to take the lock under them.
+async fn three_visits_for_a_slow_server() -> (RunningServer, tempfile::TempDir, BackgroundSync) {
+    let server = server(FaultConfig {
+        delay_ms: 1_000,
+        ..Default::default()
+    })
+    .await;
+    let (dir, bs) = engine_for(&server).await;
+    enqueue_visits(&bs, 0..3).await;
+    (server, dir, bs)
+}
+
 /// Drains until the queue is empty: a cut drain's lease is given back once the lock is gone (or
 /// expires), so the first drains after it may stop `alreadyRunning`. Bounded: 30 s.
 async fn drain_until_empty(bs: &BackgroundSync) {
@@ -168,15 +181,8 @@ async fn enqueues_queued_behind_a_lock_wait_no_longer_than_the_busy_timeout() {
 /// deliver every row once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lock_mid_drain_does_not_stretch_the_budget() {
-    let server = server(FaultConfig {
-        delay_ms: 1_000,
-        ..Default::default()
-    })
-    .await;
-    let dir = tempfile::tempdir().unwrap();
+    let (server, dir, bs) = three_visits_for_a_slow_server().await;
     let db = dir.path().join("outbox.db");
-    let bs = engine(&dir, config(&server.base_url)).await;
-    enqueue_visits(&bs, 0..3).await;
     let bs2 = bs.clone();
     let t = Instant::now();
     let drain = tokio::spawn(async move { bs2.drain(opts(Duration::from_secs(2))).await });
@@ -251,15 +257,8 @@ async fn close_lets_go_of_the_file() {
 /// acknowledged is lost; the next drains deliver every row once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancellation_under_a_lock_returns_within_its_bound() {
-    let server = server(FaultConfig {
-        delay_ms: 1_000,
-        ..Default::default()
-    })
-    .await;
-    let dir = tempfile::tempdir().unwrap();
+    let (server, dir, bs) = three_visits_for_a_slow_server().await;
     let db = dir.path().join("outbox.db");
-    let bs = engine(&dir, config(&server.base_url)).await;
-    enqueue_visits(&bs, 0..3).await;
     let cancel = background_sync_core::CancellationToken::new();
     let bs2 = bs.clone();
     let run_opts = DrainOptions {
